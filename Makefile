@@ -1,0 +1,41 @@
+# Flux: `make run` starts Flux (and a local Kafka broker if KAFKA_BOOTSTRAP_SERVERS is unset);
+# `make test` runs lint, types and the whole test suite against a real broker.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test unit lint kafka-start kafka-stop bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/flux serve
+
+lint: install
+	$(BIN)/ruff check flux agents api tests bench
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/python -m pytest -q -m "not integration and not e2e"
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+kafka-start: install
+	$(BIN)/flux kafka start
+
+kafka-stop: install
+	$(BIN)/flux kafka stop
+
+bench: install
+	$(BIN)/python bench/bench_core.py
+
+clean:
+	rm -rf .flux $(VENV) .pytest_cache .mypy_cache .ruff_cache

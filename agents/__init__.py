@@ -1,0 +1,1 @@
+"""Flux's Faust side: the app, the entity table, and the agent that folds events into it."""

@@ -1,0 +1,71 @@
+"""The Faust app of a Flux node: configuration, the events topic and the entity table."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from agents.transport import ReadCommittedTransport
+from flux.config import Settings
+
+TABLE_NAME = "entities"
+
+
+class FluxApp(faust.App):
+    """A Faust app whose consumer reads only committed records (see :mod:`agents.transport`)."""
+
+    def _new_transport(self) -> Any:
+        return ReadCommittedTransport(self.conf.broker_consumer, self)
+
+
+def broker_urls(bootstrap_servers: str) -> list[str]:
+    """Faust broker URLs from a Kafka ``host:port,host:port`` list."""
+    return [f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()]
+
+
+def quiet_logging(level: str) -> None:
+    """Keep Faust, mode and aiokafka quiet: their debug paths cost CPU on every send."""
+    numeric = logging.getLevelName(level.upper())
+    for name in ("faust", "mode", "aiokafka", "kafka", "rocksdict"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, numeric if isinstance(numeric, int) else 30))
+
+
+def create_faust_app(settings: Settings) -> tuple[FluxApp, Any, Any]:
+    """The app, its events topic and its entity table, configured from ``settings``."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = FluxApp(
+        settings.app_id,
+        broker=broker_urls(settings.kafka_bootstrap_servers),
+        store="rocksdb://",
+        datadir=str(settings.data_dir),
+        web_enabled=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_max_request_size=16 * 1024 * 1024,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=16384,
+        table_standby_replicas=0,
+        autodiscover=False,
+        loghandlers=[],
+    )
+    events_topic = app.topic(
+        settings.events_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    table = app.Table(
+        TABLE_NAME,
+        partitions=settings.partitions,
+        schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
+        recovery_buffer_size=10_000,
+        help="Entity state keyed by entity id (JSON with per-property versions)",
+    )
+    return app, events_topic, table

@@ -1,0 +1,119 @@
+"""The agent that folds the events topic into the entity table.
+
+It takes records in batches (``stream.take_events``: Faust acks them only after the loop body
+returns), decodes each record (one event or a packed array), merges every event into the
+in-memory state of its entity with :func:`flux.reducer.apply_event`, then writes each touched
+entity once per batch through :class:`agents.entity_store.EntityStore`. Invalid elements go to
+the dead-letter topic with the reason; events on the wrong partition are forwarded to theirs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from agents.entity_store import EntityStore, decode_state
+from flux.config import Settings
+from flux.events import encode
+from flux.metrics import Metrics
+from flux.records import DecodedRecord, dead_letter, decode_record
+from flux.reducer import State, apply_event, exists, new_state
+
+log = logging.getLogger(__name__)
+
+RECORDS_PER_BATCH = 5000
+
+
+class _Touched:
+    """An entity's state while a batch is applied: current, as stored, and whether it existed."""
+
+    __slots__ = ("existed", "state", "stored")
+
+    def __init__(self, stored: bytes | None) -> None:
+        self.stored = stored
+        self.state: State = new_state() if stored is None else decode_state(stored)
+        self.existed = exists(self.state)
+
+
+class BatchReducer:
+    """Applies batches of events-topic records to the entity table."""
+
+    def __init__(self, app: Any, store: EntityStore, settings: Settings, metrics: Metrics) -> None:
+        self._app = app
+        self._store = store
+        self._settings = settings
+        self._metrics = metrics
+
+    async def apply(self, records: Sequence[Any]) -> int:
+        """Fold ``records`` (Faust events) into the table; returns how many events were applied."""
+        touched: dict[int, dict[bytes, _Touched]] = {}
+        forwards: list[tuple[int, bytes, bytes]] = []
+        dead: list[bytes] = []
+        applied = 0
+        for record in records:
+            message = record.message
+            decoded: DecodedRecord = decode_record(
+                message.value,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                timestamp_ms=int((message.timestamp or 0) * 1000),
+                partitions=self._settings.partitions,
+                max_entity_id_length=self._settings.max_entity_id_length,
+            )
+            partition = message.partition
+            entities = touched.setdefault(partition, {})
+            for envelope in decoded.events:
+                key = envelope["payload"]["entity_id"].encode()
+                entity = entities.get(key)
+                if entity is None:
+                    entity = entities[key] = _Touched(self._store.load(partition, key))
+                apply_event(entity.state, envelope)
+            applied += len(decoded.events)
+            for home, envelope in decoded.misplaced:
+                forwards.append((home, envelope["payload"]["entity_id"].encode(), encode(envelope)))
+            for rejected in decoded.rejected:
+                dead.append(dead_letter(rejected, topic=message.topic, partition=partition, offset=message.offset))
+
+        for partition, entities in touched.items():
+            changed: dict[bytes, tuple[bytes, int]] = {}
+            for key, entity in entities.items():
+                value = orjson.dumps(entity.state)
+                if value != entity.stored:
+                    changed[key] = (value, int(exists(entity.state)) - int(entity.existed))
+            await self._store.write(partition, changed)
+        await self._send_all(self._settings.events_topic, forwards)
+        await self._send_all(self._settings.dead_letter_topic, [(0, None, value) for value in dead])
+        if dead:
+            log.warning("sent %d invalid events to %s", len(dead), self._settings.dead_letter_topic)
+        self._metrics.applied(applied)
+        self._metrics.rejected(len(dead))
+        return applied
+
+    async def _send_all(self, topic: str, records: list[tuple[int, bytes | None, bytes]]) -> None:
+        if not records:
+            return
+        producer = self._app.producer
+        futures = [await producer.send(topic, key, value, partition, None, None) for partition, key, value in records]
+        for future in futures:
+            await future
+
+
+def install_reducer(app: Any, events_topic: Any, reducer: BatchReducer, flush_interval_s: float) -> Any:
+    """Register the reducer agent on ``app``; returns the agent."""
+
+    async def reduce_events(stream: Any) -> None:
+        async for records in stream.take_events(RECORDS_PER_BATCH, within=flush_interval_s):
+            try:
+                await reducer.apply(records)
+            except Exception as exc:
+                # Never ack a batch that was not fully written: stop the worker, so that a restart
+                # resumes from the last committed offset instead of skipping these records.
+                log.critical("reducer failed, stopping the worker: %r", exc)
+                await app.crash(exc)
+                raise
+
+    return app.agent(events_topic, name="flux.reducer")(reduce_events)

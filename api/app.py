@@ -1,0 +1,33 @@
+"""The FastAPI application: routes wired to a publisher and a state reader it is given."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from api import routes_events, routes_health, routes_state
+from api.errors import install_error_handlers
+from flux import __version__
+from flux.config import Settings
+from flux.metrics import Metrics
+from flux.publisher import EventPublisher
+from flux.state import StateReader
+
+
+def create_app(settings: Settings, publisher: EventPublisher, reader: StateReader, metrics: Metrics) -> FastAPI:
+    """A Flux HTTP app. Starting and stopping the publisher and the reader is the caller's job."""
+    app = FastAPI(
+        title="Flux",
+        version=__version__,
+        description="Event-sourced world state: publish events, read merged entity state.",
+        default_response_class=ORJSONResponse,
+    )
+    app.state.settings = settings
+    app.state.publisher = publisher
+    app.state.reader = reader
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(routes_events.router)
+    app.include_router(routes_state.router)
+    app.include_router(routes_health.router)
+    return app

@@ -1,0 +1,93 @@
+"""Pydantic models of the API contract: the OpenAPI document is generated from these."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class EventPayload(BaseModel):
+    """What an event says about one entity."""
+
+    entity_id: str = Field(min_length=1, description="Target entity; may contain '/', e.g. 'acme/sensor-01'")
+    properties: dict[str, Any] = Field(description="Properties to merge into the entity; values are any JSON")
+
+
+class EventIn(BaseModel):
+    """An event envelope as published."""
+
+    stream: str = Field(min_length=1, description="Logical stream, e.g. 'sensors'")
+    source: str = Field(min_length=1, description="Who published the event")
+    timestamp: int | None = Field(default=None, ge=0, description="Unix epoch milliseconds; defaults to now")
+    eventId: str | None = Field(default=None, description="Defaults to a fresh UUIDv7; re-sending an id is idempotent")
+    key: Any | None = Field(default=None, description="Optional ordering/grouping hint, kept with the event")
+    schema_: Any | None = Field(default=None, alias="schema", description="Optional schema metadata, kept")
+    payload: EventPayload
+
+
+class BatchIn(BaseModel):
+    """A batch: ``{"events": [...]}`` (a bare JSON array of events is accepted too)."""
+
+    events: list[EventIn]
+
+
+class PublishOut(BaseModel):
+    """The answer to a single publish, sent after the broker acknowledged the event."""
+
+    eventId: str
+    stream: str
+
+
+class BatchResult(BaseModel):
+    """One input event's outcome, in input order."""
+
+    eventId: str | None
+    stream: str | None
+    error: str | None
+
+
+class BatchOut(BaseModel):
+    """The answer to a batch publish, sent after the batch's transaction committed."""
+
+    successful: int
+    failed: int
+    results: list[BatchResult]
+
+
+class Entity(BaseModel):
+    """The current state of an entity."""
+
+    id: str
+    properties: dict[str, Any]
+    lastUpdated: str = Field(description="RFC 3339 UTC time of the newest event applied")
+
+
+class ErrorOut(BaseModel):
+    """Every error answer."""
+
+    error: str
+
+
+class HealthOut(BaseModel):
+    """Liveness."""
+
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    """Readiness: broker reachable and table recovery done."""
+
+    status: Literal["ready", "not_ready"]
+    broker: bool
+    recovered: bool
+    partitions: list[int]
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "Malformed JSON or an invalid field (the message names it)"},
+    413: {"model": ErrorOut, "description": "Body larger than the configured limit"},
+    422: {"model": ErrorOut, "description": "Invalid query or path parameter"},
+    503: {"model": ErrorOut, "description": "The broker did not acknowledge; nothing is promised"},
+}

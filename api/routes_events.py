@@ -1,0 +1,105 @@
+"""Ingestion: ``POST /api/events`` and ``POST /api/events/batch``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import ORJSONResponse
+
+from api.body import read_json
+from api.errors import ApiError
+from api.models import ERRORS, BatchIn, BatchOut, EventIn, PublishOut
+from flux.events import InvalidEvent, validate_event
+from flux.publisher import PublishFailed
+
+router = APIRouter(tags=["events"])
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@router.post(
+    "/api/events",
+    response_model=PublishOut,
+    responses=ERRORS,
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": EventIn.model_json_schema(by_alias=True)}}}},
+)
+async def publish_event(request: Request) -> ORJSONResponse:
+    """Publish one event; answers after the broker acknowledged it (acks=all)."""
+    state = request.app.state
+    body = await read_json(request, state.settings.max_event_bytes)
+    try:
+        envelope = validate_event(body, now_ms=_now_ms(), max_entity_id_length=state.settings.max_entity_id_length)
+    except InvalidEvent as exc:
+        raise ApiError(400, str(exc)) from exc
+    try:
+        await state.publisher.publish(envelope)
+    except PublishFailed as exc:
+        raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from exc
+    state.metrics.published(1, (envelope["source"],))
+    return ORJSONResponse({"eventId": envelope["eventId"], "stream": envelope["stream"]})
+
+
+def _batch_items(body: Any, max_events: int) -> list[Any]:
+    if isinstance(body, dict):
+        if "events" not in body:
+            raise ApiError(400, 'batch must be {"events": [...]} or a JSON array of events')
+        body = body["events"]
+    if not isinstance(body, list):
+        raise ApiError(400, "events must be an array")
+    if not body:
+        raise ApiError(400, "batch is empty")
+    if len(body) > max_events:
+        raise ApiError(413, f"batch has {len(body)} events; the limit is {max_events}")
+    return body
+
+
+@router.post(
+    "/api/events/batch",
+    response_model=BatchOut,
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            BatchIn.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}"),
+                            {"type": "array", "items": {"$ref": "#/components/schemas/EventIn"}},
+                        ]
+                    }
+                }
+            },
+        }
+    },
+)
+async def publish_batch(request: Request) -> ORJSONResponse:
+    """Publish many events; the valid ones are written in one Kafka transaction, invalid ones fail one by one."""
+    state = request.app.state
+    settings = state.settings
+    items = _batch_items(await read_json(request, settings.max_batch_bytes), settings.max_batch_events)
+    now = _now_ms()
+    results: list[dict[str, Any]] = []
+    valid: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            envelope = validate_event(item, now_ms=now, max_entity_id_length=settings.max_entity_id_length)
+        except InvalidEvent as exc:
+            stream = item.get("stream") if isinstance(item, dict) and isinstance(item.get("stream"), str) else None
+            results.append({"eventId": None, "stream": stream, "error": f"events[{index}]: {exc}"})
+            continue
+        valid.append(envelope)
+        results.append({"eventId": envelope["eventId"], "stream": envelope["stream"], "error": None})
+    failed = len(items) - len(valid)
+    if not valid:
+        raise ApiError(400, "no valid events in the batch", {"successful": 0, "failed": failed, "results": results})
+    try:
+        await state.publisher.publish_batch(valid)
+    except PublishFailed as exc:
+        raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from exc
+    state.metrics.published(len(valid), {e["source"] for e in valid})
+    return ORJSONResponse({"successful": len(valid), "failed": failed, "results": results})

@@ -1,0 +1,37 @@
+"""Operations: ``/health`` (liveness), ``/ready`` (readiness) and ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import ORJSONResponse, PlainTextResponse
+
+from api.models import HealthOut, ReadyOut
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", response_model=HealthOut)
+async def health() -> ORJSONResponse:
+    """The process is up and serving HTTP."""
+    return ORJSONResponse({"status": "ok"})
+
+
+@router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut, "description": "Not ready yet"}})
+async def ready(request: Request) -> ORJSONResponse:
+    """Ready when the broker answers and the table's recovery is done; 503 until then."""
+    r = await request.app.state.reader.readiness()
+    body = {
+        "status": "ready" if r.ready else "not_ready",
+        "broker": r.broker,
+        "recovered": r.recovered,
+        "partitions": r.partitions,
+        "detail": r.detail,
+    }
+    return ORJSONResponse(body, status_code=200 if r.ready else 503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus text format."""
+    state = request.app.state
+    return PlainTextResponse(state.metrics.prometheus(state.reader.count()), media_type="text/plain; version=0.0.4")

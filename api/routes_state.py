@@ -1,0 +1,56 @@
+"""State queries: ``GET /api/state/entities`` and ``GET /api/state/entities/{id}``."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import ORJSONResponse
+
+from api.errors import ApiError
+from api.models import ERRORS, Entity, ErrorOut
+
+router = APIRouter(tags=["state"])
+
+
+def effective_prefix(prefix: str, namespace: str | None) -> str:
+    """The id prefix for ``?prefix`` within ``?namespace`` (ids ``namespace/...``)."""
+    if namespace is None:
+        return prefix
+    scope = f"{namespace}/"
+    return prefix if prefix.startswith(scope) else scope + prefix
+
+
+@router.get("/api/state/entities", response_model=list[Entity], responses=ERRORS)
+async def list_entities(
+    request: Request,
+    prefix: str = Query("", description="Only ids starting with this"),
+    namespace: str | None = Query(None, min_length=1, description="Only ids 'namespace/...'; prefix applies within"),
+    limit: int | None = Query(None, ge=1, description="Page size (default FLUX_LIST_DEFAULT_LIMIT, max FLUX_LIST_MAX_LIMIT)"),
+    offset: int = Query(0, ge=0, description="Entities to skip, in id order"),
+) -> ORJSONResponse:
+    """Entities in id order; when more follow, a ``Link: <...>; rel="next"`` header points at the next page."""
+    settings = request.app.state.settings
+    page_size = settings.list_default_limit if limit is None else limit
+    if page_size > settings.list_max_limit:
+        raise ApiError(422, f"limit must be at most {settings.list_max_limit}")
+    entities, more = request.app.state.reader.scan(effective_prefix(prefix, namespace), offset, page_size)
+    headers = {}
+    if more:
+        params = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit")}
+        params.update(offset=str(offset + len(entities)), limit=str(page_size))
+        headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
+    return ORJSONResponse(entities, headers=headers)
+
+
+@router.get(
+    "/api/state/entities/{entity_id:path}",
+    response_model=Entity,
+    responses={404: {"model": ErrorOut, "description": "Entity not found"}},
+)
+async def get_entity(request: Request, entity_id: str) -> ORJSONResponse:
+    """One entity; the id may contain '/' (raw or as %2F)."""
+    entity = request.app.state.reader.get(unquote(entity_id))
+    if entity is None:
+        raise ApiError(404, "Entity not found")
+    return ORJSONResponse(entity)

@@ -1,0 +1,108 @@
+"""One Flux node: the Faust worker (reducer agent, entity table) and the HTTP server in one loop.
+
+This is the composition root, the one module that wires ``agents`` and ``api`` together. The
+Faust worker owns the process: it handles SIGINT/SIGTERM and stops the HTTP service it was
+given, which stops accepting requests, then closes the publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
+from typing import Any
+
+import faust
+import mode
+import uvicorn
+
+from agents.app import create_faust_app, quiet_logging
+from agents.entity_store import EntityStore
+from agents.reducer_agent import BatchReducer, install_reducer
+from api.app import create_app
+from flux.config import Settings
+from flux.metrics import Metrics
+from flux.publisher import EventPublisher
+
+log = logging.getLogger(__name__)
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the Faust worker owns the process's signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class HttpService(mode.Service):
+    """Starts the publisher and serves the FastAPI app until the worker stops."""
+
+    def __init__(self, settings: Settings, http_app: Any, publisher: EventPublisher, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+        self._http_app = http_app
+        self._publisher = publisher
+        self._server: _EmbeddedUvicorn | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    async def on_start(self) -> None:
+        """Connect the publisher, then listen."""
+        await self._publisher.start()
+        config = uvicorn.Config(
+            self._http_app,
+            host=self._settings.host,
+            port=self._settings.port,
+            lifespan="off",
+            access_log=False,
+            log_level=self._settings.log_level.lower(),
+            http="httptools",
+            ws="websockets-sansio",
+        )
+        self._server = _EmbeddedUvicorn(config)
+        self._serving = asyncio.create_task(self._server.serve(), name="flux-http")
+        while not self._server.started:
+            if self._serving.done():
+                self._serving.result()  # raises what stopped it (e.g. the port is taken)
+                raise RuntimeError(f"HTTP server on port {self._settings.port} did not start")
+            await asyncio.sleep(0.02)
+        log.warning("Flux listening on http://%s:%d", self._settings.host, self._settings.port)
+
+    async def on_stop(self) -> None:
+        """Stop accepting requests, finish the ones in flight, close the publisher."""
+        if self._server is not None and self._serving is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._serving, timeout=10)
+        await self._publisher.stop()
+
+
+def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
+    """The Faust app with its reducer agent, and the HTTP service reading its table."""
+    quiet_logging(settings.log_level)
+    app, events_topic, table = create_faust_app(settings)
+    metrics = Metrics()
+    publisher = EventPublisher(settings, transactional_id=f"{settings.app_id}-publisher-{settings.node_id}-{settings.port}")
+    store = EntityStore(app, table, settings.partitions, broker_check=publisher.broker_reachable)
+    install_reducer(app, events_topic, BatchReducer(app, store, settings, metrics), settings.flush_interval_ms / 1000)
+
+    @app.on_rebalance_complete.connect
+    async def _forget_counts(sender: Any, **_: Any) -> None:
+        store.forget_counts()
+
+    http_app = create_app(settings, publisher, store, metrics)
+    return app, HttpService(settings, http_app, publisher)
+
+
+def run_node(settings: Settings) -> None:
+    """Run one Flux node in the foreground until SIGINT/SIGTERM."""
+    app, http = build_node(settings)
+    worker = faust.Worker(
+        app,
+        http,
+        loglevel=settings.log_level,
+        quiet=True,
+        redirect_stdouts=False,
+    )
+    worker.execute_from_commandline()

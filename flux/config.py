@@ -1,0 +1,53 @@
+"""Settings read from environment variables (pydantic-settings); every one is listed in the README."""
+
+from __future__ import annotations
+
+import socket
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Flux configuration. Variables are ``FLUX_<NAME>`` except ``KAFKA_BOOTSTRAP_SERVERS``."""
+
+    model_config = SettingsConfigDict(env_prefix="FLUX_", extra="ignore")
+
+    url: str = "http://localhost:3000"
+    host: str = "127.0.0.1"
+    port: int = 3000
+    auth_enabled: bool = False
+    log_level: str = "WARNING"
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "FLUX_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    app_id: str = "flux"
+    node_id: str = Field(default_factory=lambda: socket.gethostname())
+    data_dir: Path = Path(".flux/data")
+    events_topic: str = "flux.events"
+    dead_letter_topic: str = "flux.events.dlq"
+    partitions: int = Field(default=8, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    events_retention_ms: int = -1
+
+    max_event_bytes: int = 1_048_576
+    max_batch_bytes: int = 10_485_760
+    max_batch_events: int = 100_000
+    max_entity_id_length: int = 512
+    publish_timeout_ms: int = 30_000
+
+    flush_interval_ms: int = Field(default=20, ge=1)
+    flush_max_events: int = Field(default=20_000, ge=1)
+
+    list_default_limit: int = Field(default=1000, ge=1)
+    list_max_limit: int = Field(default=10_000, ge=1)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,139 @@
+"""The event envelope: validation of what producers send, and its wire form on the events topic.
+
+An envelope, as published over HTTP or straight to Kafka::
+
+    {"stream": "sensors", "source": "agent-01", "timestamp": 1739290200000,
+     "eventId": "019c...", "key": "...", "schema": {...},
+     "payload": {"entity_id": "acme/sensor-01", "properties": {"temp": 22.5}}}
+
+``stream``, ``source``, ``payload.entity_id`` and ``payload.properties`` are required;
+``timestamp`` (Unix ms) defaults to now and ``eventId`` to a fresh UUIDv7. A deletion is an
+envelope with ``"op": "delete"`` and no properties. Validation is hand-written rather than
+pydantic so that a batch of 10,000 events validates in a few milliseconds and every error names
+the field it is about.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from flux.ids import new_event_id
+
+MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_EVENT_ID_LENGTH = 128
+OP_DELETE = "delete"
+
+Envelope = dict[str, Any]
+
+
+class InvalidEvent(ValueError):
+    """An envelope that cannot be accepted; the message says which field and why."""
+
+
+def _require_text(obj: dict[str, Any], field: str, label: str) -> str:
+    if field not in obj or obj[field] is None:
+        raise InvalidEvent(f"{label} is required")
+    value = obj[field]
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{label} must be a string, got {type_name(value)}")
+    if not value:
+        raise InvalidEvent(f"{label} must not be empty")
+    return value
+
+
+def type_name(value: Any) -> str:
+    """The JSON name of a Python value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def parse_timestamp(value: Any, label: str = "timestamp") -> int:
+    """A Unix-ms timestamp as an int; bools, floats, strings and out-of-range values are refused."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidEvent(f"{label} must be an integer (Unix epoch milliseconds), got {type_name(value)}")
+    if value < 0 or value > MAX_TIMESTAMP_MS:
+        raise InvalidEvent(f"{label} must be between 0 and {MAX_TIMESTAMP_MS} (Unix epoch milliseconds)")
+    return value
+
+
+def validate_event(obj: Any, *, now_ms: int, max_entity_id_length: int = 512) -> Envelope:
+    """Check one envelope and return its normalised form (eventId and timestamp filled in).
+
+    Raises :class:`InvalidEvent` with a message naming the offending field.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"event must be a JSON object, got {type_name(obj)}")
+    stream = _require_text(obj, "stream", "stream")
+    source = _require_text(obj, "source", "source")
+    op = obj.get("op")
+    if op is not None and op != OP_DELETE:
+        raise InvalidEvent(f'op must be "{OP_DELETE}" or absent')
+    payload = obj.get("payload")
+    if payload is None:
+        raise InvalidEvent("payload is required")
+    if not isinstance(payload, dict):
+        raise InvalidEvent(f"payload must be an object, got {type_name(payload)}")
+    entity_id = _require_text(payload, "entity_id", "payload.entity_id")
+    if len(entity_id) > max_entity_id_length:
+        raise InvalidEvent(f"payload.entity_id must be at most {max_entity_id_length} characters")
+    properties = payload.get("properties")
+    if op == OP_DELETE:
+        if properties is not None:
+            raise InvalidEvent("a delete event carries no payload.properties")
+        properties = None
+    elif properties is None:
+        raise InvalidEvent("payload.properties is required")
+    elif not isinstance(properties, dict):
+        raise InvalidEvent(f"payload.properties must be an object, got {type_name(properties)}")
+
+    raw_ts = obj.get("timestamp")
+    timestamp = now_ms if raw_ts is None else parse_timestamp(raw_ts)
+    event_id = obj.get("eventId")
+    if event_id is None:
+        event_id = new_event_id(timestamp)
+    elif not isinstance(event_id, str) or not event_id:
+        raise InvalidEvent("eventId must be a non-empty string")
+    elif len(event_id) > MAX_EVENT_ID_LENGTH:
+        raise InvalidEvent(f"eventId must be at most {MAX_EVENT_ID_LENGTH} characters")
+
+    envelope: Envelope = {
+        "eventId": event_id,
+        "stream": stream,
+        "source": source,
+        "timestamp": timestamp,
+        "payload": {"entity_id": entity_id} if op == OP_DELETE else {"entity_id": entity_id, "properties": properties},
+    }
+    if op == OP_DELETE:
+        envelope["op"] = OP_DELETE
+    for optional in ("key", "schema"):
+        if obj.get(optional) is not None:
+            envelope[optional] = obj[optional]
+    return envelope
+
+
+def entity_of(envelope: Envelope) -> str:
+    """The entity id a validated envelope is about."""
+    return envelope["payload"]["entity_id"]  # type: ignore[no-any-return]
+
+
+def encode(envelope: Envelope) -> bytes:
+    """The wire form of one envelope (one Kafka record value)."""
+    return orjson.dumps(envelope)
+
+
+def encode_many(envelopes: list[Envelope]) -> bytes:
+    """The wire form of a packed record: a JSON array of envelopes of one partition."""
+    return orjson.dumps(envelopes)

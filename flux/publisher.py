@@ -1,0 +1,189 @@
+"""Publishing events to the events topic, acknowledged by the broker before we answer.
+
+Single events go through an idempotent producer (acks=all), one record each, keyed by entity id:
+the record format any Kafka producer can use too. A batch is packed: its events are grouped by
+partition into records holding a JSON array each, so that the reducer pays Faust's per-record
+cost once per few hundred events, and all records of a batch are written in one Kafka
+transaction (the agents read ``read_committed``), so no reader sees half a batch. Concurrent
+batches share a transaction (group commit): one commit round-trip serves them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from flux.config import Settings
+from flux.events import Envelope, encode, entity_of
+from flux.partitioning import partition_for
+
+log = logging.getLogger(__name__)
+
+PACKED_RECORD_MAX_BYTES = 512 * 1024
+PACKED_RECORD_MAX_EVENTS = 2000
+PRODUCER_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+GROUP_COMMIT_MAX_BATCHES = 64
+
+
+class PublishFailed(RuntimeError):
+    """The broker did not acknowledge the events; nothing can be promised about them."""
+
+
+def pack_by_partition(envelopes: list[Envelope], partitions: int) -> list[tuple[int, bytes]]:
+    """Group envelopes by partition into JSON-array records of bounded size, keeping their order."""
+    by_partition: dict[int, list[bytes]] = defaultdict(list)
+    for envelope in envelopes:
+        by_partition[partition_for(entity_of(envelope), partitions)].append(encode(envelope))
+    records: list[tuple[int, bytes]] = []
+    for partition, encoded in by_partition.items():
+        chunk: list[bytes] = []
+        size = 0
+        for item in encoded:
+            if chunk and (size + len(item) > PACKED_RECORD_MAX_BYTES or len(chunk) >= PACKED_RECORD_MAX_EVENTS):
+                records.append((partition, b"[" + b",".join(chunk) + b"]"))
+                chunk, size = [], 0
+            chunk.append(item)
+            size += len(item) + 1
+        records.append((partition, b"[" + b",".join(chunk) + b"]"))
+    return records
+
+
+@dataclass
+class _PendingBatch:
+    records: list[tuple[int, bytes]]
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class EventPublisher:
+    """Writes envelopes to the events topic; every call returns after the broker acknowledged."""
+
+    def __init__(self, settings: Settings, transactional_id: str) -> None:
+        self._settings = settings
+        self._topic = settings.events_topic
+        self._transactional_id = transactional_id
+        self._producer: AIOKafkaProducer | None = None
+        self._txn_producer: AIOKafkaProducer | None = None
+        self._queue: asyncio.Queue[_PendingBatch] = asyncio.Queue()
+        self._committer: asyncio.Task[None] | None = None
+        self.partitions = settings.partitions
+
+    def _new_producer(self, transactional_id: str | None = None) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            client_id=f"{self._settings.app_id}-publisher",
+            acks="all",
+            enable_idempotence=True,
+            transactional_id=transactional_id,
+            linger_ms=1,
+            max_batch_size=1024 * 1024,
+            max_request_size=PRODUCER_MAX_REQUEST_BYTES,
+            request_timeout_ms=self._settings.publish_timeout_ms,
+        )
+
+    async def start(self) -> None:
+        """Connect both producers and learn the events topic's partition count."""
+        self._producer = self._new_producer()
+        await self._producer.start()
+        self._txn_producer = self._new_producer(self._transactional_id)
+        await self._txn_producer.start()
+        partitions = await self._producer.partitions_for(self._topic)
+        if partitions:
+            self.partitions = len(partitions)
+        self._committer = asyncio.create_task(self._commit_loop(), name="flux-group-commit")
+
+    async def stop(self) -> None:
+        """Flush and close; batches still queued fail with :class:`PublishFailed`."""
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.done.done():
+                pending.done.set_exception(PublishFailed("Flux is shutting down"))
+        for producer in (self._producer, self._txn_producer):
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+
+    async def broker_reachable(self, timeout_s: float = 2.0) -> bool:
+        """Whether a metadata request to the cluster succeeds within ``timeout_s``."""
+        if self._producer is None:
+            return False
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=timeout_s)
+        except Exception:
+            return False
+        return True
+
+    async def publish(self, envelope: Envelope) -> None:
+        """Write one event as one record (key = entity id) and wait for acks=all."""
+        assert self._producer is not None, "publisher not started"
+        try:
+            await asyncio.wait_for(
+                self._producer.send_and_wait(self._topic, encode(envelope), key=entity_of(envelope).encode()),
+                timeout=self._settings.publish_timeout_ms / 1000,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise PublishFailed(f"the broker did not acknowledge the event: {exc!r}") from exc
+
+    async def publish_batch(self, envelopes: list[Envelope]) -> None:
+        """Write a batch atomically (one transaction, packed records) and wait for the commit."""
+        if not envelopes:
+            return
+        pending = _PendingBatch(pack_by_partition(envelopes, self.partitions))
+        await self._queue.put(pending)
+        try:
+            await asyncio.wait_for(asyncio.shield(pending.done), timeout=self._settings.publish_timeout_ms / 1000)
+        except TimeoutError as exc:
+            raise PublishFailed("the broker did not acknowledge the batch in time") from exc
+
+    async def _commit_loop(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            while not self._queue.empty() and len(group) < GROUP_COMMIT_MAX_BATCHES:
+                group.append(self._queue.get_nowait())
+            error = await self._commit(group)
+            for pending in group:
+                if pending.done.done():
+                    continue
+                if error is None:
+                    pending.done.set_result(None)
+                else:
+                    pending.done.set_exception(error)
+
+    async def _commit(self, group: list[_PendingBatch]) -> PublishFailed | None:
+        producer = self._txn_producer
+        assert producer is not None
+        try:
+            async with producer.transaction():
+                sends = [
+                    await producer.send(self._topic, value, partition=partition)
+                    for pending in group
+                    for partition, value in pending.records
+                ]
+                await asyncio.gather(*sends)
+            return None
+        except Exception as exc:  # any failure fails the whole group; producers may need renewing
+            log.warning("batch transaction failed: %r", exc)
+            await self._renew_txn_producer()
+            return PublishFailed(f"the broker did not commit the batch: {exc!r}")
+
+    async def _renew_txn_producer(self) -> None:
+        old = self._txn_producer
+        with contextlib.suppress(Exception):
+            if old is not None:
+                await old.stop()
+        fresh = self._new_producer(self._transactional_id)
+        try:
+            await fresh.start()
+        except Exception as exc:
+            log.warning("could not restart the transactional producer yet: %r", exc)
+        self._txn_producer = fresh
+

@@ -1,0 +1,47 @@
+"""The narrow interface through which the HTTP API reads state, whoever stores it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class PartitionUnavailable(RuntimeError):
+    """The partition holding the answer is not served by this node right now (rebalance, recovery)."""
+
+    def __init__(self, partition: int) -> None:
+        where = "the table" if partition < 0 else f"partition {partition}"
+        super().__init__(f"{where} is not being served by this node right now (recovery or rebalance)")
+        self.partition = partition
+
+
+@dataclass
+class Readiness:
+    """Whether this node can answer reads: broker reachable and table recovery done."""
+
+    ready: bool
+    broker: bool
+    recovered: bool
+    partitions: list[int] = field(default_factory=list)
+    detail: str = ""
+
+
+class StateReader(Protocol):
+    """Reads of the entity table, in entity-id order."""
+
+    def get(self, entity_id: str) -> dict[str, Any] | None:
+        """The entity ``{id, properties, lastUpdated}``, or None when it does not exist."""
+        ...
+
+    def scan(self, prefix: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` entities whose id starts with ``prefix``, skipping ``offset``, in id order;
+        the flag says whether more follow."""
+        ...
+
+    def count(self) -> int:
+        """How many entities exist (an estimate is not allowed: used for metrics and totals)."""
+        ...
+
+    async def readiness(self) -> Readiness:
+        """Whether reads are served from a recovered, connected table."""
+        ...
