@@ -64,6 +64,10 @@ def create_faust_app(settings: Settings) -> tuple[FluxApp, Any, Any]:
     table = app.Table(
         TABLE_NAME,
         partitions=settings.partitions,
+        # key_type/value_type decide the changelog topic's serializers (bytes -> raw); without them
+        # recovery JSON-decodes the keys and Faust skips what it cannot decode.
+        key_type=bytes,
+        value_type=bytes,
         schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
         recovery_buffer_size=10_000,
         help="Entity state keyed by entity id (JSON with per-property versions)",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import ORJSONResponse
 
 from api import routes_events, routes_health, routes_state
 from api.errors import install_error_handlers
+from api.models import request_schemas
 from flux import __version__
 from flux.config import Settings
 from flux.metrics import Metrics
@@ -30,4 +34,13 @@ def create_app(settings: Settings, publisher: EventPublisher, reader: StateReade
     app.include_router(routes_events.router)
     app.include_router(routes_state.router)
     app.include_router(routes_health.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(request_schemas())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

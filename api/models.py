@@ -91,3 +91,19 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorOut, "description": "Invalid query or path parameter"},
     503: {"model": ErrorOut, "description": "The broker did not acknowledge; nothing is promised"},
 }
+
+
+SCHEMA_REF = "#/components/schemas/{model}"
+
+# Request bodies are parsed by hand (fast, with per-field errors); these models document them.
+REQUEST_MODELS: list[type[BaseModel]] = [EventIn, BatchIn]
+
+
+def request_schemas() -> dict[str, Any]:
+    """OpenAPI component schemas of the request models (and the models they use)."""
+    schemas: dict[str, Any] = {}
+    for model in REQUEST_MODELS:
+        schema = model.model_json_schema(by_alias=True, ref_template=SCHEMA_REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas

@@ -10,7 +10,7 @@ from fastapi.responses import ORJSONResponse
 
 from api.body import read_json
 from api.errors import ApiError
-from api.models import ERRORS, BatchIn, BatchOut, EventIn, PublishOut
+from api.models import ERRORS, SCHEMA_REF, BatchOut, PublishOut
 from flux.events import InvalidEvent, validate_event
 from flux.publisher import PublishFailed
 
@@ -25,7 +25,9 @@ def _now_ms() -> int:
     "/api/events",
     response_model=PublishOut,
     responses=ERRORS,
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": EventIn.model_json_schema(by_alias=True)}}}},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="EventIn")}}}}
+    },
 )
 async def publish_event(request: Request) -> ORJSONResponse:
     """Publish one event; answers after the broker acknowledged it (acks=all)."""
@@ -68,8 +70,8 @@ def _batch_items(body: Any, max_events: int) -> list[Any]:
                 "application/json": {
                     "schema": {
                         "oneOf": [
-                            BatchIn.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}"),
-                            {"type": "array", "items": {"$ref": "#/components/schemas/EventIn"}},
+                            {"$ref": SCHEMA_REF.format(model="BatchIn")},
+                            {"type": "array", "items": {"$ref": SCHEMA_REF.format(model="EventIn")}},
                         ]
                     }
                 }

@@ -1,0 +1,51 @@
+"""Shared fixtures: one real Kafka broker per session (tests.kafka_fixtures), Flux processes on it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.flux_process import FluxProcess, free_port
+
+pytest_plugins = ["tests.kafka_fixtures"]
+
+NodeFactory = Callable[..., FluxProcess]
+
+
+def _node(bootstrap: str, base: Path, partitions: int, env: dict[str, str]) -> FluxProcess:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    return FluxProcess(bootstrap, base / name, free_port(), name, partitions, env)
+
+
+@pytest.fixture
+def new_flux(kafka_bootstrap: str, tmp_path: Path) -> Iterator[NodeFactory]:
+    """A factory of started Flux nodes with fresh topics and data dirs; all stopped after the test."""
+    started: list[FluxProcess] = []
+
+    def make(partitions: int = 4, **env: str) -> FluxProcess:
+        node = _node(kafka_bootstrap, tmp_path, partitions, env)
+        started.append(node)
+        node.start()
+        return node
+
+    yield make
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def flux(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FluxProcess]:
+    """One running Flux node shared by a test module (tests use their own entity ids)."""
+    node = _node(kafka_bootstrap, tmp_path_factory.mktemp("flux"), 4, {"FLUX_MAX_EVENT_BYTES": "65536"})
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def uid() -> str:
+    """A short unique string for entity ids of one test."""
+    return uuid.uuid4().hex[:8]

@@ -1,0 +1,139 @@
+"""A real ``flux serve`` process for e2e tests: start, wait until ready, stop, kill, restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class FluxProcess:
+    """One Flux node run as a subprocess, with its own app id, topics and data dir."""
+
+    def __init__(
+        self, bootstrap: str, workdir: Path, port: int, app_id: str, partitions: int, env: dict[str, str]
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.workdir = workdir
+        self.port = port
+        self.app_id = app_id
+        self.partitions = partitions
+        self.events_topic = f"{app_id}.events"
+        self.dead_letter_topic = f"{app_id}.events.dlq"
+        self.extra_env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{port}"
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def env(self) -> dict[str, str]:
+        """The environment the node runs with."""
+        env = dict(os.environ)
+        env.update(
+            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+            FLUX_PORT=str(self.port),
+            FLUX_APP_ID=self.app_id,
+            FLUX_EVENTS_TOPIC=self.events_topic,
+            FLUX_DEAD_LETTER_TOPIC=self.dead_letter_topic,
+            FLUX_PARTITIONS=str(self.partitions),
+            FLUX_DATA_DIR=str(self.workdir / "data"),
+            FLUX_LOG_LEVEL="WARNING",
+        )
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start the node and wait until ``/ready`` answers 200."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.workdir / "flux.log", "ab")  # noqa: SIM115 - kept open for the process's life
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve"],
+            env=self.env(),
+            cwd=self.workdir,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        """Poll ``/ready`` until 200; fail with the node's log if it dies or times out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"flux exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if self.client.get("/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"flux not ready after {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The end of the node's log, for failure messages."""
+        path = self.workdir / "flux.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM and wait (SIGKILL past ``timeout``)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL at once, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    # -- HTTP helpers -----------------------------------------------------------------
+    def publish(self, entity_id: str, properties: dict[str, Any], **fields: Any) -> httpx.Response:
+        """POST one event."""
+        body = {"stream": "test", "source": "pytest", "payload": {"entity_id": entity_id, "properties": properties}}
+        body.update(fields)
+        return self.client.post("/api/events", json=body)
+
+    def entity(self, entity_id: str) -> httpx.Response:
+        """GET one entity."""
+        return self.client.get(f"/api/state/entities/{entity_id}")
+
+    def wait_for(self, probe: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+        """Poll ``probe`` until it returns something truthy."""
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            last = probe()
+            if last:
+                return last
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; last probe: {last!r}")
+
+    def wait_entity(self, entity_id: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> Any:
+        """Poll the entity until ``predicate(entity)`` holds; returns the entity."""
+
+        def probe() -> Any:
+            response = self.entity(entity_id)
+            if response.status_code == 200 and predicate(response.json()):
+                return response.json()
+            return None
+
+        return self.wait_for(probe, timeout, f"entity {entity_id}")
