@@ -9,6 +9,7 @@ import faust
 
 from agents.transport import ReadCommittedTransport
 from flux.config import Settings
+from flux.topics import MAX_MESSAGE_BYTES
 
 TABLE_NAME = "entities"
 
@@ -48,6 +49,8 @@ def create_faust_app(settings: Settings) -> tuple[FluxApp, Any, Any]:
         producer_acks=-1,
         producer_max_request_size=16 * 1024 * 1024,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
         stream_buffer_maxsize=16384,
         table_standby_replicas=0,
         autodiscover=False,
@@ -70,6 +73,7 @@ def create_faust_app(settings: Settings) -> tuple[FluxApp, Any, Any]:
         value_type=bytes,
         schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
         recovery_buffer_size=10_000,
+        extra_topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
         help="Entity state keyed by entity id (JSON with per-property versions)",
     )
     return app, events_topic, table

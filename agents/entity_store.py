@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,8 @@ import rocksdict
 from flux.partitioning import partition_for
 from flux.reducer import State, exists, to_entity
 from flux.state import PartitionUnavailable, Readiness
+
+log = logging.getLogger(__name__)
 
 OFFSET_KEY = b"__faust\0offset__"
 
@@ -44,6 +47,8 @@ class EntityStore:
         self._changelog = table.changelog_topic.get_topic_name()
         self._broker_check = broker_check
         self._counts: dict[int, int] = {}
+        self._persisted: dict[int, int] = {}
+        self._changelog_error: RuntimeError | None = None
 
     # -- partitions -------------------------------------------------------------------------
     def active_partitions(self) -> list[int]:
@@ -72,26 +77,63 @@ class EntityStore:
     async def write(self, partition: int, states: dict[bytes, tuple[bytes, int]]) -> None:
         """Persist changed states ``{key: (value, existence delta)}`` of one partition.
 
-        Changelog first, acknowledged (acks=all), then one RocksDB WriteBatch and the persisted
-        changelog offset, so that a crash at any point leaves a store that recovery completes.
+        The states go to the changelog as record batches (enqueued, not awaited) and into the
+        partition's RocksDB in one WriteBatch. As with Faust's own table writes, durability comes
+        from the worker flushing its producer before it commits the source offsets: a source
+        event is never committed before the changelog record it caused is acknowledged. When the
+        acks arrive, the persisted changelog offset is recorded; if a send fails for good, the
+        worker stops rather than commit past state the changelog does not hold.
         """
         if not states:
             return
-        producer = self._app.producer
-        sends = [
-            await producer.send(self._changelog, key, value, partition, None, None)
-            for key, (value, _) in states.items()
-        ]
-        metadata = await asyncio.gather(*sends)
+        if self._changelog_error is not None:
+            raise self._changelog_error
+        futures = await self._send_changelog(partition, states)
         batch = rocksdict.WriteBatch(raw_mode=True)
         delta = 0
         for key, (value, change) in states.items():
             batch.put(key, value)
             delta += change
-        batch.put(OFFSET_KEY, str(max(m.offset for m in metadata)).encode())
         self._db(partition).write(batch)
         if partition in self._counts:
             self._counts[partition] += delta
+        futures[-1].add_done_callback(lambda done: self._on_changelog_acked(partition, done))
+        for future in futures[:-1]:
+            future.add_done_callback(self._on_changelog_failed)
+
+    def _on_changelog_failed(self, done: asyncio.Future[Any]) -> None:
+        if done.cancelled() or done.exception() is None:
+            return
+        self._changelog_error = RuntimeError(f"changelog write failed: {done.exception()!r}")
+        log.critical("%s; stopping the worker", self._changelog_error)
+        self._app.loop.create_task(self._app.crash(self._changelog_error))
+
+    def _on_changelog_acked(self, partition: int, done: asyncio.Future[Any]) -> None:
+        """Record the persisted changelog offset of ``partition`` once its last batch is acked.
+
+        The base offset of the last batch is at most the true last offset, so recovery may
+        re-read a few records (idempotent puts) but never skips one.
+        """
+        if done.cancelled() or done.exception() is not None:
+            self._on_changelog_failed(done)
+            return
+        offset = int(done.result().offset)
+        if offset > self._persisted.get(partition, -1) and partition in self._table.data._dbs:
+            self._persisted[partition] = offset
+            self._db(partition).put(OFFSET_KEY, str(offset).encode())
+
+    async def _send_changelog(self, partition: int, states: dict[bytes, tuple[bytes, int]]) -> list[Any]:
+        """Enqueue the states as changelog record batches; returns the batches' delivery futures."""
+        producer = self._app.producer._ensure_producer()  # the Faust app's started aiokafka producer
+        futures = []
+        builder = producer.create_batch()
+        for key, (value, _) in states.items():
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                futures.append(await producer.send_batch(builder, self._changelog, partition=partition))
+                builder = producer.create_batch()
+                builder.append(key=key, value=value, timestamp=None)  # a first record always fits
+        futures.append(await producer.send_batch(builder, self._changelog, partition=partition))
+        return futures
 
     # -- reads (the StateReader interface) ----------------------------------------------
     def get(self, entity_id: str) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ the dead-letter topic with the reason; events on the wrong partition are forward
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from flux.reducer import State, apply_event, exists, new_state
 log = logging.getLogger(__name__)
 
 RECORDS_PER_BATCH = 5000
+YIELD_EVERY_EVENTS = 250
 
 
 class _Touched:
@@ -53,6 +55,7 @@ class BatchReducer:
         forwards: list[tuple[int, bytes, bytes]] = []
         dead: list[bytes] = []
         applied = 0
+        next_yield = YIELD_EVERY_EVENTS
         for record in records:
             message = record.message
             decoded: DecodedRecord = decode_record(
@@ -73,6 +76,9 @@ class BatchReducer:
                     entity = entities[key] = _Touched(self._store.load(partition, key))
                 apply_event(entity.state, envelope)
             applied += len(decoded.events)
+            if applied >= next_yield:  # let HTTP requests in between slices of a large batch
+                next_yield = applied + YIELD_EVERY_EVENTS
+                await asyncio.sleep(0)
             for home, envelope in decoded.misplaced:
                 forwards.append((home, envelope["payload"]["entity_id"].encode(), encode(envelope)))
             for rejected in decoded.rejected:

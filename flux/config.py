@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
     events_retention_ms: int = -1
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
 
     max_event_bytes: int = 1_048_576
     max_batch_bytes: int = 10_485_760
@@ -40,7 +42,7 @@ class Settings(BaseSettings):
     max_entity_id_length: int = 512
     publish_timeout_ms: int = 30_000
 
-    flush_interval_ms: int = Field(default=20, ge=1)
+    flush_interval_ms: int = Field(default=5, ge=1)
     flush_max_events: int = Field(default=20_000, ge=1)
 
     list_default_limit: int = Field(default=1000, ge=1)

@@ -1,28 +1,35 @@
-"""Event ids: UUIDv7 (time-ordered), fresh or derived deterministically from a Kafka record."""
+"""Event ids: UUIDv7 (time-ordered), fresh or derived deterministically from a Kafka record.
+
+Fresh ids are monotonic within a process: the 74 random bits are a counter that starts at a
+random value and goes up by one per id. So two events for the same entity with the same
+timestamp, published in one batch (or one after the other), tie-break in the order they were
+published, while ids from different processes still differ with overwhelming probability.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import os
+import itertools
+import secrets
 import time
-import uuid
+
+_RAND_BITS = 74
+_counter = itertools.count(secrets.randbits(_RAND_BITS - 2))  # headroom: never wraps in practice
 
 
-def _format_v7(unix_ms: int, rand: bytes) -> str:
-    """Lay out a UUIDv7 from a 48-bit millisecond timestamp and 10 bytes of entropy."""
-    value = (unix_ms & 0xFFFF_FFFF_FFFF) << 80
-    value |= int.from_bytes(rand[:10], "big") & ((1 << 80) - 1)
-    value &= ~(0xF << 76)
-    value |= 0x7 << 76  # version 7
-    value &= ~(0x3 << 62)
-    value |= 0x2 << 62  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+def _format_v7(unix_ms: int, rand74: int) -> str:
+    """Lay out a UUIDv7 string from a 48-bit millisecond timestamp and 74 bits."""
+    rand74 &= (1 << _RAND_BITS) - 1
+    rand_a = rand74 >> 62
+    rand_b = (rand74 & ((1 << 62) - 1)) | (0b10 << 62)
+    h = f"{unix_ms & 0xFFFF_FFFF_FFFF:012x}7{rand_a:03x}{rand_b:016x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def new_event_id(unix_ms: int | None = None) -> str:
-    """A fresh UUIDv7 string for ``unix_ms`` (now by default)."""
+    """A fresh UUIDv7 string for ``unix_ms`` (now by default), greater than the previous one of the same ms."""
     ms = int(time.time() * 1000) if unix_ms is None else unix_ms
-    return _format_v7(ms, os.urandom(10))
+    return _format_v7(ms, next(_counter))
 
 
 def derived_event_id(unix_ms: int, topic: str, partition: int, offset: int, index: int) -> str:
@@ -32,4 +39,4 @@ def derived_event_id(unix_ms: int, topic: str, partition: int, offset: int, inde
     record (after a crash, in a replay) yields the same id and the merge stays idempotent.
     """
     digest = hashlib.blake2b(f"{topic}/{partition}/{offset}/{index}".encode(), digest_size=10).digest()
-    return _format_v7(unix_ms, digest)
+    return _format_v7(unix_ms, int.from_bytes(digest, "big"))

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from flux.config import Settings
-from flux.events import Envelope, encode, entity_of
+from flux.events import Envelope, encode, encode_many, entity_of
 from flux.partitioning import partition_for
 
 log = logging.getLogger(__name__)
@@ -37,21 +37,22 @@ class PublishFailed(RuntimeError):
 
 def pack_by_partition(envelopes: list[Envelope], partitions: int) -> list[tuple[int, bytes]]:
     """Group envelopes by partition into JSON-array records of bounded size, keeping their order."""
-    by_partition: dict[int, list[bytes]] = defaultdict(list)
+    by_partition: dict[int, list[Envelope]] = defaultdict(list)
     for envelope in envelopes:
-        by_partition[partition_for(entity_of(envelope), partitions)].append(encode(envelope))
+        by_partition[partition_for(entity_of(envelope), partitions)].append(envelope)
     records: list[tuple[int, bytes]] = []
-    for partition, encoded in by_partition.items():
-        chunk: list[bytes] = []
-        size = 0
-        for item in encoded:
-            if chunk and (size + len(item) > PACKED_RECORD_MAX_BYTES or len(chunk) >= PACKED_RECORD_MAX_EVENTS):
-                records.append((partition, b"[" + b",".join(chunk) + b"]"))
-                chunk, size = [], 0
-            chunk.append(item)
-            size += len(item) + 1
-        records.append((partition, b"[" + b",".join(chunk) + b"]"))
+    for partition, group in by_partition.items():
+        records.extend((partition, value) for value in _encode_bounded(group))
     return records
+
+
+def _encode_bounded(group: list[Envelope]) -> list[bytes]:
+    """One JSON array for the group, halved until each part fits a packed record."""
+    value = encode_many(group)
+    if len(group) == 1 or (len(value) <= PACKED_RECORD_MAX_BYTES and len(group) <= PACKED_RECORD_MAX_EVENTS):
+        return [value]
+    middle = len(group) // 2
+    return _encode_bounded(group[:middle]) + _encode_bounded(group[middle:])
 
 
 @dataclass
