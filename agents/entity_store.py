@@ -58,8 +58,8 @@ class EntityStore:
 
     def recovered(self) -> bool:
         """Whether Faust finished replaying the changelog into the local stores."""
-        recovery = self._app.tables.recovery
-        return bool(recovery.completed.is_set() and not recovery.in_recovery and not self._app.rebalancing)
+        # tables.actives_ready is reset on every rebalance (recovery.completed is never cleared).
+        return bool(self._app.tables.actives_ready and not self._app.rebalancing)
 
     def _db(self, partition: int) -> rocksdict.Rdict:
         return self._table.data._db_for_partition(partition)

@@ -52,7 +52,7 @@ class BatchReducer:
     async def apply(self, records: Sequence[Any]) -> int:
         """Fold ``records`` (Faust events) into the table; returns how many events were applied."""
         touched: dict[int, dict[bytes, _Touched]] = {}
-        forwards: list[tuple[int, bytes, bytes]] = []
+        forwards: list[tuple[int, bytes | None, bytes]] = []
         dead: list[bytes] = []
         applied = 0
         next_yield = YIELD_EVERY_EVENTS

@@ -6,11 +6,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import ORJSONResponse
 
 from api import routes_events, routes_health, routes_state
 from api.errors import install_error_handlers
 from api.models import request_schemas
+from api.responses import JSON
 from flux import __version__
 from flux.config import Settings
 from flux.metrics import Metrics
@@ -24,7 +24,7 @@ def create_app(settings: Settings, publisher: EventPublisher, reader: StateReade
         title="Flux",
         version=__version__,
         description="Event-sourced world state: publish events, read merged entity state.",
-        default_response_class=ORJSONResponse,
+        default_response_class=JSON,
     )
     app.state.settings = settings
     app.state.publisher = publisher

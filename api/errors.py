@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.responses import JSON
 from flux.state import PartitionUnavailable
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,9 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_response(status: int, message: str, extra: dict[str, Any] | None = None, **kw: Any) -> ORJSONResponse:
+def error_response(status: int, message: str, extra: dict[str, Any] | None = None, **kw: Any) -> JSON:
     """A JSON error body ``{"error": message, **extra}``."""
-    return ORJSONResponse({"error": message, **(extra or {})}, status_code=status, **kw)
+    return JSON({"error": message, **(extra or {})}, status_code=status, **kw)
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -45,22 +45,22 @@ def install_error_handlers(app: FastAPI) -> None:
     """Route every exception kind to a JSON error answer."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> ORJSONResponse:
+    async def _api_error(_: Request, exc: ApiError) -> JSON:
         return error_response(exc.status, exc.message, exc.extra, headers=exc.headers)
 
     @app.exception_handler(PartitionUnavailable)
-    async def _unavailable(_: Request, exc: PartitionUnavailable) -> ORJSONResponse:
+    async def _unavailable(_: Request, exc: PartitionUnavailable) -> JSON:
         return error_response(503, str(exc), headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> JSON:
         return error_response(422, _describe_validation(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSON:
         return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSON:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return error_response(500, f"internal error: {type(exc).__name__}")

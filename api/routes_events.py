@@ -7,11 +7,11 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
 
 from api.body import read_json
 from api.errors import ApiError
 from api.models import ERRORS, SCHEMA_REF, BatchOut, PublishOut
+from api.responses import JSON
 from flux.events import InvalidEvent, validate_event
 from flux.publisher import PublishFailed
 
@@ -29,10 +29,13 @@ def _now_ms() -> int:
     response_model=PublishOut,
     responses=ERRORS,
     openapi_extra={
-        "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="EventIn")}}}}
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="EventIn")}}},
+        }
     },
 )
-async def publish_event(request: Request) -> ORJSONResponse:
+async def publish_event(request: Request) -> JSON:
     """Publish one event; answers after the broker acknowledged it (acks=all)."""
     state = request.app.state
     body = await read_json(request, state.settings.max_event_bytes)
@@ -45,7 +48,7 @@ async def publish_event(request: Request) -> ORJSONResponse:
     except PublishFailed as exc:
         raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from exc
     state.metrics.published(1, (envelope["source"],))
-    return ORJSONResponse({"eventId": envelope["eventId"], "stream": envelope["stream"]})
+    return JSON({"eventId": envelope["eventId"], "stream": envelope["stream"]})
 
 
 def _batch_items(body: Any, max_events: int) -> list[Any]:
@@ -82,7 +85,7 @@ def _batch_items(body: Any, max_events: int) -> list[Any]:
         }
     },
 )
-async def publish_batch(request: Request) -> ORJSONResponse:
+async def publish_batch(request: Request) -> JSON:
     """Publish many events; the valid ones are written in one Kafka transaction, invalid ones fail one by one."""
     state = request.app.state
     settings = state.settings
@@ -109,4 +112,4 @@ async def publish_batch(request: Request) -> ORJSONResponse:
     except PublishFailed as exc:
         raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from exc
     state.metrics.published(len(valid), {e["source"] for e in valid})
-    return ORJSONResponse({"successful": len(valid), "failed": failed, "results": results})
+    return JSON({"successful": len(valid), "failed": failed, "results": results})

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 
 from api.models import HealthOut, ReadyOut
+from api.responses import JSON
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/health", response_model=HealthOut)
-async def health() -> ORJSONResponse:
+async def health() -> JSON:
     """The process is up and serving HTTP."""
-    return ORJSONResponse({"status": "ok"})
+    return JSON({"status": "ok"})
 
 
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut, "description": "Not ready yet"}})
-async def ready(request: Request) -> ORJSONResponse:
+async def ready(request: Request) -> JSON:
     """Ready when the broker answers and the table's recovery is done; 503 until then."""
     r = await request.app.state.reader.readiness()
     body = {
@@ -27,7 +28,7 @@ async def ready(request: Request) -> ORJSONResponse:
         "partitions": r.partitions,
         "detail": r.detail,
     }
-    return ORJSONResponse(body, status_code=200 if r.ready else 503)
+    return JSON(body, status_code=200 if r.ready else 503)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from urllib.parse import unquote, urlencode
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import ORJSONResponse
 
 from api.errors import ApiError
 from api.models import ERRORS, Entity, ErrorOut
+from api.responses import JSON
 
 router = APIRouter(tags=["state"])
 
@@ -26,9 +26,11 @@ async def list_entities(
     request: Request,
     prefix: str = Query("", description="Only ids starting with this"),
     namespace: str | None = Query(None, min_length=1, description="Only ids 'namespace/...'; prefix applies within"),
-    limit: int | None = Query(None, ge=1, description="Page size (default FLUX_LIST_DEFAULT_LIMIT, max FLUX_LIST_MAX_LIMIT)"),
+    limit: int | None = Query(
+        None, ge=1, description="Page size (default FLUX_LIST_DEFAULT_LIMIT, max FLUX_LIST_MAX_LIMIT)"
+    ),
     offset: int = Query(0, ge=0, description="Entities to skip, in id order"),
-) -> ORJSONResponse:
+) -> JSON:
     """Entities in id order; when more follow, a ``Link: <...>; rel="next"`` header points at the next page."""
     settings = request.app.state.settings
     page_size = settings.list_default_limit if limit is None else limit
@@ -40,7 +42,7 @@ async def list_entities(
         params = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit")}
         params.update(offset=str(offset + len(entities)), limit=str(page_size))
         headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
-    return ORJSONResponse(entities, headers=headers)
+    return JSON(entities, headers=headers)
 
 
 @router.get(
@@ -48,9 +50,9 @@ async def list_entities(
     response_model=Entity,
     responses={404: {"model": ErrorOut, "description": "Entity not found"}},
 )
-async def get_entity(request: Request, entity_id: str) -> ORJSONResponse:
+async def get_entity(request: Request, entity_id: str) -> JSON:
     """One entity; the id may contain '/' (raw or as %2F)."""
     entity = request.app.state.reader.get(unquote(entity_id))
     if entity is None:
         raise ApiError(404, "Entity not found")
-    return ORJSONResponse(entity)
+    return JSON(entity)

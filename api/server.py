@@ -83,13 +83,16 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     quiet_logging(settings.log_level)
     app, events_topic, table = create_faust_app(settings)
     metrics = Metrics()
-    publisher = EventPublisher(settings, transactional_id=f"{settings.app_id}-publisher-{settings.node_id}-{settings.port}")
+    publisher = EventPublisher(
+        settings, transactional_id=f"{settings.app_id}-publisher-{settings.node_id}-{settings.port}"
+    )
     store = EntityStore(app, table, settings.partitions, broker_check=publisher.broker_reachable)
     install_reducer(app, events_topic, BatchReducer(app, store, settings, metrics), settings.flush_interval_ms / 1000)
 
-    @app.on_rebalance_complete.connect
     async def _forget_counts(sender: Any, **_: Any) -> None:
         store.forget_counts()
+
+    app.on_rebalance_complete.connect(_forget_counts)  # type: ignore[arg-type]
 
     http_app = create_app(settings, publisher, store, metrics)
     return app, HttpService(settings, http_app, publisher)
@@ -105,4 +108,5 @@ def run_node(settings: Settings) -> None:
         quiet=True,
         redirect_stdouts=False,
     )
+    worker.spinner = None  # with a spinner, the worker lowers the root logger to DEBUG
     worker.execute_from_commandline()

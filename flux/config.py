@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_entity_id_length: int = 512
     publish_timeout_ms: int = 30_000
 
+    rocksdb_block_cache_mb: int = Field(default=64, ge=1)
+    rocksdb_write_buffer_mb: int = Field(default=16, ge=1)
+
     flush_interval_ms: int = Field(default=5, ge=1)
     flush_max_events: int = Field(default=20_000, ge=1)
 

@@ -187,4 +187,3 @@ class EventPublisher:
         except Exception as exc:
             log.warning("could not restart the transactional producer yet: %r", exc)
         self._txn_producer = fresh
-

@@ -22,7 +22,12 @@ ENTITIES = 40
 def _batch(start: int, size: int, tag: str) -> list[dict]:
     """Events ``start..start+size``: event i sets property p<i> = i on entity <tag>-<i % ENTITIES>."""
     return [
-        {"stream": "load", "source": "dur", "timestamp": 1_000_000 + i, "payload": {"entity_id": f"{tag}-{i % ENTITIES}", "properties": {f"p{i}": i}}}
+        {
+            "stream": "load",
+            "source": "dur",
+            "timestamp": 1_000_000 + i,
+            "payload": {"entity_id": f"{tag}-{i % ENTITIES}", "properties": {f"p{i}": i}},
+        }
         for i in range(start, start + size)
     ]
 

@@ -24,7 +24,10 @@ def test_generated_ids_are_valid_uuid_v7_carrying_the_timestamp():
 def test_ids_generated_for_the_same_millisecond_increase_so_batch_order_wins_ties():
     ids = [new_event_id(5) for _ in range(1000)]
     assert ids == sorted(ids) and len(set(ids)) == 1000
-    events = [validate_event({"stream": "s", "source": "a", "payload": {"entity_id": "e", "properties": {"x": i}}}, now_ms=5) for i in range(50)]
+    events = [
+        validate_event({"stream": "s", "source": "a", "payload": {"entity_id": "e", "properties": {"x": i}}}, now_ms=5)
+        for i in range(50)
+    ]
     assert fold(events)["p"] == {"x": 49}
 
 
@@ -35,23 +38,34 @@ def test_derived_ids_are_deterministic_per_record_position():
 
 
 def test_validation_fills_defaults_and_keeps_optional_fields():
-    env = validate_event({"stream": "s", "source": "a", "key": "k", "schema": {"v": 1}, "payload": {"entity_id": "e", "properties": {}}}, now_ms=42)
+    env = validate_event(
+        {"stream": "s", "source": "a", "key": "k", "schema": {"v": 1}, "payload": {"entity_id": "e", "properties": {}}},
+        now_ms=42,
+    )
     assert env["timestamp"] == 42 and env["key"] == "k" and env["schema"] == {"v": 1}
     assert uuid.UUID(env["eventId"]).version == 7
 
 
 def test_entity_id_longer_than_the_limit_is_refused():
     with pytest.raises(InvalidEvent, match="at most 10 characters"):
-        validate_event({"stream": "s", "source": "a", "payload": {"entity_id": "x" * 11, "properties": {}}}, now_ms=1, max_entity_id_length=10)
+        validate_event(
+            {"stream": "s", "source": "a", "payload": {"entity_id": "x" * 11, "properties": {}}},
+            now_ms=1,
+            max_entity_id_length=10,
+        )
 
 
 def test_delete_events_carry_no_properties():
     env = validate_event({"stream": "s", "source": "a", "op": "delete", "payload": {"entity_id": "e"}}, now_ms=1)
     assert env["op"] == "delete" and "properties" not in env["payload"]
-    with pytest.raises(InvalidEvent, match="carries no payload.properties"):
-        validate_event({"stream": "s", "source": "a", "op": "delete", "payload": {"entity_id": "e", "properties": {}}}, now_ms=1)
+    with pytest.raises(InvalidEvent, match=r"carries no payload\.properties"):
+        validate_event(
+            {"stream": "s", "source": "a", "op": "delete", "payload": {"entity_id": "e", "properties": {}}}, now_ms=1
+        )
     with pytest.raises(InvalidEvent, match='op must be "delete"'):
-        validate_event({"stream": "s", "source": "a", "op": "upsert", "payload": {"entity_id": "e", "properties": {}}}, now_ms=1)
+        validate_event(
+            {"stream": "s", "source": "a", "op": "upsert", "payload": {"entity_id": "e", "properties": {}}}, now_ms=1
+        )
 
 
 def _env(entity: str, **extra) -> dict:
@@ -74,10 +88,16 @@ def test_a_packed_record_splits_into_valid_misplaced_and_rejected():
     out = decode_record(value, topic="t", partition=0, offset=0, timestamp_ms=1, partitions=4)
     assert [e["payload"]["entity_id"] for e in out.events] == [here]
     assert [(p, e["payload"]["entity_id"]) for p, e in out.misplaced] == [(1, there)]
-    assert [(r.index, r.reason) for r in out.rejected] == [(2, "source is required"), (3, "event must be a JSON object, got number")]
+    assert [(r.index, r.reason) for r in out.rejected] == [
+        (2, "source is required"),
+        (3, "event must be a JSON object, got number"),
+    ]
 
 
-@pytest.mark.parametrize(("value", "reason"), [(None, "empty record value"), (b"{", "not JSON"), (b'"x"', "must be a JSON object or an array")])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [(None, "empty record value"), (b"{", "not JSON"), (b'"x"', "must be a JSON object or an array")],
+)
 def test_undecodable_records_are_rejected_whole(value, reason):
     out = decode_record(value, topic="t", partition=0, offset=0, timestamp_ms=1, partitions=4)
     assert not out.events and reason in out.rejected[0].reason
@@ -86,7 +106,17 @@ def test_undecodable_records_are_rejected_whole(value, reason):
 def test_packing_groups_by_partition_keeps_order_and_bounds_record_size():
     from flux import publisher
 
-    events = [validate_event({"stream": "s", "source": "a", "payload": {"entity_id": f"e{i % 7}", "properties": {"i": i, "pad": "x" * 300}}}, now_ms=1) for i in range(5000)]
+    events = [
+        validate_event(
+            {
+                "stream": "s",
+                "source": "a",
+                "payload": {"entity_id": f"e{i % 7}", "properties": {"i": i, "pad": "x" * 300}},
+            },
+            now_ms=1,
+        )
+        for i in range(5000)
+    ]
     records = publisher.pack_by_partition(events, 4)
     assert all(len(value) <= publisher.PACKED_RECORD_MAX_BYTES for _, value in records)
     unpacked = [(p, e) for p, value in records for e in orjson.loads(value)]

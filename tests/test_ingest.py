@@ -68,12 +68,19 @@ def test_batch_accepts_an_events_object_and_reports_each_result_in_order(flux, u
 
 def test_batch_accepts_a_bare_array(flux, uid):
     events = [
-        {"stream": "s", "source": "a", "timestamp": 1708694400000 + i, "payload": {"entity_id": f"ns-{uid}/d{i}", "properties": {"i": i}}}
+        {
+            "stream": "s",
+            "source": "a",
+            "timestamp": 1708694400000 + i,
+            "payload": {"entity_id": f"ns-{uid}/d{i}", "properties": {"i": i}},
+        }
         for i in range(50)
     ]
     response = flux.client.post("/api/events/batch", json=events)
     assert response.status_code == 200 and response.json()["successful"] == 50
-    flux.wait_for(lambda: len(flux.client.get(f"/api/state/entities?namespace=ns-{uid}").json()) == 50, what="50 entities")
+    flux.wait_for(
+        lambda: len(flux.client.get(f"/api/state/entities?namespace=ns-{uid}").json()) == 50, what="50 entities"
+    )
 
 
 @pytest.mark.parametrize(
@@ -85,15 +92,47 @@ def test_batch_accepts_a_bare_array(flux, uid):
         ({"stream": "s", "source": "a"}, 400, "payload is required"),
         ({"stream": "s", "source": "a", "payload": []}, 400, "payload must be an object"),
         ({"stream": "s", "source": "a", "payload": {"properties": {}}}, 400, "payload.entity_id is required"),
-        ({"stream": "s", "source": "a", "payload": {"entity_id": "", "properties": {}}}, 400, "payload.entity_id must not be empty"),
+        (
+            {"stream": "s", "source": "a", "payload": {"entity_id": "", "properties": {}}},
+            400,
+            "payload.entity_id must not be empty",
+        ),
         ({"stream": "s", "source": "a", "payload": {"entity_id": "x"}}, 400, "payload.properties is required"),
-        ({"stream": "s", "source": "a", "payload": {"entity_id": "x", "properties": [1]}}, 400, "payload.properties must be an object"),
-        ({"stream": "s", "source": "a", "payload": {"entity_id": "x", "properties": "v"}}, 400, "payload.properties must be an object"),
-        ({"stream": "s", "source": "a", "timestamp": 1.5, "payload": {"entity_id": "x", "properties": {}}}, 400, "timestamp must be an integer"),
-        ({"stream": "s", "source": "a", "timestamp": "2024", "payload": {"entity_id": "x", "properties": {}}}, 400, "timestamp must be an integer"),
-        ({"stream": "s", "source": "a", "timestamp": True, "payload": {"entity_id": "x", "properties": {}}}, 400, "timestamp must be an integer"),
-        ({"stream": "s", "source": "a", "timestamp": -1, "payload": {"entity_id": "x", "properties": {}}}, 400, "timestamp must be between"),
-        ({"stream": "s", "source": "a", "eventId": 7, "payload": {"entity_id": "x", "properties": {}}}, 400, "eventId must be a non-empty string"),
+        (
+            {"stream": "s", "source": "a", "payload": {"entity_id": "x", "properties": [1]}},
+            400,
+            "payload.properties must be an object",
+        ),
+        (
+            {"stream": "s", "source": "a", "payload": {"entity_id": "x", "properties": "v"}},
+            400,
+            "payload.properties must be an object",
+        ),
+        (
+            {"stream": "s", "source": "a", "timestamp": 1.5, "payload": {"entity_id": "x", "properties": {}}},
+            400,
+            "timestamp must be an integer",
+        ),
+        (
+            {"stream": "s", "source": "a", "timestamp": "2024", "payload": {"entity_id": "x", "properties": {}}},
+            400,
+            "timestamp must be an integer",
+        ),
+        (
+            {"stream": "s", "source": "a", "timestamp": True, "payload": {"entity_id": "x", "properties": {}}},
+            400,
+            "timestamp must be an integer",
+        ),
+        (
+            {"stream": "s", "source": "a", "timestamp": -1, "payload": {"entity_id": "x", "properties": {}}},
+            400,
+            "timestamp must be between",
+        ),
+        (
+            {"stream": "s", "source": "a", "eventId": 7, "payload": {"entity_id": "x", "properties": {}}},
+            400,
+            "eventId must be a non-empty string",
+        ),
         ([1, 2], 400, "event must be a JSON object"),
     ],
 )
@@ -127,7 +166,10 @@ def test_batch_errors_name_the_index(flux):
     assert response.status_code == 400
     body = response.json()
     assert body["error"] == "no valid events in the batch"
-    assert [r["error"] for r in body["results"]] == ["events[0]: source is required", "events[1]: event must be a JSON object, got number"]
+    assert [r["error"] for r in body["results"]] == [
+        "events[0]: source is required",
+        "events[1]: event must be a JSON object, got number",
+    ]
 
 
 def test_event_larger_than_the_limit_gets_413(flux, uid):

@@ -43,7 +43,9 @@ def envelope(entity_id: str, props: dict, **extra) -> dict:
 
 async def test_a_record_keyed_by_entity_id_is_applied_with_a_deterministic_event_id(flux, uid):
     entity = f"native-{uid}"
-    await _produce(flux.bootstrap, flux.events_topic, [(entity.encode(), json.dumps(envelope(entity, {"v": 1})).encode(), None)])
+    await _produce(
+        flux.bootstrap, flux.events_topic, [(entity.encode(), json.dumps(envelope(entity, {"v": 1})).encode(), None)]
+    )
     got = await asyncio.to_thread(flux.wait_entity, entity, lambda e: True)
     assert got["properties"] == {"v": 1}
 
@@ -55,7 +57,11 @@ async def test_invalid_records_go_to_the_dead_letter_topic_and_the_agent_keeps_g
         (b"k2", json.dumps({"stream": "s", "payload": {"entity_id": "x", "properties": {}}}).encode(), None),
         (b"k3", b"42", None),
     ]
-    await _produce(flux.bootstrap, flux.events_topic, bad + [(good.encode(), json.dumps(envelope(good, {"ok": True})).encode(), None)])
+    await _produce(
+        flux.bootstrap,
+        flux.events_topic,
+        [*bad, (good.encode(), json.dumps(envelope(good, {"ok": True})).encode(), None)],
+    )
     await asyncio.to_thread(flux.wait_entity, good, lambda e: True)
     dead = await _read_all(flux.bootstrap, flux.dead_letter_topic, 3)
     reasons = sorted(d["reason"] for d in dead[-3:])
@@ -81,20 +87,29 @@ async def test_a_packed_record_of_many_events_is_applied_in_full(flux, uid):
     value = json.dumps([envelope(i, {"n": n}, timestamp=1000 + n) for n, i in enumerate(ids)]).encode()
     await _produce(flux.bootstrap, flux.events_topic, [(None, value, partition)])
     await asyncio.to_thread(
-        flux.wait_for, lambda: len(flux.client.get(f"/api/state/entities?prefix=pack-{uid}-").json()) == len(ids), 30, "packed"
+        flux.wait_for,
+        lambda: len(flux.client.get(f"/api/state/entities?prefix=pack-{uid}-").json()) == len(ids),
+        30,
+        "packed",
     )
 
 
 async def test_records_of_an_aborted_transaction_are_never_applied(flux, uid):
     ghost, marker = f"ghost-{uid}", f"marker-{uid}"
-    producer = AIOKafkaProducer(bootstrap_servers=flux.bootstrap, transactional_id=f"abort-{uid}", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=flux.bootstrap, transactional_id=f"abort-{uid}", enable_idempotence=True
+    )
     await producer.start()
     try:
         await producer.begin_transaction()
-        await producer.send_and_wait(flux.events_topic, json.dumps(envelope(ghost, {"x": 1})).encode(), key=ghost.encode())
+        await producer.send_and_wait(
+            flux.events_topic, json.dumps(envelope(ghost, {"x": 1})).encode(), key=ghost.encode()
+        )
         await producer.abort_transaction()
     finally:
         await producer.stop()
-    await _produce(flux.bootstrap, flux.events_topic, [(ghost.encode(), json.dumps(envelope(marker, {"m": 1})).encode(), None)])
+    await _produce(
+        flux.bootstrap, flux.events_topic, [(ghost.encode(), json.dumps(envelope(marker, {"m": 1})).encode(), None)]
+    )
     await asyncio.to_thread(flux.wait_entity, marker, lambda e: True)
     assert flux.entity(ghost).status_code == 404

@@ -11,14 +11,24 @@ from hypothesis import strategies as st
 from flux.reducer import EntityDeleted, PropertyChanged, apply_event, exists, fold, new_state, to_entity
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3),
     max_leaves=5,
 )
 
 
 def make_event(ts: int, eid: str, props: dict[str, Any] | None, delete: bool = False) -> dict[str, Any]:
-    event: dict[str, Any] = {"eventId": eid, "stream": "s", "source": "t", "timestamp": ts, "payload": {"entity_id": "e"}}
+    event: dict[str, Any] = {
+        "eventId": eid,
+        "stream": "s",
+        "source": "t",
+        "timestamp": ts,
+        "payload": {"entity_id": "e"},
+    }
     if delete:
         event["op"] = "delete"
     else:
@@ -43,7 +53,9 @@ def reference_fold(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     versions = lambda e: (e["timestamp"], e["eventId"])  # noqa: E731
     tombstones = [versions(e) for e in events if e.get("op") == "delete"]
     latest_tombstone = max(tombstones) if tombstones else None
-    live = [e for e in events if e.get("op") != "delete" and (latest_tombstone is None or versions(e) > latest_tombstone)]
+    live = [
+        e for e in events if e.get("op") != "delete" and (latest_tombstone is None or versions(e) > latest_tombstone)
+    ]
     if not live:
         return None
     properties: dict[str, Any] = {}
@@ -104,7 +116,9 @@ def test_reported_changes_replay_to_the_visible_properties(events):
 
 
 def test_newer_value_wins_and_other_properties_are_kept():
-    state = fold([make_event(1, "a", {"temperature": 22.5, "unit": "celsius"}), make_event(2, "b", {"temperature": 23.0})])
+    state = fold(
+        [make_event(1, "a", {"temperature": 22.5, "unit": "celsius"}), make_event(2, "b", {"temperature": 23.0})]
+    )
     assert state["p"] == {"temperature": 23.0, "unit": "celsius"}
 
 

@@ -22,7 +22,10 @@ def test_unknown_entity_is_404_with_json_error(flux):
 
 def test_list_is_in_id_order_with_prefix_and_namespace_filters(flux, uid):
     ids = [f"{uid}/host-{i:02d}" for i in range(12)] + [f"{uid}/db-1", f"{uid}x/host-99"]
-    flux.client.post("/api/events/batch", json=[{"stream": "s", "source": "a", "payload": {"entity_id": i, "properties": {"n": i}}} for i in ids])
+    flux.client.post(
+        "/api/events/batch",
+        json=[{"stream": "s", "source": "a", "payload": {"entity_id": i, "properties": {"n": i}}} for i in ids],
+    )
     flux.wait_for(lambda: len(flux.client.get(f"/api/state/entities?prefix={uid}").json()) == 14, what="14 entities")
     everything = [e["id"] for e in flux.client.get(f"/api/state/entities?prefix={uid}").json()]
     assert everything == sorted(ids)
@@ -36,8 +39,13 @@ def test_list_is_in_id_order_with_prefix_and_namespace_filters(flux, uid):
 
 def test_pagination_walks_every_entity_once_following_link_headers(flux, uid):
     ids = [f"page-{uid}-{i:03d}" for i in range(25)]
-    flux.client.post("/api/events/batch", json=[{"stream": "s", "source": "a", "payload": {"entity_id": i, "properties": {}}} for i in ids])
-    flux.wait_for(lambda: len(flux.client.get(f"/api/state/entities?prefix=page-{uid}").json()) == 25, what="25 entities")
+    flux.client.post(
+        "/api/events/batch",
+        json=[{"stream": "s", "source": "a", "payload": {"entity_id": i, "properties": {}}} for i in ids],
+    )
+    flux.wait_for(
+        lambda: len(flux.client.get(f"/api/state/entities?prefix=page-{uid}").json()) == 25, what="25 entities"
+    )
     seen: list[str] = []
     url = f"/api/state/entities?prefix=page-{uid}&limit=10"
     pages = 0
