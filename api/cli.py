@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from flux.config import Settings
+from flux.datadir import claim_data_dir
 from flux.topics import TopicMismatch, ensure_topics
 
 LOCAL_KAFKA_DIR = Path(".flux/kafka")
@@ -26,19 +27,26 @@ def _local_kafka(args: argparse.Namespace) -> object:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start a local broker if none is configured, create the topics, run the node."""
+    overrides = {k: v for k, v in {"port": args.port, "host": args.host}.items() if v is not None}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    if settings.auth_enabled:
+        # Refuse rather than run open while the operator believes writes are protected.
+        print("flux: FLUX_AUTH_ENABLED=true is not supported by this version yet; refusing to start", file=sys.stderr)
+        return 2
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         from flux.localkafka import LocalKafka
 
         broker = LocalKafka(LOCAL_KAFKA_DIR, port=9092, controller_port=9093, progress=_progress)
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = broker.start()
-        print(f"flux: using the local Kafka broker at {os.environ['KAFKA_BOOTSTRAP_SERVERS']}", file=sys.stderr)
-    overrides = {k: v for k, v in {"port": args.port, "host": args.host}.items() if v is not None}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+        settings.kafka_bootstrap_servers = broker.start()
+        print(f"flux: using the local Kafka broker at {settings.kafka_bootstrap_servers}", file=sys.stderr)
     try:
-        asyncio.run(ensure_topics(settings))
+        cluster_id = asyncio.run(ensure_topics(settings))
     except TopicMismatch as exc:
         print(f"flux: {exc}", file=sys.stderr)
         return 2
+    moved = claim_data_dir(settings.data_dir, cluster_id, settings.app_id)
+    if moved is not None:
+        print(f"flux: {settings.data_dir} belonged to another Kafka cluster; moved it to {moved}", file=sys.stderr)
     import uvloop  # the worker's loop: faster sockets and scheduling than asyncio's default
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -117,19 +117,19 @@ async def get_latency_under_load(url: str, run: str, stop: asyncio.Event) -> lis
     return samples
 
 
-async def publish_to_visible(url: str, samples: int) -> list[float]:
-    """Single POST, then GET every 1 ms until the value is visible."""
+async def publish_to_visible(url: str, stop: asyncio.Event, pause_s: float, samples: int | None = None) -> list[float]:
+    """Single POST of a new entity, then GET every 1 ms until it is visible; until ``stop`` or ``samples``."""
     latencies: list[float] = []
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        for i in range(samples):
+        while not stop.is_set() and (samples is None or len(latencies) < samples):
             entity = f"lat/{uuid.uuid4().hex[:12]}"
             t0 = time.perf_counter()
-            body = {"stream": "lat", "source": "bench", "payload": {"entity_id": entity, "properties": {"i": i}}}
+            body = {"stream": "lat", "source": "bench", "payload": {"entity_id": entity, "properties": {"x": 1}}}
             (await client.post("/api/events", json=body)).raise_for_status()
             while (await client.get(f"/api/state/entities/{entity}")).status_code != 200:
                 await asyncio.sleep(0.001)
             latencies.append((time.perf_counter() - t0) * 1000)
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(pause_s)
     return latencies
 
 
@@ -177,23 +177,12 @@ async def paced_phase(url: str, rate: int, seconds: float, run: str, batch: int)
         process.start()
     stop = asyncio.Event()
 
-    async def visibility_probe() -> list[float]:
-        samples: list[float] = []
-        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-            while not stop.is_set():
-                entity = f"lat/{uuid.uuid4().hex[:12]}"
-                t0 = time.perf_counter()
-                body = {"stream": "lat", "source": "bench", "payload": {"entity_id": entity, "properties": {"x": 1}}}
-                (await client.post("/api/events", json=body)).raise_for_status()
-                while (await client.get(f"/api/state/entities/{entity}")).status_code != 200:
-                    await asyncio.sleep(0.001)
-                samples.append((time.perf_counter() - t0) * 1000)
-                await asyncio.sleep(0.02)
-        return samples
-
     await asyncio.sleep(1.0)  # let the publishers start
     started = time.perf_counter()
-    tasks = [asyncio.create_task(get_latency_under_load(url, run, stop)), asyncio.create_task(visibility_probe())]
+    tasks = [
+        asyncio.create_task(get_latency_under_load(url, run, stop)),
+        asyncio.create_task(publish_to_visible(url, stop, 0.02)),
+    ]
     await asyncio.to_thread(lambda: [p.join() for p in publishers])
     stop.set()
     gets, visible = await asyncio.gather(*tasks)
@@ -252,7 +241,7 @@ def main() -> None:
         client = httpx.Client(base_url=node.url, timeout=30)
 
         progress("publish-to-visible latency, idle (200 samples)")
-        idle = asyncio.run(publish_to_visible(node.url, 200))
+        idle = asyncio.run(publish_to_visible(node.url, asyncio.Event(), 0.01, samples=200))
         base_applied = applied_total(client)
 
         progress(f"HTTP batch ingest: {n:,} events in batches of {args.batch}, {args.concurrency} clients")

@@ -46,7 +46,6 @@ class Settings(BaseSettings):
     rocksdb_write_buffer_mb: int = Field(default=16, ge=1)
 
     flush_interval_ms: int = Field(default=5, ge=1)
-    flush_max_events: int = Field(default=20_000, ge=1)
 
     list_default_limit: int = Field(default=1000, ge=1)
     list_max_limit: int = Field(default=10_000, ge=1)

@@ -30,8 +30,11 @@ def events_topic_config(settings: Settings) -> dict[str, str]:
     }
 
 
-async def ensure_topics(settings: Settings) -> None:
-    """Create the events and dead-letter topics if missing; refuse a partition-count mismatch."""
+async def ensure_topics(settings: Settings) -> str:
+    """Create the events and dead-letter topics if missing; refuse a partition-count mismatch.
+
+    Returns the Kafka cluster id.
+    """
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers, client_id=f"{settings.app_id}-admin"
     )
@@ -66,5 +69,7 @@ async def ensure_topics(settings: Settings) -> None:
                     f"but FLUX_PARTITIONS={settings.partitions}; "
                     "entities would map to other partitions than their state. Set FLUX_PARTITIONS to match."
                 )
+        cluster = await admin.describe_cluster()
+        return str(cluster.get("cluster_id") or "unknown")
     finally:
         await admin.close()

@@ -126,3 +126,16 @@ def test_packing_groups_by_partition_keeps_order_and_bounds_record_size():
     for entity in {e["payload"]["entity_id"] for _, e in unpacked}:
         order = [e["payload"]["properties"]["i"] for _, e in unpacked if e["payload"]["entity_id"] == entity]
         assert order == sorted(order)
+
+
+def test_a_data_dir_from_another_cluster_is_moved_aside_and_a_matching_one_kept(tmp_path):
+    from flux.datadir import claim_data_dir
+
+    data = tmp_path / "data"
+    assert claim_data_dir(data, "cluster-a", "flux") is None
+    (data / "tables").mkdir()
+    assert claim_data_dir(data, "cluster-a", "flux") is None and (data / "tables").exists()
+    moved = claim_data_dir(data, "cluster-b", "flux")
+    assert moved is not None and (moved / "tables").exists()
+    assert data.exists() and not (data / "tables").exists()
+    assert (data / "flux-cluster.txt").read_text().strip() == "cluster-b/flux"
