@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 from collections.abc import Generator
 from typing import Any
 
@@ -75,7 +77,46 @@ class HttpService(mode.Service):
             self._server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._serving, timeout=10)
-        await self._publisher.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._publisher.stop(), timeout=10)
+
+
+def _exit_if_stuck(timeout_s: float) -> None:
+    """Force the process out if shutdown takes longer than ``timeout_s`` (e.g. the broker is gone).
+
+    Nothing acknowledged is at risk: published events are in Kafka, and events whose offsets were
+    not committed are folded again (idempotently) on the next start.
+    """
+
+    def force_exit() -> None:
+        log.error("shutdown did not finish within %.0f s (is the broker reachable?); exiting", timeout_s)
+        os._exit(3)
+
+    timer = threading.Timer(timeout_s, force_exit)
+    timer.daemon = True
+    timer.start()
+
+
+class _Worker(faust.Worker):
+    """Faust's worker, with a bounded shutdown: the first SIGINT/SIGTERM arms :func:`_exit_if_stuck`."""
+
+    def __init__(self, shutdown_timeout_s: float, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._armed = False
+
+    def _arm(self) -> None:
+        if not self._armed:
+            self._armed = True
+            _exit_if_stuck(self._shutdown_timeout_s)
+
+    def _on_sigint(self) -> None:
+        self._arm()
+        super()._on_sigint()
+
+    def _on_sigterm(self) -> None:
+        self._arm()
+        super()._on_sigterm()
 
 
 def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
@@ -101,7 +142,8 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
 def run_node(settings: Settings) -> None:
     """Run one Flux node in the foreground until SIGINT/SIGTERM."""
     app, http = build_node(settings)
-    worker = faust.Worker(
+    worker = _Worker(
+        settings.shutdown_timeout_s,
         app,
         http,
         loglevel=settings.log_level,

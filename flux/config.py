@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     max_batch_events: int = 100_000
     max_entity_id_length: int = 512
     publish_timeout_ms: int = 30_000
+    shutdown_timeout_s: float = Field(default=20.0, gt=0)
 
     rocksdb_block_cache_mb: int = Field(default=64, ge=1)
     rocksdb_write_buffer_mb: int = Field(default=16, ge=1)
