@@ -18,23 +18,38 @@ import asyncio
 import heapq
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import rocksdict
 
 from flux.partitioning import partition_for
 from flux.reducer import State, exists, to_entity
-from flux.state import PartitionUnavailable, Readiness
+from flux.state import PartitionUnavailable, Readiness, StoredEntity
 
 log = logging.getLogger(__name__)
 
 OFFSET_KEY = b"__faust\0offset__"
+STATS_KEY = b"__flux\0stats__"
+INTERNAL_KEY_PREFIXES = (b"__faust\0", b"__flux\0")
+
+
+class PartitionStats(NamedTuple):
+    """Running totals of one partition, stored (and changelogged) under :data:`STATS_KEY`."""
+
+    events: int
+    entities: int
 
 
 def decode_state(raw: bytes) -> State:
     """A stored entity state."""
     return orjson.loads(raw)  # type: ignore[no-any-return]
+
+
+def _stored(entity_id: str, state: State) -> StoredEntity:
+    entity = to_entity(entity_id, state)
+    assert entity is not None
+    return StoredEntity(entity, state["l"][0], state.get("o", -1))
 
 
 class EntityStore:
@@ -46,7 +61,8 @@ class EntityStore:
         self._partitions = partitions
         self._changelog = table.changelog_topic.get_topic_name()
         self._broker_check = broker_check
-        self._counts: dict[int, int] = {}
+        self._stats: dict[int, PartitionStats] = {}
+        self._applied: dict[int, int] = {}
         self._persisted: dict[int, int] = {}
         self._changelog_error: RuntimeError | None = None
 
@@ -74,32 +90,58 @@ class EntityStore:
         """The stored state bytes of ``key`` on ``partition`` (for the reducer)."""
         return self._db(partition).get(key)  # type: ignore[no-any-return]
 
-    async def write(self, partition: int, states: dict[bytes, tuple[bytes, int]]) -> None:
-        """Persist changed states ``{key: (value, existence delta)}`` of one partition.
+    def applied_offset(self, partition: int) -> int:
+        """The events-topic offset up to which this node wrote ``partition``'s state (-1: none yet)."""
+        return self._applied.get(partition, -1)
 
-        The states go to the changelog as record batches (enqueued, not awaited) and into the
-        partition's RocksDB in one WriteBatch. As with Faust's own table writes, durability comes
-        from the worker flushing its producer before it commits the source offsets: a source
-        event is never committed before the changelog record it caused is acknowledged. When the
-        acks arrive, the persisted changelog offset is recorded; if a send fails for good, the
-        worker stops rather than commit past state the changelog does not hold.
+    def _partition_stats(self, partition: int) -> PartitionStats:
+        stats = self._stats.get(partition)
+        if stats is None:
+            raw = self._db(partition).get(STATS_KEY)
+            if raw is not None:
+                stats = PartitionStats(*orjson.loads(raw))
+            else:  # a store written before the totals were kept: count once
+                entities = sum(
+                    1 for _, value in self._iter_partition(self._db(partition), b"") if exists(decode_state(value))
+                )
+                stats = PartitionStats(0, entities)
+            self._stats[partition] = stats
+        return stats
+
+    async def write(
+        self, partition: int, states: dict[bytes, tuple[bytes, int]], applied: int, events: int
+    ) -> PartitionStats:
+        """Persist changed states ``{key: (value, existence delta)}`` of one partition; returns its totals.
+
+        ``applied`` is the events-topic offset the partition is folded up to, ``events`` how many
+        events this batch folded. The states and the partition's totals go to the changelog as
+        record batches (enqueued, not awaited) and into the partition's RocksDB in one WriteBatch.
+        As with Faust's own table writes, durability comes from the worker flushing its producer
+        before it commits the source offsets: a source event is never committed before the
+        changelog record it caused is acknowledged. When the acks arrive, the persisted changelog
+        offset is recorded; if a send fails for good, the worker stops rather than commit past
+        state the changelog does not hold.
         """
-        if not states:
-            return
         if self._changelog_error is not None:
             raise self._changelog_error
-        futures = await self._send_changelog(partition, states)
+        stats = self._partition_stats(partition)
+        if not states and not events:
+            self._applied[partition] = max(applied, self._applied.get(partition, -1))
+            return stats
+        stats = PartitionStats(stats.events + events, stats.entities + sum(change for _, change in states.values()))
+        records = [(key, value) for key, (value, _) in states.items()]
+        records.append((STATS_KEY, orjson.dumps(list(stats))))
+        futures = await self._send_changelog(partition, records)
         batch = rocksdict.WriteBatch(raw_mode=True)
-        delta = 0
-        for key, (value, change) in states.items():
+        for key, value in records:
             batch.put(key, value)
-            delta += change
         self._db(partition).write(batch)
-        if partition in self._counts:
-            self._counts[partition] += delta
+        self._stats[partition] = stats
+        self._applied[partition] = max(applied, self._applied.get(partition, -1))
         futures[-1].add_done_callback(lambda done: self._on_changelog_acked(partition, done))
         for future in futures[:-1]:
             future.add_done_callback(self._on_changelog_failed)
+        return stats
 
     def _on_changelog_failed(self, done: asyncio.Future[Any]) -> None:
         if done.cancelled() or done.exception() is None:
@@ -122,12 +164,12 @@ class EntityStore:
             self._persisted[partition] = offset
             self._db(partition).put(OFFSET_KEY, str(offset).encode())
 
-    async def _send_changelog(self, partition: int, states: dict[bytes, tuple[bytes, int]]) -> list[Any]:
-        """Enqueue the states as changelog record batches; returns the batches' delivery futures."""
+    async def _send_changelog(self, partition: int, records: list[tuple[bytes, bytes]]) -> list[Any]:
+        """Enqueue ``(key, value)`` records as changelog batches; returns the batches' delivery futures."""
         producer = self._app.producer._ensure_producer()  # the Faust app's started aiokafka producer
         futures = []
         builder = producer.create_batch()
-        for key, (value, _) in states.items():
+        for key, value in records:
             if builder.append(key=key, value=value, timestamp=None) is None:
                 futures.append(await producer.send_batch(builder, self._changelog, partition=partition))
                 builder = producer.create_batch()
@@ -136,10 +178,20 @@ class EntityStore:
         return futures
 
     # -- reads (the StateReader interface) ----------------------------------------------
+    def lookup(self, entity_id: str) -> StoredEntity | None:
+        """The entity with its versions, or None; raises :class:`PartitionUnavailable` if not served here."""
+        if "\0" in entity_id:  # internal keys; entity ids never contain NUL
+            return None
+        raw = self._serving_db(partition_for(entity_id, self._partitions)).get(entity_id.encode())
+        if raw is None:
+            return None
+        state = decode_state(raw)
+        return _stored(entity_id, state) if exists(state) else None
+
     def get(self, entity_id: str) -> dict[str, Any] | None:
         """The entity, or None; raises :class:`PartitionUnavailable` if its partition is not served here."""
-        raw = self._serving_db(partition_for(entity_id, self._partitions)).get(entity_id.encode())
-        return None if raw is None else to_entity(entity_id, decode_state(raw))
+        found = self.lookup(entity_id)
+        return None if found is None else found.entity
 
     def _iter_partition(self, db: rocksdict.Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         it = db.iter()
@@ -148,49 +200,45 @@ class EntityStore:
             key = it.key()
             if not key.startswith(prefix):
                 break
-            if key != OFFSET_KEY:
+            if not key.startswith(INTERNAL_KEY_PREFIXES):
                 yield key, it.value()
             it.next()
 
-    def scan(self, prefix: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """Entities with ids starting with ``prefix`` in id order, merged over served partitions."""
+    def iter_prefix(self, prefix: str) -> Iterator[StoredEntity]:
+        """Existing entities whose id starts with ``prefix``, in id order, over the served partitions.
+
+        Each partition is read through one RocksDB iterator (a consistent view of that partition
+        from the moment the iteration starts), so callers may pause between items.
+        """
         if not self.recovered():
             raise PartitionUnavailable(-1)
         encoded = prefix.encode()
         streams = [self._iter_partition(self._db(p), encoded) for p in self.active_partitions()]
-        page: list[dict[str, Any]] = []
-        skipped = 0
         for key, raw in heapq.merge(*streams):
             state = decode_state(raw)
-            if not exists(state):
-                continue
-            if skipped < offset:
-                skipped += 1
+            if exists(state):
+                yield _stored(key.decode(), state)
+
+    def scan(self, prefix: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Entities with ids starting with ``prefix`` in id order, merged over served partitions."""
+        page: list[dict[str, Any]] = []
+        for index, found in enumerate(self.iter_prefix(prefix)):
+            if index < offset:
                 continue
             if len(page) == limit:
                 return page, True
-            entity = to_entity(key.decode(), state)
-            assert entity is not None
-            page.append(entity)
+            page.append(found.entity)
         return page, False
 
     def count(self) -> int:
-        """Existing entities in the served partitions (counted once per partition, then kept up to date)."""
+        """Existing entities in the served partitions (from each partition's running totals)."""
         if not self.recovered():
-            return sum(self._counts.values())
-        total = 0
-        for partition in self.active_partitions():
-            if partition not in self._counts:
-                db = self._db(partition)
-                self._counts[partition] = sum(
-                    1 for _, raw in self._iter_partition(db, b"") if exists(decode_state(raw))
-                )
-            total += self._counts[partition]
-        return total
+            return sum(stats.entities for stats in self._stats.values())
+        return sum(self._partition_stats(p).entities for p in self.active_partitions())
 
     def forget_counts(self) -> None:
-        """Drop cached counts (after a rebalance moved partitions)."""
-        self._counts.clear()
+        """Drop cached totals (after a rebalance moved partitions)."""
+        self._stats.clear()
 
     async def readiness(self) -> Readiness:
         """Ready when the broker answers and recovery is done."""

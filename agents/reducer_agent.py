@@ -16,12 +16,14 @@ from typing import Any
 
 import orjson
 
+from agents.change_feed import ChangeFeed
 from agents.entity_store import EntityStore, decode_state
+from flux.changes import ChangeRecord, EntityChange, encode_ops
 from flux.config import Settings
 from flux.events import encode
 from flux.metrics import Metrics
 from flux.records import DecodedRecord, dead_letter, decode_record
-from flux.reducer import State, apply_event, exists, new_state
+from flux.reducer import Change, State, apply_event, exists, new_state, to_entity
 
 log = logging.getLogger(__name__)
 
@@ -30,28 +32,55 @@ YIELD_EVERY_EVENTS = 250
 
 
 class _Touched:
-    """An entity's state while a batch is applied: current, as stored, and whether it existed."""
+    """An entity's state while a batch is applied: current, as stored, whether it existed, what changed."""
 
-    __slots__ = ("existed", "state", "stored")
+    __slots__ = ("changes", "existed", "state", "stored")
 
     def __init__(self, stored: bytes | None) -> None:
         self.stored = stored
         self.state: State = new_state() if stored is None else decode_state(stored)
         self.existed = exists(self.state)
+        self.changes: list[Change] = []
+
+    def encode(self, applied: int) -> bytes | None:
+        """The new stored value, stamped with ``applied``; None if the batch changed nothing."""
+        state = self.state
+        previous = state.get("o")
+        value = orjson.dumps(state)
+        if value == self.stored:
+            return None
+        state["o"] = applied
+        tail = f',"o":{previous}}}'.encode()
+        if previous is None or not value.endswith(tail):
+            return orjson.dumps(state)
+        return value[: -len(tail)] + f',"o":{applied}}}'.encode()  # "o" is the last key: skip a re-encode
+
+
+class _PartitionBatch:
+    """What one batch did to one partition: entities touched, offset reached, events, sources."""
+
+    __slots__ = ("applied", "entities", "events", "sources")
+
+    def __init__(self) -> None:
+        self.entities: dict[bytes, _Touched] = {}
+        self.applied = -1
+        self.events = 0
+        self.sources: set[str] = set()
 
 
 class BatchReducer:
     """Applies batches of events-topic records to the entity table."""
 
-    def __init__(self, app: Any, store: EntityStore, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, app: Any, store: EntityStore, feed: ChangeFeed, settings: Settings, metrics: Metrics) -> None:
         self._app = app
+        self._feed = feed
         self._store = store
         self._settings = settings
         self._metrics = metrics
 
     async def apply(self, records: Sequence[Any]) -> int:
         """Fold ``records`` (Faust events) into the table; returns how many events were applied."""
-        touched: dict[int, dict[bytes, _Touched]] = {}
+        batches: dict[int, _PartitionBatch] = {}
         forwards: list[tuple[int, bytes | None, bytes]] = []
         dead: list[bytes] = []
         applied = 0
@@ -68,13 +97,19 @@ class BatchReducer:
                 max_entity_id_length=self._settings.max_entity_id_length,
             )
             partition = message.partition
-            entities = touched.setdefault(partition, {})
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = _PartitionBatch()
+            batch.applied = max(batch.applied, message.offset + 1)
+            batch.events += len(decoded.events)
+            entities = batch.entities
             for envelope in decoded.events:
                 key = envelope["payload"]["entity_id"].encode()
                 entity = entities.get(key)
                 if entity is None:
                     entity = entities[key] = _Touched(self._store.load(partition, key))
-                apply_event(entity.state, envelope)
+                entity.changes += apply_event(entity.state, envelope)
+                batch.sources.add(envelope["source"])
             applied += len(decoded.events)
             if applied >= next_yield:  # let HTTP requests in between slices of a large batch
                 next_yield = applied + YIELD_EVERY_EVENTS
@@ -84,13 +119,8 @@ class BatchReducer:
             for rejected in decoded.rejected:
                 dead.append(dead_letter(rejected, topic=message.topic, partition=partition, offset=message.offset))
 
-        for partition, entities in touched.items():
-            changed: dict[bytes, tuple[bytes, int]] = {}
-            for key, entity in entities.items():
-                value = orjson.dumps(entity.state)
-                if value != entity.stored:
-                    changed[key] = (value, int(exists(entity.state)) - int(entity.existed))
-            await self._store.write(partition, changed)
+        for partition, batch in batches.items():
+            await self._write(partition, batch)
         await self._send_all(self._settings.events_topic, forwards)
         await self._send_all(self._settings.dead_letter_topic, [(0, None, value) for value in dead])
         if dead:
@@ -98,6 +128,26 @@ class BatchReducer:
         self._metrics.applied(applied)
         self._metrics.rejected(len(dead))
         return applied
+
+    async def _write(self, partition: int, batch: _PartitionBatch) -> None:
+        """Store what the batch changed in ``partition``, then announce it on the change feed."""
+        changed: dict[bytes, tuple[bytes, int]] = {}
+        feed: list[EntityChange] = []
+        for key, entity in batch.entities.items():
+            value = entity.encode(batch.applied)
+            if value is None:
+                continue
+            changed[key] = (value, int(exists(entity.state)) - int(entity.existed))
+            if entity.changes:
+                entity_id = key.decode()
+                feed.append(
+                    EntityChange(
+                        entity_id, batch.applied, encode_ops(entity.changes), to_entity(entity_id, entity.state)
+                    )
+                )
+        stats = await self._store.write(partition, changed, batch.applied, batch.events)
+        record = ChangeRecord(partition, batch.applied, stats.events, stats.entities, sorted(batch.sources), feed)
+        await self._feed.publish(record)
 
     async def _send_all(self, topic: str, records: list[tuple[int, bytes | None, bytes]]) -> None:
         if not records:

@@ -7,7 +7,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api import routes_events, routes_health, routes_state
+from api import routes_delete, routes_events, routes_health, routes_state, websocket
+from api.applied import AppliedOffsets
 from api.errors import install_error_handlers
 from api.models import request_schemas
 from api.responses import JSON
@@ -18,8 +19,13 @@ from flux.publisher import EventPublisher
 from flux.state import StateReader
 
 
-def create_app(settings: Settings, publisher: EventPublisher, reader: StateReader, metrics: Metrics) -> FastAPI:
-    """A Flux HTTP app. Starting and stopping the publisher and the reader is the caller's job."""
+def create_app(
+    settings: Settings, publisher: EventPublisher, reader: StateReader, metrics: Metrics, applied: AppliedOffsets
+) -> FastAPI:
+    """A Flux HTTP app. Starting and stopping the publisher, the reader and the change relay is the caller's job.
+
+    ``applied`` is fed by the change relay; so is ``app.state.hub`` (the WebSocket subscriptions).
+    """
     app = FastAPI(
         title="Flux",
         version=__version__,
@@ -30,9 +36,13 @@ def create_app(settings: Settings, publisher: EventPublisher, reader: StateReade
     app.state.publisher = publisher
     app.state.reader = reader
     app.state.metrics = metrics
+    app.state.applied = applied
+    app.state.hub = websocket.Hub(settings, reader, metrics)
     install_error_handlers(app)
     app.include_router(routes_events.router)
     app.include_router(routes_state.router)
+    app.include_router(routes_delete.router)
+    app.include_router(websocket.router)
     app.include_router(routes_health.router)
 
     def openapi() -> dict[str, Any]:

@@ -63,6 +63,36 @@ class Entity(BaseModel):
     lastUpdated: str = Field(description="RFC 3339 UTC time of the newest event applied")
 
 
+class DeleteOut(BaseModel):
+    """The answer to a deletion: the tombstone event was acknowledged by the broker."""
+
+    entity_id: str
+    eventId: str
+
+
+class BatchDeleteIn(BaseModel):
+    """Exactly one filter."""
+
+    prefix: str | None = Field(default=None, min_length=1, description="Delete entities whose id starts with this")
+    namespace: str | None = Field(default=None, min_length=1, description="Delete entities 'namespace/...'")
+    entity_ids: list[str] | None = Field(default=None, min_length=1, description="Delete these entities")
+
+
+class DeleteError(BaseModel):
+    """Why one entity of a batch deletion was not deleted."""
+
+    entity_id: str
+    error: str
+
+
+class BatchDeleteOut(BaseModel):
+    """The answer to a batch deletion (all tombstones in one Kafka transaction)."""
+
+    deleted: int
+    failed: int
+    errors: list[DeleteError]
+
+
 class ErrorOut(BaseModel):
     """Every error answer."""
 
@@ -90,13 +120,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": "Body larger than the configured limit"},
     422: {"model": ErrorOut, "description": "Invalid query or path parameter"},
     503: {"model": ErrorOut, "description": "The broker did not acknowledge; nothing is promised"},
+    504: {"model": ErrorOut, "description": "wait=true: accepted but not applied in time ('pending' lists eventIds)"},
 }
 
 
 SCHEMA_REF = "#/components/schemas/{model}"
 
 # Request bodies are parsed by hand (fast, with per-field errors); these models document them.
-REQUEST_MODELS: list[type[BaseModel]] = [EventIn, BatchIn]
+REQUEST_MODELS: list[type[BaseModel]] = [EventIn, BatchIn, BatchDeleteIn]
 
 
 def request_schemas() -> dict[str, Any]:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from api.body import read_json
 from api.errors import ApiError
 from api.models import ERRORS, SCHEMA_REF, BatchOut, PublishOut
+from api.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
 from api.responses import JSON
 from flux.events import InvalidEvent, validate_event
 from flux.publisher import PublishFailed
@@ -35,20 +36,26 @@ def _now_ms() -> int:
         }
     },
 )
-async def publish_event(request: Request) -> JSON:
-    """Publish one event; answers after the broker acknowledged it (acks=all)."""
+async def publish_event(
+    request: Request, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY
+) -> JSON:
+    """Publish one event; answers after the broker acknowledged it (acks=all), or once applied with wait=true."""
     state = request.app.state
+    timeout = wait_timeout(state.settings, wait_timeout_ms)
     body = await read_json(request, state.settings.max_event_bytes)
     try:
         envelope = validate_event(body, now_ms=_now_ms(), max_entity_id_length=state.settings.max_entity_id_length)
     except InvalidEvent as exc:
         raise ApiError(400, str(exc)) from exc
     try:
-        await state.publisher.publish(envelope)
+        offsets = await state.publisher.publish(envelope)
     except PublishFailed as exc:
         raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from exc
     state.metrics.published(1, (envelope["source"],))
-    return JSON({"eventId": envelope["eventId"], "stream": envelope["stream"]})
+    answer = {"eventId": envelope["eventId"], "stream": envelope["stream"]}
+    if wait:
+        await wait_until_applied(state.applied, state.settings, offsets, [envelope], timeout, answer)
+    return JSON(answer)
 
 
 def _batch_items(body: Any, max_events: int) -> list[Any]:
@@ -85,10 +92,13 @@ def _batch_items(body: Any, max_events: int) -> list[Any]:
         }
     },
 )
-async def publish_batch(request: Request) -> JSON:
+async def publish_batch(
+    request: Request, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY
+) -> JSON:
     """Publish many events; the valid ones are written in one Kafka transaction, invalid ones fail one by one."""
     state = request.app.state
     settings = state.settings
+    timeout = wait_timeout(settings, wait_timeout_ms)
     items = _batch_items(await read_json(request, settings.max_batch_bytes), settings.max_batch_events)
     now = _now_ms()
     results: list[dict[str, Any]] = []
@@ -108,8 +118,11 @@ async def publish_batch(request: Request) -> JSON:
     if not valid:
         raise ApiError(400, "no valid events in the batch", {"successful": 0, "failed": failed, "results": results})
     try:
-        await state.publisher.publish_batch(valid)
+        offsets = await state.publisher.publish_batch(valid)
     except PublishFailed as exc:
         raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from exc
     state.metrics.published(len(valid), {e["source"] for e in valid})
-    return JSON({"successful": len(valid), "failed": failed, "results": results})
+    answer = {"successful": len(valid), "failed": failed, "results": results}
+    if wait:
+        await wait_until_applied(state.applied, settings, offsets, valid, timeout, answer)
+    return JSON(answer)

@@ -20,9 +20,13 @@ import mode
 import uvicorn
 
 from agents.app import create_faust_app, quiet_logging
+from agents.change_feed import ChangeFeed
 from agents.entity_store import EntityStore
 from agents.reducer_agent import BatchReducer, install_reducer
 from api.app import create_app
+from api.applied import AppliedOffsets
+from api.relay import ChangeRelay, FeedTotals
+from api.websocket import MetricsTicker
 from flux.config import Settings
 from flux.metrics import Metrics
 from flux.publisher import EventPublisher
@@ -39,19 +43,31 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 
 class HttpService(mode.Service):
-    """Starts the publisher and serves the FastAPI app until the worker stops."""
+    """Starts the publisher and the change relay, and serves the FastAPI app until the worker stops."""
 
-    def __init__(self, settings: Settings, http_app: Any, publisher: EventPublisher, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        http_app: Any,
+        publisher: EventPublisher,
+        relay: ChangeRelay,
+        ticker: MetricsTicker,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._settings = settings
         self._http_app = http_app
         self._publisher = publisher
+        self._relay = relay
+        self._ticker = ticker
         self._server: _EmbeddedUvicorn | None = None
         self._serving: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
-        """Connect the publisher, then listen."""
+        """Connect the publisher and the change relay, then listen."""
         await self._publisher.start()
+        await self._relay.start()
+        self._ticker.start()
         config = uvicorn.Config(
             self._http_app,
             host=self._settings.host,
@@ -72,11 +88,14 @@ class HttpService(mode.Service):
         log.warning("Flux listening on http://%s:%d", self._settings.host, self._settings.port)
 
     async def on_stop(self) -> None:
-        """Stop accepting requests, finish the ones in flight, close the publisher."""
+        """Stop accepting requests, finish the ones in flight, close the relay and the publisher."""
         if self._server is not None and self._serving is not None:
             self._server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._serving, timeout=10)
+        await self._ticker.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._relay.stop(), timeout=10)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._publisher.stop(), timeout=10)
 
@@ -128,15 +147,23 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
         settings, transactional_id=f"{settings.app_id}-publisher-{settings.node_id}-{settings.port}"
     )
     store = EntityStore(app, table, settings.partitions, broker_check=publisher.broker_reachable)
-    install_reducer(app, events_topic, BatchReducer(app, store, settings, metrics), settings.flush_interval_ms / 1000)
+    feed = ChangeFeed(app, settings.changes_topic)
+    install_reducer(
+        app, events_topic, BatchReducer(app, store, feed, settings, metrics), settings.flush_interval_ms / 1000
+    )
 
     async def _forget_counts(sender: Any, **_: Any) -> None:
         store.forget_counts()
 
     app.on_rebalance_complete.connect(_forget_counts)  # type: ignore[arg-type]
 
-    http_app = create_app(settings, publisher, store, metrics)
-    return app, HttpService(settings, http_app, publisher)
+    applied = AppliedOffsets()
+    totals = FeedTotals()
+    relay = ChangeRelay(settings, applied, totals)
+    http_app = create_app(settings, publisher, store, metrics, applied)
+    hub = http_app.state.hub
+    relay.listen(hub.on_record)
+    return app, HttpService(settings, http_app, publisher, relay, MetricsTicker(hub, totals))
 
 
 def run_node(settings: Settings) -> None:

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".flux/data")
     events_topic: str = "flux.events"
     dead_letter_topic: str = "flux.events.dlq"
+    changes_topic: str = "flux.changes"
+    changes_retention_ms: int = Field(default=3_600_000, ge=60_000)
     partitions: int = Field(default=8, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
     events_retention_ms: int = -1
@@ -47,6 +49,15 @@ class Settings(BaseSettings):
     rocksdb_write_buffer_mb: int = Field(default=16, ge=1)
 
     flush_interval_ms: int = Field(default=5, ge=1)
+
+    delete_batch_limit: int = Field(default=10_000, ge=1)
+    wait_timeout_ms: int = Field(default=5_000, ge=1)
+    wait_max_timeout_ms: int = Field(default=60_000, ge=1)
+
+    ws_queue_limit: int = Field(default=10_000, ge=1)
+    ws_snapshot_limit: int = Field(default=10_000, ge=0)
+    ws_metrics_interval_s: float = Field(default=2.0, gt=0)
+    ws_max_subscriptions: int = Field(default=1_000, ge=1)
 
     list_default_limit: int = Field(default=1000, ge=1)
     list_max_limit: int = Field(default=10_000, ge=1)

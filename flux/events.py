@@ -89,6 +89,8 @@ def validate_event(obj: Any, *, now_ms: int, max_entity_id_length: int = 512) ->
     entity_id = _require_text(payload, "entity_id", "payload.entity_id")
     if len(entity_id) > max_entity_id_length:
         raise InvalidEvent(f"payload.entity_id must be at most {max_entity_id_length} characters")
+    if "\0" in entity_id:
+        raise InvalidEvent("payload.entity_id must not contain the NUL character")
     properties = payload.get("properties")
     if op == OP_DELETE:
         if properties is not None:

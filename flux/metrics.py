@@ -10,6 +10,45 @@ PUBLISHER_WINDOW_S = 60.0
 RATE_WINDOW_S = 10.0
 
 
+class RecentSources:
+    """Distinct event sources seen within the last minute."""
+
+    def __init__(self, window_s: float = PUBLISHER_WINDOW_S) -> None:
+        self._window_s = window_s
+        self._seen: dict[str, float] = {}
+
+    def saw(self, sources: Iterable[str]) -> None:
+        """Record that these sources published just now."""
+        now = time.monotonic()
+        for source in sources:
+            self._seen[source] = now
+
+    def active(self) -> int:
+        """How many distinct sources were seen within the window."""
+        cutoff = time.monotonic() - self._window_s
+        for source in [s for s, seen in self._seen.items() if seen < cutoff]:
+            del self._seen[source]
+        return len(self._seen)
+
+
+class RateMeter:
+    """The rate of a growing total over the last few seconds."""
+
+    def __init__(self, window_s: float = RATE_WINDOW_S) -> None:
+        self._window_s = window_s
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def rate(self, total: int) -> float:
+        """Per-second growth of ``total`` since the oldest sample in the window (samples ``total`` too)."""
+        now = time.monotonic()
+        samples = self._samples
+        samples.append((now, total))
+        while len(samples) > 1 and samples[0][0] < now - self._window_s:
+            samples.popleft()
+        first_t, first_n = samples[0]
+        return 0.0 if now - first_t <= 0 else max(0.0, (total - first_n) / (now - first_t))
+
+
 class Metrics:
     """Counters of one Flux process; cheap enough to touch on every request."""
 
@@ -19,15 +58,15 @@ class Metrics:
         self.events_rejected = 0
         self.batches_published = 0
         self.http_errors: dict[int, int] = {}
-        self._sources: dict[str, float] = {}
-        self._applied_samples: deque[tuple[float, int]] = deque()
+        self.websocket_connections = 0
+        self.websocket_dropped = 0
+        self._sources = RecentSources()
+        self._apply_rate = RateMeter()
 
     def published(self, count: int, sources: Iterable[str]) -> None:
         """Record ``count`` events acknowledged by the broker, from these sources."""
         self.events_published += count
-        now = time.monotonic()
-        for source in sources:
-            self._sources[source] = now
+        self._sources.saw(sources)
 
     def applied(self, count: int) -> None:
         """Record ``count`` events folded into the table."""
@@ -38,21 +77,12 @@ class Metrics:
         self.events_rejected += count
 
     def active_publishers(self) -> int:
-        """Distinct sources seen in the last minute."""
-        cutoff = time.monotonic() - PUBLISHER_WINDOW_S
-        for source in [s for s, seen in self._sources.items() if seen < cutoff]:
-            del self._sources[source]
-        return len(self._sources)
+        """Distinct sources published through this process in the last minute."""
+        return self._sources.active()
 
     def apply_rate(self) -> float:
-        """Events applied per second over the last few seconds."""
-        now = time.monotonic()
-        samples = self._applied_samples
-        samples.append((now, self.events_applied))
-        while len(samples) > 1 and samples[0][0] < now - RATE_WINDOW_S:
-            samples.popleft()
-        first_t, first_n = samples[0]
-        return 0.0 if now - first_t <= 0 else (self.events_applied - first_n) / (now - first_t)
+        """Events applied per second by this process over the last few seconds."""
+        return self._apply_rate.rate(self.events_applied)
 
     def prometheus(self, entities: int) -> str:
         """The Prometheus text exposition of these counters."""
@@ -72,5 +102,11 @@ class Metrics:
             "# HELP flux_publishers_active Distinct event sources seen in the last minute.",
             "# TYPE flux_publishers_active gauge",
             f"flux_publishers_active {self.active_publishers()}",
+            "# HELP flux_websocket_connections Open WebSocket connections on this process.",
+            "# TYPE flux_websocket_connections gauge",
+            f"flux_websocket_connections {self.websocket_connections}",
+            "# HELP flux_websocket_dropped_total WebSocket connections closed for falling behind.",
+            "# TYPE flux_websocket_dropped_total counter",
+            f"flux_websocket_dropped_total {self.websocket_dropped}",
         ]
         return "\n".join(lines) + "\n"

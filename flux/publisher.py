@@ -55,10 +55,14 @@ def _encode_bounded(group: list[Envelope]) -> list[bytes]:
     return _encode_bounded(group[:middle]) + _encode_bounded(group[middle:])
 
 
+Offsets = dict[int, int]
+"""Where published events landed: the greatest events-topic offset written, per partition."""
+
+
 @dataclass
 class _PendingBatch:
     records: list[tuple[int, bytes]]
-    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    done: asyncio.Future[Offsets] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class EventPublisher:
@@ -123,25 +127,28 @@ class EventPublisher:
             return False
         return True
 
-    async def publish(self, envelope: Envelope) -> None:
+    async def publish(self, envelope: Envelope) -> Offsets:
         """Write one event as one record (key = entity id) and wait for acks=all."""
         assert self._producer is not None, "publisher not started"
         try:
-            await asyncio.wait_for(
+            sent = await asyncio.wait_for(
                 self._producer.send_and_wait(self._topic, encode(envelope), key=entity_of(envelope).encode()),
                 timeout=self._settings.publish_timeout_ms / 1000,
             )
         except (KafkaError, TimeoutError) as exc:
             raise PublishFailed(f"the broker did not acknowledge the event: {exc!r}") from exc
+        return {sent.partition: sent.offset}
 
-    async def publish_batch(self, envelopes: list[Envelope]) -> None:
+    async def publish_batch(self, envelopes: list[Envelope]) -> Offsets:
         """Write a batch atomically (one transaction, packed records) and wait for the commit."""
         if not envelopes:
-            return
+            return {}
         pending = _PendingBatch(pack_by_partition(envelopes, self.partitions))
         await self._queue.put(pending)
         try:
-            await asyncio.wait_for(asyncio.shield(pending.done), timeout=self._settings.publish_timeout_ms / 1000)
+            return await asyncio.wait_for(
+                asyncio.shield(pending.done), timeout=self._settings.publish_timeout_ms / 1000
+            )
         except TimeoutError as exc:
             raise PublishFailed("the broker did not acknowledge the batch in time") from exc
 
@@ -150,27 +157,35 @@ class EventPublisher:
             group = [await self._queue.get()]
             while not self._queue.empty() and len(group) < GROUP_COMMIT_MAX_BATCHES:
                 group.append(self._queue.get_nowait())
-            error = await self._commit(group)
-            for pending in group:
+            outcome = await self._commit(group)
+            for index, pending in enumerate(group):
                 if pending.done.done():
                     continue
-                if error is None:
-                    pending.done.set_result(None)
+                if isinstance(outcome, PublishFailed):
+                    pending.done.set_exception(outcome)
                 else:
-                    pending.done.set_exception(error)
+                    pending.done.set_result(outcome[index])
 
-    async def _commit(self, group: list[_PendingBatch]) -> PublishFailed | None:
+    async def _commit(self, group: list[_PendingBatch]) -> list[Offsets] | PublishFailed:
         producer = self._txn_producer
         assert producer is not None
         try:
             async with producer.transaction():
                 sends = [
-                    await producer.send(self._topic, value, partition=partition)
+                    [
+                        await producer.send(self._topic, value, partition=partition)
+                        for partition, value in pending.records
+                    ]
                     for pending in group
-                    for partition, value in pending.records
                 ]
-                await asyncio.gather(*sends)
-            return None
+                written = [await asyncio.gather(*futures) for futures in sends]
+            outcome: list[Offsets] = []
+            for metadata in written:
+                offsets: Offsets = {}
+                for sent in metadata:
+                    offsets[sent.partition] = max(sent.offset, offsets.get(sent.partition, -1))
+                outcome.append(offsets)
+            return outcome
         except Exception as exc:  # any failure fails the whole group; producers may need renewing
             log.warning("batch transaction failed: %r", exc)
             await self._renew_txn_producer()

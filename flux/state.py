@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class PartitionUnavailable(RuntimeError):
@@ -13,6 +14,19 @@ class PartitionUnavailable(RuntimeError):
         where = "the table" if partition < 0 else f"partition {partition}"
         super().__init__(f"{where} is not being served by this node right now (recovery or rebalance)")
         self.partition = partition
+
+
+class StoredEntity(NamedTuple):
+    """An existing entity as stored: its API view, its newest event time, its feed offset.
+
+    ``last_timestamp`` is the greatest event timestamp among its properties (a deletion must be
+    newer to remove them all); ``applied`` is the events-topic offset of the batch that last wrote
+    it (see :mod:`flux.changes`), -1 if unknown.
+    """
+
+    entity: dict[str, Any]
+    last_timestamp: int
+    applied: int
 
 
 @dataclass
@@ -31,6 +45,18 @@ class StateReader(Protocol):
 
     def get(self, entity_id: str) -> dict[str, Any] | None:
         """The entity ``{id, properties, lastUpdated}``, or None when it does not exist."""
+        ...
+
+    def lookup(self, entity_id: str) -> StoredEntity | None:
+        """The entity with its newest event time and feed offset, or None when it does not exist."""
+        ...
+
+    def iter_prefix(self, prefix: str) -> Iterator[StoredEntity]:
+        """Existing entities whose id starts with ``prefix``, in id order (lazily)."""
+        ...
+
+    def applied_offset(self, partition: int) -> int:
+        """The events-topic offset up to which this node wrote ``partition``'s state (-1: none yet)."""
         ...
 
     def scan(self, prefix: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:

@@ -31,7 +31,7 @@ def events_topic_config(settings: Settings) -> dict[str, str]:
 
 
 async def ensure_topics(settings: Settings) -> str:
-    """Create the events and dead-letter topics if missing; refuse a partition-count mismatch.
+    """Create the events, changes and dead-letter topics if missing; refuse a partition-count mismatch.
 
     Returns the Kafka cluster id.
     """
@@ -47,6 +47,16 @@ async def ensure_topics(settings: Settings) -> str:
                 replication_factor=settings.replication_factor,
                 topic_configs=events_topic_config(settings),
             ),
+            settings.changes_topic: NewTopic(
+                settings.changes_topic,
+                num_partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                topic_configs={
+                    "retention.ms": str(settings.changes_retention_ms),
+                    "cleanup.policy": "delete",
+                    "max.message.bytes": str(MAX_MESSAGE_BYTES),
+                },
+            ),
             settings.dead_letter_topic: NewTopic(
                 settings.dead_letter_topic,
                 num_partitions=1,
@@ -60,12 +70,12 @@ async def ensure_topics(settings: Settings) -> str:
             with contextlib.suppress(TopicAlreadyExistsError):  # another Flux process was first
                 await admin.create_topics(missing)
             log.info("created topics %s", [t.name for t in missing])
-        described = await admin.describe_topics([settings.events_topic])
+        described = await admin.describe_topics([settings.events_topic, settings.changes_topic])
         for topic in described:
             count = len(topic.get("partitions", []))
             if count and count != settings.partitions:
                 raise TopicMismatch(
-                    f"topic {settings.events_topic!r} has {count} partitions "
+                    f"topic {topic.get('topic')!r} has {count} partitions "
                     f"but FLUX_PARTITIONS={settings.partitions}; "
                     "entities would map to other partitions than their state. Set FLUX_PARTITIONS to match."
                 )

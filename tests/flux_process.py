@@ -35,6 +35,7 @@ class FluxProcess:
         self.partitions = partitions
         self.events_topic = f"{app_id}.events"
         self.dead_letter_topic = f"{app_id}.events.dlq"
+        self.changes_topic = f"{app_id}.changes"
         self.extra_env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{port}"
@@ -49,6 +50,7 @@ class FluxProcess:
             FLUX_APP_ID=self.app_id,
             FLUX_EVENTS_TOPIC=self.events_topic,
             FLUX_DEAD_LETTER_TOPIC=self.dead_letter_topic,
+            FLUX_CHANGES_TOPIC=self.changes_topic,
             FLUX_PARTITIONS=str(self.partitions),
             FLUX_DATA_DIR=str(self.workdir / "data"),
             FLUX_LOG_LEVEL="WARNING",
