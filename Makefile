@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit lint kafka-start kafka-stop bench clean
+.PHONY: install run test unit lint kafka-start kafka-stop bench bench-ws clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ kafka-stop: install
 
 bench: install
 	$(BIN)/python bench/bench_core.py
+
+bench-ws: install
+	$(BIN)/python bench/bench_ws.py
 
 clean:
 	rm -rf .flux $(VENV) .pytest_cache .mypy_cache .ruff_cache

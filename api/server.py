@@ -77,6 +77,7 @@ class HttpService(mode.Service):
             log_level=self._settings.log_level.lower(),
             http="httptools",
             ws="websockets-sansio",
+            ws_per_message_deflate=False,  # compressing small JSON messages costs more CPU than it saves
         )
         self._server = _EmbeddedUvicorn(config)
         self._serving = asyncio.create_task(self._server.serve(), name="flux-http")

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -135,6 +136,13 @@ async def publish_to_visible(url: str, stop: asyncio.Event, pause_s: float, samp
 
 def _paced_publisher(url: str, rate: float, seconds: float, run: str, batch: int, offset: int) -> None:
     """Child process: POST batches at ``rate`` events/s for ``seconds``, then exit."""
+    _paced_publisher_loop(url, rate, seconds, batch, lambda j: event(j, run), offset)
+
+
+def _paced_publisher_loop(
+    url: str, rate: float, seconds: float, batch: int, make_event: Callable[[int], dict], offset: int
+) -> None:
+    """POST batches of ``make_event(i)`` at ``rate`` events/s for ``seconds`` (without waiting for answers)."""
 
     async def publish() -> None:
         interval = batch / rate
@@ -144,7 +152,7 @@ def _paced_publisher(url: str, rate: float, seconds: float, run: str, batch: int
             next_at = time.perf_counter()
             i = offset
             while time.perf_counter() < deadline:
-                body = orjson.dumps([event(j, run) for j in range(i, i + batch)])
+                body = orjson.dumps([make_event(j) for j in range(i, i + batch)])
                 i += batch
                 task = asyncio.create_task(
                     client.post("/api/events/batch", content=body, headers={"content-type": "application/json"})
