@@ -46,6 +46,27 @@ def event(i: int, run: str) -> dict:
     }
 
 
+def broker_for(work: Path) -> tuple[str, LocalKafka | None]:
+    """KAFKA_BOOTSTRAP_SERVERS if set, else a local broker started under ``work`` (returned to stop)."""
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if bootstrap:
+        return bootstrap, None
+    progress("starting a local Kafka broker")
+    broker = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
+    return broker.start(), broker
+
+
+def print_table(heading: str, rows: list[tuple[str, str]]) -> None:
+    """Print ``heading`` and ``rows`` as a Markdown table (for BENCHMARKS.md)."""
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print()
+    print(f"Machine: {machine}; {heading}")
+    print("| measure | figure |")
+    print("| --- | --- |")
+    for label, value in rows:
+        print(f"| {label} | {value} |")
+
+
 def pct(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -229,12 +250,7 @@ def main() -> None:
     n = args.events
 
     work = Path(tempfile.mkdtemp(prefix="flux-bench-"))
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        progress("starting a local Kafka broker")
-        broker = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
-        bootstrap = broker.start()
+    bootstrap, broker = broker_for(work)
     results: dict[str, float] = {}
     node = None
     replica = None
@@ -298,7 +314,6 @@ def main() -> None:
             broker.stop()
 
     r = results
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     rows = [
         ("raw aiokafka produce, 1 record/event, acks=all, idempotent", f"{r['raw_produce']:,.0f} events/s"),
         ("raw aiokafka consume (getmany, count only)", f"{r['raw_consume']:,.0f} events/s"),
@@ -335,12 +350,7 @@ def main() -> None:
             )
         )
     rows.append(("replica state identical to live state", str(identical)))
-    print()
-    print(f"Machine: {machine}; events: {n:,}, {ENTITIES:,} entities, {PARTITIONS} partitions")
-    print("| measure | figure |")
-    print("| --- | --- |")
-    for label, value in rows:
-        print(f"| {label} | {value} |")
+    print_table(f"events: {n:,}, {ENTITIES:,} entities, {PARTITIONS} partitions", rows)
 
 
 if __name__ == "__main__":

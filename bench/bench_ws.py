@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -37,8 +35,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_core import _paced_publisher_loop, pct, progress
-from flux.localkafka import LocalKafka, free_port
+from bench.bench_core import _paced_publisher_loop, broker_for, pct, print_table, progress
+from flux.localkafka import free_port
 from tests.flux_process import FluxProcess
 
 PARTITIONS = 8
@@ -218,12 +216,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="flux-bench-ws-"))
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        progress("starting a local Kafka broker")
-        broker = LocalKafka(work / "kafka", port=free_port(), controller_port=free_port())
-        bootstrap = broker.start()
+    bootstrap, broker = broker_for(work)
     node = None
     rows: list[tuple[str, str]] = []
     try:
@@ -263,17 +256,11 @@ def main() -> None:
         if broker is not None:
             broker.stop()
 
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    print()
-    print(
-        f"Machine: {machine}; {NAMESPACES * PER_NAMESPACE:,} entities, {PARTITIONS} partitions, "
-        f"{SUBSCRIBERS} subscribers in {SUBSCRIBER_PROCESSES} processes, {args.seconds:.0f} s per rate "
-        f"after {WARMUP_S:.0f} s warm-up"
+    print_table(
+        f"{NAMESPACES * PER_NAMESPACE:,} entities, {PARTITIONS} partitions, {SUBSCRIBERS} subscribers in "
+        f"{SUBSCRIBER_PROCESSES} processes, {args.seconds:.0f} s per rate after {WARMUP_S:.0f} s warm-up",
+        rows,
     )
-    print("| measure | figure |")
-    print("| --- | --- |")
-    for label, value in rows:
-        print(f"| {label} | {value} |")
 
 
 if __name__ == "__main__":

@@ -51,4 +51,3 @@ def test_a_wait_timeout_above_the_maximum_is_422_and_publishes_nothing(flux, uid
     assert "wait_timeout_ms" in response.json()["error"]
     flux.client.post("/api/events?wait=true", json=event(f"{uid}-marker", x=1))  # later than the refused one
     assert flux.entity(uid).status_code == 404
-

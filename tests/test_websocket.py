@@ -213,18 +213,24 @@ async def test_a_stuck_subscriber_is_dropped_with_1008_while_a_fast_one_gets_eve
     ]
     stuck = StuckClient(node.url)
     stuck.subscribe("*")
+
+    def read_once_dropped() -> tuple[int, str, int]:
+        # A dropped client gets a grace period to read its close frame: start reading at once.
+        node.wait_for(lambda: "flux_websocket_dropped_total 1" in node.client.get("/metrics").text, 60, "the drop")
+        return stuck.read_until_close()
+
     try:
         async with httpx.AsyncClient(base_url=node.url, timeout=30) as http, Subscriber(node.url) as fast:
             await fast.subscribe("*")
+            stuck_reading = asyncio.create_task(asyncio.to_thread(read_once_dropped))
             for start in range(0, len(events), 500):
                 assert (await http.post("/api/events/batch", json=events[start : start + 500])).status_code == 200
             got = await fast.collect(
                 lambda r: len({m["entity_id"] for m in r if m.get("property") == "i"}) >= len(events), timeout=60
             )
             assert len({m["entity_id"] for m in got if m.get("property") == "i"}) == len(events)
-            node.wait_for(lambda: "flux_websocket_dropped_total 1" in node.client.get("/metrics").text, what="the drop")
-        # The stuck client finally reads: what was buffered before the drop, then the close frame.
-        code, reason, frames = await asyncio.to_thread(stuck.read_until_close)
+            # The stuck client, reading only after its drop: what was buffered, then the close frame.
+            code, reason, frames = await stuck_reading
         assert code == 1008 and "too slow" in reason
         assert 0 < frames < 12_000
     finally:
