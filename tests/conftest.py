@@ -15,18 +15,24 @@ pytest_plugins = ["tests.kafka_fixtures"]
 NodeFactory = Callable[..., FluxProcess]
 
 
-def _node(bootstrap: str, base: Path, partitions: int, env: dict[str, str]) -> FluxProcess:
+def _node(bootstrap: str, base: Path, partitions: int, env: dict[str, str], app_id: str | None = None) -> FluxProcess:
     name = f"t{uuid.uuid4().hex[:10]}"
-    return FluxProcess(bootstrap, base / name, free_port(), name, partitions, env)
+    return FluxProcess(bootstrap, base / name, free_port(), app_id or name, partitions, env)
 
 
 @pytest.fixture
 def new_flux(kafka_bootstrap: str, tmp_path: Path) -> Iterator[NodeFactory]:
-    """A factory of started Flux nodes with fresh topics and data dirs; all stopped after the test."""
+    """A factory of started Flux nodes with fresh topics and data dirs; all stopped after the test.
+
+    ``join=node`` starts another node of ``node``'s app (same topics and consumer group, its own
+    port and data dir), as a second machine of one deployment would be.
+    """
     started: list[FluxProcess] = []
 
-    def make(partitions: int = 4, **env: str) -> FluxProcess:
-        node = _node(kafka_bootstrap, tmp_path, partitions, env)
+    def make(partitions: int = 4, join: FluxProcess | None = None, **env: str) -> FluxProcess:
+        if join is not None:
+            partitions = join.partitions
+        node = _node(kafka_bootstrap, tmp_path, partitions, env, join.app_id if join is not None else None)
         started.append(node)
         node.start()
         return node

@@ -235,3 +235,29 @@ async def test_a_stuck_subscriber_is_dropped_with_1008_while_a_fast_one_gets_eve
         assert 0 < frames < 12_000
     finally:
         stuck.close()
+
+
+async def test_every_node_of_a_deployment_relays_every_update_to_its_own_subscribers(new_flux, uid):
+    first = new_flux()
+    second = new_flux(join=first)
+
+    def split() -> bool:  # the two nodes' reducers share the partitions out
+        owned = [set(node.client.get("/ready").json().get("partitions", [])) for node in (first, second)]
+        return all(owned) and not owned[0] & owned[1] and len(owned[0] | owned[1]) == first.partitions
+
+    first.wait_for(split, 60, "the partitions to be split between the nodes")
+    ids = [f"{uid}/{i}" for i in range(40)]  # spread over every partition
+    async with Subscriber(first.url) as on_first, Subscriber(second.url) as on_second:
+        await on_first.subscribe("*")
+        await on_second.subscribe(f"{uid}/*")
+        async with httpx.AsyncClient(base_url=first.url, timeout=30) as http:
+            events = [{"stream": "s", "source": "p", "payload": {"entity_id": i, "properties": {"v": 1}}} for i in ids]
+            response = await http.post("/api/events/batch", json=events)
+            assert response.status_code == 200 and response.json()["successful"] == len(ids)
+
+        def all_ids(received: list[dict[str, Any]]) -> bool:
+            return {m.get("entity_id") for m in received} >= set(ids)
+
+        for subscriber in (on_first, on_second):
+            got = await subscriber.collect(all_ids, timeout=60)
+            assert {m["entity_id"] for m in got if m["type"] == "state_update"} >= set(ids)
