@@ -43,11 +43,17 @@ class SubscriptionIndex(Generic[T]):
     def __init__(self) -> None:
         self._exact: dict[str, set[T]] = {}
         self._prefixes: dict[str, set[T]] = {}
+        self._prefix_lengths: dict[int, int] = {}  # length -> how many prefixes have it
 
     def add(self, pattern: Pattern, subscriber: T) -> None:
         """Subscribe ``subscriber`` to ``pattern``."""
-        index = self._exact if pattern.prefix is None else self._prefixes
-        index.setdefault(pattern.text if pattern.prefix is None else pattern.prefix, set()).add(subscriber)
+        if pattern.prefix is None:
+            self._exact.setdefault(pattern.text, set()).add(subscriber)
+            return
+        if pattern.prefix not in self._prefixes:
+            length = len(pattern.prefix)
+            self._prefix_lengths[length] = self._prefix_lengths.get(length, 0) + 1
+        self._prefixes.setdefault(pattern.prefix, set()).add(subscriber)
 
     def remove(self, pattern: Pattern, subscriber: T) -> None:
         """Undo :meth:`add`; unknown pairs are ignored."""
@@ -58,15 +64,26 @@ class SubscriptionIndex(Generic[T]):
             subscribers.discard(subscriber)
             if not subscribers:
                 del index[key]
+                if pattern.prefix is not None:
+                    length = len(pattern.prefix)
+                    self._prefix_lengths[length] -= 1
+                    if not self._prefix_lengths[length]:
+                        del self._prefix_lengths[length]
 
     def match(self, entity_id: str) -> Iterator[T]:
         """Every subscriber whose pattern covers ``entity_id`` (a subscriber may come once per pattern)."""
         exact = self._exact.get(entity_id)
         if exact:
             yield from exact
-        for prefix, subscribers in self._prefixes.items():
-            if entity_id.startswith(prefix):
-                yield from subscribers
+        if self._prefixes:  # one dict lookup per distinct prefix length, not one test per prefix
+            for length in self._prefix_lengths:
+                if length <= len(entity_id):
+                    subscribers = self._prefixes.get(entity_id[:length])
+                    if subscribers:
+                        yield from subscribers
+
+    def __bool__(self) -> bool:
+        return bool(self._exact or self._prefixes)
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._exact.values()) + sum(len(s) for s in self._prefixes.values())

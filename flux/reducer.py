@@ -15,6 +15,7 @@ nothing: replays and late (backfilled) events are safe.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from flux.events import OP_DELETE, Envelope
@@ -109,8 +110,14 @@ def fold(events: list[Envelope], state: State | None = None) -> State:
 
 def rfc3339_ms(unix_ms: int) -> str:
     """``unix_ms`` as RFC 3339 UTC with milliseconds, e.g. ``2026-02-23T10:30:45.123Z``."""
-    moment = datetime.fromtimestamp(unix_ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{unix_ms % 1000:03d}Z"
+    seconds, millis = divmod(unix_ms, 1000)
+    return f"{_rfc3339_seconds(seconds)}{millis:03d}Z"
+
+
+@lru_cache(maxsize=4096)
+def _rfc3339_seconds(unix_s: int) -> str:
+    """The ``YYYY-MM-DDTHH:MM:SS.`` part; cached, since the events of a batch share few seconds."""
+    return datetime.fromtimestamp(unix_s, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
 def to_entity(entity_id: str, state: State | None) -> dict[str, Any] | None:

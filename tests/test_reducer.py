@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flux.reducer import EntityDeleted, PropertyChanged, apply_event, exists, fold, new_state, to_entity
+from flux.events import MAX_TIMESTAMP_MS
+from flux.reducer import EntityDeleted, PropertyChanged, apply_event, exists, fold, new_state, rfc3339_ms, to_entity
 
 json_values = st.recursive(
     st.none()
@@ -161,6 +163,12 @@ def test_event_older_than_the_tombstone_does_not_resurrect():
     state = fold([make_event(1, "a", {"x": 1}), make_event(5, "b", None, delete=True)])
     assert apply_event(state, make_event(3, "c", {"x": 2})) == []
     assert to_entity("e", state) is None
+
+
+@given(st.integers(min_value=0, max_value=MAX_TIMESTAMP_MS))
+def test_rfc3339_ms_agrees_with_datetime(unix_ms):
+    moment = datetime.fromtimestamp(unix_ms // 1000, tz=UTC) + timedelta(milliseconds=unix_ms % 1000)
+    assert rfc3339_ms(unix_ms) == moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def test_last_updated_is_rfc3339_utc_with_milliseconds():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from api.subscriptions import Pattern, SubscriptionIndex
 
 
@@ -30,3 +33,24 @@ def test_index_finds_exact_prefix_and_wildcard_subscribers_and_forgets_removed_o
     index.remove(Pattern.parse("a/*"), "never-added")
     assert sorted(index.match("a/1")) == ["all", "exact"]
     assert len(index) == 3
+
+
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.sampled_from(["*", "a*", "ab*", "a/b*", "a", "ab", "b*", "abc"]), st.integers(0, 3))
+    ),
+    st.sampled_from(["", "a", "ab", "abc", "a/b/c", "b", "zz"]),
+)
+def test_index_matches_what_checking_every_pattern_would(operations, entity_id):
+    index: SubscriptionIndex[int] = SubscriptionIndex()
+    live: set[tuple[str, int]] = set()
+    for adding, text, subscriber in operations:
+        if adding:
+            index.add(Pattern.parse(text), subscriber)
+            live.add((text, subscriber))
+        else:
+            index.remove(Pattern.parse(text), subscriber)
+            live.discard((text, subscriber))
+    expected = sorted(s for text, s in live if Pattern.parse(text).matches(entity_id))
+    assert sorted(index.match(entity_id)) == expected
+    assert bool(index) == bool(live)
