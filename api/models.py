@@ -126,6 +126,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 SCHEMA_REF = "#/components/schemas/{model}"
 
+
+def json_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a required JSON request body (the routes parse bodies themselves)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def ref(model: str) -> dict[str, str]:
+    """A JSON-schema reference to one of :data:`REQUEST_MODELS` in the OpenAPI components."""
+    return {"$ref": SCHEMA_REF.format(model=model)}
+
+
 # Request bodies are parsed by hand (fast, with per-field errors); these models document them.
 REQUEST_MODELS: list[type[BaseModel]] = [EventIn, BatchIn, BatchDeleteIn]
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 
 from api.body import read_json
 from api.errors import ApiError
-from api.models import ERRORS, SCHEMA_REF, BatchDeleteOut, DeleteOut, ErrorOut
+from api.models import ERRORS, BatchDeleteOut, DeleteOut, ErrorOut, json_body, ref
 from api.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
 from api.responses import JSON
 from flux.events import OP_DELETE, Envelope
@@ -112,12 +112,7 @@ async def _matching(request: Request, prefix: str, limit: int) -> list[StoredEnt
     "/api/state/entities/delete",
     response_model=BatchDeleteOut,
     responses=ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="BatchDeleteIn")}}},
-        }
-    },
+    openapi_extra=json_body(ref("BatchDeleteIn")),
 )
 async def delete_entities(
     request: Request, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY

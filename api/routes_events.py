@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 
 from api.body import read_json
 from api.errors import ApiError
-from api.models import ERRORS, SCHEMA_REF, BatchOut, PublishOut
+from api.models import ERRORS, BatchOut, PublishOut, json_body, ref
 from api.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
 from api.responses import JSON
 from flux.events import InvalidEvent, validate_event
@@ -29,12 +29,7 @@ def _now_ms() -> int:
     "/api/events",
     response_model=PublishOut,
     responses=ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": SCHEMA_REF.format(model="EventIn")}}},
-        }
-    },
+    openapi_extra=json_body(ref("EventIn")),
 )
 async def publish_event(
     request: Request, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY
@@ -76,21 +71,7 @@ def _batch_items(body: Any, max_events: int) -> list[Any]:
     "/api/events/batch",
     response_model=BatchOut,
     responses=ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "oneOf": [
-                            {"$ref": SCHEMA_REF.format(model="BatchIn")},
-                            {"type": "array", "items": {"$ref": SCHEMA_REF.format(model="EventIn")}},
-                        ]
-                    }
-                }
-            },
-        }
-    },
+    openapi_extra=json_body({"oneOf": [ref("BatchIn"), {"type": "array", "items": ref("EventIn")}]}),
 )
 async def publish_batch(
     request: Request, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY

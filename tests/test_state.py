@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -87,11 +90,17 @@ def test_openapi_documents_every_endpoint_with_schemas(flux):
         ("/api/events/batch", "post"),
         ("/api/state/entities", "get"),
         ("/api/state/entities/{entity_id}", "get"),
+        ("/api/state/entities/{entity_id}", "delete"),
+        ("/api/state/entities/delete", "post"),
         ("/health", "get"),
         ("/ready", "get"),
         ("/metrics", "get"),
     ]:
         assert method in paths[path], path
-    assert "requestBody" in paths["/api/events"]["post"]
-    assert {"EventIn", "Entity", "BatchOut", "ErrorOut"} <= set(spec["components"]["schemas"])
+    for path in ("/api/events", "/api/events/batch", "/api/state/entities/delete"):
+        assert paths[path]["post"]["requestBody"]["required"] is True, path
+    schemas = set(spec["components"]["schemas"])
+    assert {"EventIn", "BatchIn", "BatchDeleteIn", "Entity", "BatchOut", "ErrorOut"} <= schemas
+    refs = re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(spec))
+    assert refs and set(refs) <= schemas
     assert flux.client.get("/docs").status_code == 200
