@@ -19,6 +19,22 @@ from flux.publisher import EventPublisher
 from flux.state import StateReader
 
 
+def _document_configured_maxima(schema: dict[str, Any], settings: Settings) -> None:
+    """Write the configured maxima (they come from the environment) into ``schema``."""
+    maxima = {"limit": settings.list_max_limit, "wait_timeout_ms": settings.wait_max_timeout_ms}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("name") in maxima:
+                    parameter_schema = parameter.get("schema", {})
+                    for option in parameter_schema.get("anyOf", [parameter_schema]):
+                        if option.get("type") == "integer":
+                            option["maximum"] = maxima[parameter["name"]]
+    payload = schema.get("components", {}).get("schemas", {}).get("EventPayload")
+    if payload is not None:
+        payload["properties"]["entity_id"]["maxLength"] = settings.max_entity_id_length
+
+
 def create_app(
     settings: Settings, publisher: EventPublisher, reader: StateReader, metrics: Metrics, applied: AppliedOffsets
 ) -> FastAPI:
@@ -49,6 +65,7 @@ def create_app(
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schema.setdefault("components", {}).setdefault("schemas", {}).update(request_schemas())
+            _document_configured_maxima(schema, settings)
             app.openapi_schema = schema
         return app.openapi_schema
 

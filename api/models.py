@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from flux.events import MAX_TIMESTAMP_MS
 
 
 class EventPayload(BaseModel):
     """What an event says about one entity."""
 
-    entity_id: str = Field(min_length=1, description="Target entity; may contain '/', e.g. 'acme/sensor-01'")
+    entity_id: str = Field(
+        min_length=1, pattern=r"^[^\x00]*$", description="Target entity; may contain '/', e.g. 'acme/sensor-01'"
+    )
     properties: dict[str, Any] = Field(description="Properties to merge into the entity; values are any JSON")
 
 
@@ -19,8 +23,12 @@ class EventIn(BaseModel):
 
     stream: str = Field(min_length=1, description="Logical stream, e.g. 'sensors'")
     source: str = Field(min_length=1, description="Who published the event")
-    timestamp: int | None = Field(default=None, ge=0, description="Unix epoch milliseconds; defaults to now")
-    eventId: str | None = Field(default=None, description="Defaults to a fresh UUIDv7; re-sending an id is idempotent")
+    timestamp: int | None = Field(
+        default=None, ge=0, le=MAX_TIMESTAMP_MS, description="Unix epoch milliseconds; defaults to now"
+    )
+    eventId: str | None = Field(
+        default=None, min_length=1, description="Defaults to a fresh UUIDv7; re-sending an id is idempotent"
+    )
     key: Any | None = Field(default=None, description="Optional ordering/grouping hint, kept with the event")
     schema_: Any | None = Field(default=None, alias="schema", description="Optional schema metadata, kept")
     payload: EventPayload
@@ -29,7 +37,7 @@ class EventIn(BaseModel):
 class BatchIn(BaseModel):
     """A batch: ``{"events": [...]}`` (a bare JSON array of events is accepted too)."""
 
-    events: list[EventIn]
+    events: list[EventIn] = Field(min_length=1)
 
 
 class PublishOut(BaseModel):
@@ -73,9 +81,22 @@ class DeleteOut(BaseModel):
 class BatchDeleteIn(BaseModel):
     """Exactly one filter."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": [name], "properties": {name: {"type": kind}}}
+                for name, kind in (("prefix", "string"), ("namespace", "string"), ("entity_ids", "array"))
+            ]
+        }
+    )
+
     prefix: str | None = Field(default=None, min_length=1, description="Delete entities whose id starts with this")
-    namespace: str | None = Field(default=None, min_length=1, description="Delete entities 'namespace/...'")
-    entity_ids: list[str] | None = Field(default=None, min_length=1, description="Delete these entities")
+    namespace: str | None = Field(
+        default=None, min_length=1, pattern=r"^[^/]+$", description="Delete entities 'namespace/...'"
+    )
+    entity_ids: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        default=None, min_length=1, description="Delete these entities"
+    )
 
 
 class DeleteError(BaseModel):

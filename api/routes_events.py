@@ -71,7 +71,7 @@ def _batch_items(body: Any, max_events: int) -> list[Any]:
     "/api/events/batch",
     response_model=BatchOut,
     responses=ERRORS,
-    openapi_extra=json_body({"oneOf": [ref("BatchIn"), {"type": "array", "items": ref("EventIn")}]}),
+    openapi_extra=json_body({"oneOf": [ref("BatchIn"), {"type": "array", "items": ref("EventIn"), "minItems": 1}]}),
 )
 async def publish_batch(
     request: Request, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY

@@ -61,7 +61,13 @@ def type_name(value: Any) -> str:
 
 
 def parse_timestamp(value: Any, label: str = "timestamp") -> int:
-    """A Unix-ms timestamp as an int; bools, floats, strings and out-of-range values are refused."""
+    """A Unix-ms timestamp as an int; bools, fractions, strings and out-of-range values are refused.
+
+    A number written with a zero fraction (``1739290200000.0``) is an integer in JSON's sense (and
+    JSON Schema's), as some producers write them, so it is accepted.
+    """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidEvent(f"{label} must be an integer (Unix epoch milliseconds), got {type_name(value)}")
     if value < 0 or value > MAX_TIMESTAMP_MS:

@@ -139,3 +139,17 @@ def test_a_data_dir_from_another_cluster_is_moved_aside_and_a_matching_one_kept(
     assert moved is not None and (moved / "tables").exists()
     assert data.exists() and not (data / "tables").exists()
     assert (data / "flux-cluster.txt").read_text().strip() == "cluster-b/flux"
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(1739290200000.0, 1739290200000), (0.0, 0), (5, 5)])
+def test_a_timestamp_with_a_zero_fraction_is_an_integer(raw, expected):
+    body = {"stream": "s", "source": "a", "timestamp": raw, "payload": {"entity_id": "e", "properties": {}}}
+    stamped = validate_event(body, now_ms=1)["timestamp"]
+    assert stamped == expected and type(stamped) is int
+
+
+@pytest.mark.parametrize("raw", [1.5, True, "1739290200000", -1, float("inf"), 1e300])
+def test_fractional_non_numeric_and_out_of_range_timestamps_are_refused(raw):
+    body = {"stream": "s", "source": "a", "timestamp": raw, "payload": {"entity_id": "e", "properties": {}}}
+    with pytest.raises(InvalidEvent, match="timestamp"):
+        validate_event(body, now_ms=1)

@@ -104,3 +104,10 @@ def test_openapi_documents_every_endpoint_with_schemas(flux):
     refs = re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(spec))
     assert refs and set(refs) <= schemas
     assert flux.client.get("/docs").status_code == 200
+
+
+def test_a_wrong_method_is_405_naming_every_allowed_method(flux, uid):
+    response = flux.client.put(f"/api/state/entities/{uid}/x", json={})
+    assert response.status_code == 405
+    assert response.json() == {"error": "Method Not Allowed"}
+    assert set(response.headers["allow"].split(", ")) >= {"GET", "DELETE"}
