@@ -103,6 +103,13 @@ def test_openapi_documents_every_endpoint_with_schemas(flux):
     assert {"EventIn", "BatchIn", "BatchDeleteIn", "Entity", "BatchOut", "ErrorOut"} <= schemas
     refs = re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(spec))
     assert refs and set(refs) <= schemas
+
+    def maximum(path: str, method: str, name: str) -> int:
+        (parameter,) = [p for p in paths[path][method]["parameters"] if p["name"] == name]
+        return next(o["maximum"] for o in parameter["schema"].get("anyOf", [parameter["schema"]]) if "maximum" in o)
+
+    assert maximum("/api/state/entities", "get", "limit") == 10_000  # FLUX_LIST_MAX_LIMIT
+    assert maximum("/api/events", "post", "wait_timeout_ms") == 60_000  # FLUX_WAIT_MAX_TIMEOUT_MS
     assert flux.client.get("/docs").status_code == 200
 
 
