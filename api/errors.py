@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from api.responses import JSON
+from flux.publisher import PublishFailed
 from flux.state import PartitionUnavailable
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status, exc.message, exc.extra, headers=exc.headers)
 
     @app.exception_handler(PartitionUnavailable)
-    async def _unavailable(_: Request, exc: PartitionUnavailable) -> JSON:
+    @app.exception_handler(PublishFailed)  # the broker did not acknowledge in time: nothing is promised
+    async def _unavailable(_: Request, exc: Exception) -> JSON:
         return error_response(503, str(exc), headers={"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)

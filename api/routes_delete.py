@@ -22,7 +22,6 @@ from api.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, w
 from api.responses import JSON
 from flux.events import OP_DELETE, Envelope
 from flux.ids import new_event_id
-from flux.publisher import PublishFailed
 from flux.state import StoredEntity
 
 router = APIRouter(tags=["deletion"])
@@ -61,10 +60,7 @@ async def delete_entity(
     if stored is None:
         raise ApiError(404, "Entity not found")
     event = tombstone(stored)
-    try:
-        offsets = await state.publisher.publish(event)
-    except PublishFailed as exc:
-        raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from exc
+    offsets = await state.publisher.publish(event)  # PublishFailed: 503 (api.errors)
     answer = {"entity_id": stored.entity["id"], "eventId": event["eventId"]}
     if wait:
         await wait_until_applied(state.applied, state.settings, offsets, [event], timeout, answer)
@@ -140,10 +136,7 @@ async def delete_entities(
     events = [tombstone(stored) for stored in targets]
     offsets = {}
     if events:
-        try:
-            offsets = await state.publisher.publish_batch(events)
-        except PublishFailed as exc:
-            raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from exc
+        offsets = await state.publisher.publish_batch(events)  # PublishFailed: 503 (api.errors)
     answer = {"deleted": len(events), "failed": len(errors), "errors": errors}
     if wait and events:
         await wait_until_applied(state.applied, settings, offsets, events, timeout, answer)

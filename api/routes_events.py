@@ -14,7 +14,6 @@ from api.models import ERRORS, BatchOut, PublishOut, json_body, ref
 from api.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
 from api.responses import JSON
 from flux.events import InvalidEvent, validate_event
-from flux.publisher import PublishFailed
 
 router = APIRouter(tags=["events"])
 
@@ -42,10 +41,7 @@ async def publish_event(
         envelope = validate_event(body, now_ms=_now_ms(), max_entity_id_length=state.settings.max_entity_id_length)
     except InvalidEvent as exc:
         raise ApiError(400, str(exc)) from exc
-    try:
-        offsets = await state.publisher.publish(envelope)
-    except PublishFailed as exc:
-        raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from exc
+    offsets = await state.publisher.publish(envelope)  # PublishFailed: 503 (api.errors)
     state.metrics.published(1, (envelope["source"],))
     answer = {"eventId": envelope["eventId"], "stream": envelope["stream"]}
     if wait:
@@ -98,10 +94,7 @@ async def publish_batch(
     failed = len(items) - len(valid)
     if not valid:
         raise ApiError(400, "no valid events in the batch", {"successful": 0, "failed": failed, "results": results})
-    try:
-        offsets = await state.publisher.publish_batch(valid)
-    except PublishFailed as exc:
-        raise ApiError(503, str(exc), headers={"Retry-After": "1"}) from exc
+    offsets = await state.publisher.publish_batch(valid)  # PublishFailed: 503 (api.errors)
     state.metrics.published(len(valid), {e["source"] for e in valid})
     answer = {"successful": len(valid), "failed": failed, "results": results}
     if wait:
