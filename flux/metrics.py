@@ -56,12 +56,9 @@ class Metrics:
         self.events_published = 0
         self.events_applied = 0
         self.events_rejected = 0
-        self.batches_published = 0
-        self.http_errors: dict[int, int] = {}
         self.websocket_connections = 0
         self.websocket_dropped = 0
         self._sources = RecentSources()
-        self._apply_rate = RateMeter()
 
     def published(self, count: int, sources: Iterable[str]) -> None:
         """Record ``count`` events acknowledged by the broker, from these sources."""
@@ -79,10 +76,6 @@ class Metrics:
     def active_publishers(self) -> int:
         """Distinct sources published through this process in the last minute."""
         return self._sources.active()
-
-    def apply_rate(self) -> float:
-        """Events applied per second by this process over the last few seconds."""
-        return self._apply_rate.rate(self.events_applied)
 
     def prometheus(self, entities: int) -> str:
         """The Prometheus text exposition of these counters."""
