@@ -230,6 +230,18 @@ class EntityStore:
             page.append(found.entity)
         return page, False
 
+    def count_prefix(self, prefix: str) -> int:
+        """Existing entities with ids starting with ``prefix`` over the served partitions."""
+        if not self.recovered():
+            raise PartitionUnavailable(-1)
+        encoded = prefix.encode()
+        return sum(
+            1
+            for p in self.active_partitions()
+            for _, raw in self._iter_partition(self._db(p), encoded)
+            if exists(decode_state(raw))
+        )
+
     def count(self) -> int:
         """Existing entities in the served partitions (from each partition's running totals)."""
         if not self.recovered():

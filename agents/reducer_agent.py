@@ -76,6 +76,7 @@ class BatchReducer:
         self._feed = feed
         self._store = store
         self._settings = settings
+        self._limits = settings.event_limits()
         self._metrics = metrics
 
     async def apply(self, records: Sequence[Any]) -> int:
@@ -94,7 +95,7 @@ class BatchReducer:
                 offset=message.offset,
                 timestamp_ms=int((message.timestamp or 0) * 1000),
                 partitions=self._settings.partitions,
-                max_entity_id_length=self._settings.max_entity_id_length,
+                limits=self._limits,
             )
             partition = message.partition
             batch = batches.get(partition)

@@ -7,14 +7,16 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api import routes_delete, routes_events, routes_health, routes_state, websocket
+from api import routes_delete, routes_events, routes_health, routes_namespaces, routes_state, websocket
 from api.applied import AppliedOffsets
+from api.auth import Guard
 from api.errors import install_error_handlers
-from api.models import request_schemas
+from api.models import BEARER, request_schemas
 from api.responses import JSON
 from flux import __version__
 from flux.config import Settings
 from flux.metrics import Metrics
+from flux.namespace_log import NamespaceLog
 from flux.publisher import EventPublisher
 from flux.state import StateReader
 
@@ -36,9 +38,15 @@ def _document_configured_maxima(schema: dict[str, Any], settings: Settings) -> N
 
 
 def create_app(
-    settings: Settings, publisher: EventPublisher, reader: StateReader, metrics: Metrics, applied: AppliedOffsets
+    settings: Settings,
+    publisher: EventPublisher,
+    reader: StateReader,
+    metrics: Metrics,
+    applied: AppliedOffsets,
+    namespaces: NamespaceLog,
 ) -> FastAPI:
-    """A Flux HTTP app. Starting and stopping the publisher, the reader and the change relay is the caller's job.
+    """A Flux HTTP app. Starting and stopping the publisher, the reader, the namespace log and the
+    change relay is the caller's job.
 
     ``applied`` is fed by the change relay; so is ``app.state.hub`` (the WebSocket subscriptions).
     """
@@ -53,18 +61,29 @@ def create_app(
     app.state.reader = reader
     app.state.metrics = metrics
     app.state.applied = applied
+    app.state.namespaces = namespaces
+    app.state.guard = Guard(settings, namespaces)
     app.state.hub = websocket.Hub(settings, reader, metrics)
     install_error_handlers(app)
     app.include_router(routes_events.router)
     app.include_router(routes_state.router)
     app.include_router(routes_delete.router)
+    app.include_router(routes_namespaces.router)
     app.include_router(websocket.router)
     app.include_router(routes_health.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(request_schemas())
+            components = schema.setdefault("components", {})
+            components.setdefault("schemas", {}).update(request_schemas())
+            components["securitySchemes"] = {
+                BEARER: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A namespace token (or FLUX_ADMIN_TOKEN); checked when FLUX_AUTH_ENABLED=true",
+                }
+            }
             _document_configured_maxima(schema, settings)
             app.openapi_schema = schema
         return app.openapi_schema

@@ -13,6 +13,7 @@ from flux.datadir import claim_data_dir
 from flux.topics import TopicMismatch, ensure_topics
 
 LOCAL_KAFKA_DIR = Path(".flux/kafka")
+MIN_ADMIN_TOKEN_LENGTH = 32
 
 
 def _progress(message: str) -> None:
@@ -29,9 +30,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Start a local broker if none is configured, create the topics, run the node."""
     overrides = {k: v for k, v in {"port": args.port, "host": args.host}.items() if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
-    if settings.auth_enabled:
-        # Refuse rather than run open while the operator believes writes are protected.
-        print("flux: FLUX_AUTH_ENABLED=true is not supported by this version yet; refusing to start", file=sys.stderr)
+    if settings.auth_enabled and len(settings.admin_token or "") < MIN_ADMIN_TOKEN_LENGTH:
+        print(
+            f"flux: FLUX_AUTH_ENABLED=true needs FLUX_ADMIN_TOKEN of at least {MIN_ADMIN_TOKEN_LENGTH} characters "
+            "(e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`); refusing to start",
+            file=sys.stderr,
+        )
         return 2
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         from flux.localkafka import LocalKafka

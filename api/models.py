@@ -120,6 +120,38 @@ class ErrorOut(BaseModel):
     error: str
 
 
+class NamespaceIn(BaseModel):
+    """A namespace to register."""
+
+    name: str = Field(pattern=r"^[a-z0-9_-]{3,32}$", description="3-32 characters of a-z, 0-9, '_' and '-'")
+
+
+class NamespaceCreated(BaseModel):
+    """A registered namespace and its token: shown this once, stored only as a hash."""
+
+    namespaceId: str
+    name: str
+    token: str
+
+
+class NamespaceOut(BaseModel):
+    """A namespace as anybody may see it."""
+
+    namespaceId: str
+    name: str
+    createdAt: str = Field(description="RFC 3339 UTC time of registration")
+    entityCount: int = Field(description="Entities whose id starts with 'name/'")
+
+
+class NamespaceDeleted(BaseModel):
+    """The answer to a namespace deletion."""
+
+    namespaceId: str
+    name: str
+    purged: bool
+    entitiesDeleted: int = Field(description="Entities deleted (tombstones published) when purge=true")
+
+
 class HealthOut(BaseModel):
     """Liveness."""
 
@@ -144,6 +176,21 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     504: {"model": ErrorOut, "description": "wait=true: accepted but not applied in time ('pending' lists eventIds)"},
 }
 
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "FLUX_AUTH_ENABLED=true: no valid bearer token"},
+    403: {"model": ErrorOut, "description": "FLUX_AUTH_ENABLED=true: the token's namespace does not cover this"},
+}
+
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    **AUTH_ERRORS,
+    429: {"model": ErrorOut, "description": "The namespace's events per minute are spent; see Retry-After"},
+}
+
+BEARER = "bearerAuth"
+SECURED: dict[str, Any] = {"security": [{BEARER: []}]}
+"""``openapi_extra`` of an operation that needs a bearer token when FLUX_AUTH_ENABLED=true."""
+
 
 SCHEMA_REF = "#/components/schemas/{model}"
 
@@ -159,7 +206,7 @@ def ref(model: str) -> dict[str, str]:
 
 
 # Request bodies are parsed by hand (fast, with per-field errors); these models document them.
-REQUEST_MODELS: list[type[BaseModel]] = [EventIn, BatchIn, BatchDeleteIn]
+REQUEST_MODELS: list[type[BaseModel]] = [EventIn, BatchIn, BatchDeleteIn, NamespaceIn]
 
 
 def request_schemas() -> dict[str, Any]:

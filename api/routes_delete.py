@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 
 from api.body import read_json
 from api.errors import ApiError
-from api.models import ERRORS, BatchDeleteOut, DeleteOut, ErrorOut, json_body, ref
+from api.models import SECURED, WRITE_ERRORS, BatchDeleteOut, DeleteOut, ErrorOut, json_body, ref
 from api.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
 from api.responses import JSON
 from flux.events import OP_DELETE, Envelope
@@ -48,7 +48,8 @@ def tombstone(stored: StoredEntity) -> Envelope:
 @router.delete(
     "/api/state/entities/{entity_id:path}",
     response_model=DeleteOut,
-    responses={404: {"model": ErrorOut, "description": "Entity not found"}, **ERRORS},
+    responses={404: {"model": ErrorOut, "description": "Entity not found"}, **WRITE_ERRORS},
+    openapi_extra=SECURED,
 )
 async def delete_entity(
     request: Request, entity_id: str, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY
@@ -56,9 +57,12 @@ async def delete_entity(
     """Delete one entity (the id may contain '/'): publishes a tombstone event; 404 if it does not exist."""
     state = request.app.state
     timeout = wait_timeout(state.settings, wait_timeout_ms)
+    caller = state.guard.writer(request)
+    state.guard.check_entity(caller, unquote(entity_id), "delete")
     stored = state.reader.lookup(unquote(entity_id))
     if stored is None:
         raise ApiError(404, "Entity not found")
+    state.guard.charge(caller, 1)
     event = tombstone(stored)
     offsets = await state.publisher.publish(event)  # PublishFailed: 503 (api.errors)
     answer = {"entity_id": stored.entity["id"], "eventId": event["eventId"]}
@@ -107,8 +111,8 @@ async def _matching(request: Request, prefix: str, limit: int) -> list[StoredEnt
 @router.post(
     "/api/state/entities/delete",
     response_model=BatchDeleteOut,
-    responses=ERRORS,
-    openapi_extra=json_body(ref("BatchDeleteIn")),
+    responses=WRITE_ERRORS,
+    openapi_extra={**json_body(ref("BatchDeleteIn")), **SECURED},
 )
 async def delete_entities(
     request: Request, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY
@@ -117,6 +121,8 @@ async def delete_entities(
     state = request.app.state
     settings = state.settings
     timeout = wait_timeout(settings, wait_timeout_ms)
+    guard = state.guard
+    caller = guard.writer(request)
     name, value = _one_filter(await read_json(request, settings.max_batch_bytes))
     limit = settings.delete_batch_limit
     errors: list[dict[str, str]] = []
@@ -126,13 +132,20 @@ async def delete_entities(
             raise ApiError(400, f"entity_ids has {len(ids)} ids; the limit is {limit} (FLUX_DELETE_BATCH_LIMIT)")
         targets = []
         for entity_id in ids:
+            refused = guard.entity_error(caller, entity_id, "delete")
+            if refused is not None:
+                errors.append({"entity_id": entity_id, "error": refused.message})
+                continue
             stored = state.reader.lookup(entity_id)
             if stored is None:
                 errors.append({"entity_id": entity_id, "error": "Entity not found"})
             else:
                 targets.append(stored)
     else:
-        targets = await _matching(request, value if name == "prefix" else f"{value}/", limit)
+        prefix = value if name == "prefix" else f"{value}/"
+        guard.check_prefix(caller, prefix, "delete")
+        targets = await _matching(request, prefix, limit)
+    guard.charge(caller, len(targets))
     events = [tombstone(stored) for stored in targets]
     offsets = {}
     if events:

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Request
 
 from api.body import read_json
 from api.errors import ApiError
-from api.models import ERRORS, BatchOut, PublishOut, json_body, ref
+from api.models import SECURED, WRITE_ERRORS, BatchOut, PublishOut, json_body, ref
 from api.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
 from api.responses import JSON
-from flux.events import InvalidEvent, validate_event
+from flux.events import InvalidEvent, entity_of, validate_event
 
 router = APIRouter(tags=["events"])
 
@@ -27,8 +27,8 @@ def _now_ms() -> int:
 @router.post(
     "/api/events",
     response_model=PublishOut,
-    responses=ERRORS,
-    openapi_extra=json_body(ref("EventIn")),
+    responses=WRITE_ERRORS,
+    openapi_extra={**json_body(ref("EventIn")), **SECURED},
 )
 async def publish_event(
     request: Request, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY
@@ -36,11 +36,14 @@ async def publish_event(
     """Publish one event; answers after the broker acknowledged it (acks=all), or once applied with wait=true."""
     state = request.app.state
     timeout = wait_timeout(state.settings, wait_timeout_ms)
+    caller = state.guard.writer(request)
     body = await read_json(request, state.settings.max_event_bytes)
     try:
-        envelope = validate_event(body, now_ms=_now_ms(), max_entity_id_length=state.settings.max_entity_id_length)
+        envelope = validate_event(body, now_ms=_now_ms(), limits=state.settings.event_limits())
     except InvalidEvent as exc:
         raise ApiError(400, str(exc)) from exc
+    state.guard.check_entity(caller, entity_of(envelope))
+    state.guard.charge(caller, 1)
     offsets = await state.publisher.publish(envelope)  # PublishFailed: 503 (api.errors)
     state.metrics.published(1, (envelope["source"],))
     answer = {"eventId": envelope["eventId"], "stream": envelope["stream"]}
@@ -66,8 +69,11 @@ def _batch_items(body: Any, max_events: int) -> list[Any]:
 @router.post(
     "/api/events/batch",
     response_model=BatchOut,
-    responses=ERRORS,
-    openapi_extra=json_body({"oneOf": [ref("BatchIn"), {"type": "array", "items": ref("EventIn"), "minItems": 1}]}),
+    responses=WRITE_ERRORS,
+    openapi_extra={
+        **json_body({"oneOf": [ref("BatchIn"), {"type": "array", "items": ref("EventIn"), "minItems": 1}]}),
+        **SECURED,
+    },
 )
 async def publish_batch(
     request: Request, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY
@@ -76,24 +82,38 @@ async def publish_batch(
     state = request.app.state
     settings = state.settings
     timeout = wait_timeout(settings, wait_timeout_ms)
+    guard = state.guard
+    caller = guard.writer(request)
     items = _batch_items(await read_json(request, settings.max_batch_bytes), settings.max_batch_events)
     now = _now_ms()
+    limits = settings.event_limits()
     results: list[dict[str, Any]] = []
     valid: list[dict[str, Any]] = []
+    forbidden = 0
     for index, item in enumerate(items):
         if index and index % VALIDATE_SLICE == 0:
             await asyncio.sleep(0)  # let other requests in between slices of a large batch
         try:
-            envelope = validate_event(item, now_ms=now, max_entity_id_length=settings.max_entity_id_length)
+            envelope = validate_event(item, now_ms=now, limits=limits)
         except InvalidEvent as exc:
             stream = item.get("stream") if isinstance(item, dict) and isinstance(item.get("stream"), str) else None
             results.append({"eventId": None, "stream": stream, "error": f"events[{index}]: {exc}"})
+            continue
+        refused = guard.entity_error(caller, entity_of(envelope))
+        if refused is not None:
+            forbidden += refused.status == 403
+            results.append({"eventId": None, "stream": envelope["stream"], "error": f"events[{index}]: {refused}"})
             continue
         valid.append(envelope)
         results.append({"eventId": envelope["eventId"], "stream": envelope["stream"], "error": None})
     failed = len(items) - len(valid)
     if not valid:
-        raise ApiError(400, "no valid events in the batch", {"successful": 0, "failed": failed, "results": results})
+        status = 403 if forbidden == failed else 400
+        message = "no valid events in the batch"
+        if status == 403:
+            message = "no event of the batch may be written with this token"
+        raise ApiError(status, message, {"successful": 0, "failed": failed, "results": results})
+    guard.charge(caller, len(valid))
     offsets = await state.publisher.publish_batch(valid)  # PublishFailed: 503 (api.errors)
     state.metrics.published(len(valid), {e["source"] for e in valid})
     answer = {"successful": len(valid), "failed": failed, "results": results}

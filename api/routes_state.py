@@ -7,7 +7,7 @@ from urllib.parse import unquote, urlencode
 from fastapi import APIRouter, Query, Request
 
 from api.errors import ApiError
-from api.models import ERRORS, Entity, ErrorOut
+from api.models import AUTH_ERRORS, ERRORS, Entity, ErrorOut
 from api.responses import JSON
 
 router = APIRouter(tags=["state"])
@@ -21,7 +21,7 @@ def effective_prefix(prefix: str, namespace: str | None) -> str:
     return prefix if prefix.startswith(scope) else scope + prefix
 
 
-@router.get("/api/state/entities", response_model=list[Entity], responses=ERRORS)
+@router.get("/api/state/entities", response_model=list[Entity], responses={**ERRORS, **AUTH_ERRORS})
 async def list_entities(
     request: Request,
     prefix: str = Query("", description="Only ids starting with this"),
@@ -36,7 +36,10 @@ async def list_entities(
     page_size = settings.list_default_limit if limit is None else limit
     if page_size > settings.list_max_limit:
         raise ApiError(422, f"limit must be at most {settings.list_max_limit}")
-    entities, more = request.app.state.reader.scan(effective_prefix(prefix, namespace), offset, page_size)
+    caller = request.app.state.guard.reader(request)
+    scope = effective_prefix(prefix, namespace) or caller.scope()  # a tenant's unfiltered list is its own
+    request.app.state.guard.check_prefix(caller, scope, "read")
+    entities, more = request.app.state.reader.scan(scope, offset, page_size)
     headers = {}
     if more:
         params = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit")}
@@ -48,10 +51,12 @@ async def list_entities(
 @router.get(
     "/api/state/entities/{entity_id:path}",
     response_model=Entity,
-    responses={404: {"model": ErrorOut, "description": "Entity not found"}},
+    responses={404: {"model": ErrorOut, "description": "Entity not found"}, **AUTH_ERRORS},
 )
 async def get_entity(request: Request, entity_id: str) -> JSON:
     """One entity; the id may contain '/' (raw or as %2F)."""
+    guard = request.app.state.guard
+    guard.check_entity(guard.reader(request), unquote(entity_id), "read")
     entity = request.app.state.reader.get(unquote(entity_id))
     if entity is None:
         raise ApiError(404, "Entity not found")

@@ -29,6 +29,7 @@ from api.relay import ChangeRelay, FeedTotals
 from api.websocket import MetricsTicker
 from flux.config import Settings
 from flux.metrics import Metrics
+from flux.namespace_log import NamespaceLog
 from flux.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class HttpService(mode.Service):
         http_app: Any,
         publisher: EventPublisher,
         relay: ChangeRelay,
+        namespaces: NamespaceLog,
         ticker: MetricsTicker,
         **kwargs: Any,
     ) -> None:
@@ -59,13 +61,15 @@ class HttpService(mode.Service):
         self._http_app = http_app
         self._publisher = publisher
         self._relay = relay
+        self._namespaces = namespaces
         self._ticker = ticker
         self._server: _EmbeddedUvicorn | None = None
         self._serving: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
-        """Connect the publisher and the change relay, then listen."""
+        """Connect the publisher and the change relay, load the namespaces, then listen."""
         await self._publisher.start()
+        await self._namespaces.start()
         await self._relay.start()
         self._ticker.start()
         config = uvicorn.Config(
@@ -97,6 +101,8 @@ class HttpService(mode.Service):
         await self._ticker.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._relay.stop(), timeout=10)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._namespaces.stop(), timeout=10)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._publisher.stop(), timeout=10)
 
@@ -161,10 +167,11 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     applied = AppliedOffsets()
     totals = FeedTotals()
     relay = ChangeRelay(settings, applied, totals)
-    http_app = create_app(settings, publisher, store, metrics, applied)
+    namespaces = NamespaceLog(settings)
+    http_app = create_app(settings, publisher, store, metrics, applied, namespaces)
     hub = http_app.state.hub
     relay.listen(hub.on_record)
-    return app, HttpService(settings, http_app, publisher, relay, MetricsTicker(hub, totals))
+    return app, HttpService(settings, http_app, publisher, relay, namespaces, MetricsTicker(hub, totals))
 
 
 def run_node(settings: Settings) -> None:

@@ -12,6 +12,11 @@ slows the relay, ingestion or other clients. The queue is bounded: a client that
 than FLUX_WS_QUEUE_LIMIT messages waiting when the next change record or metrics update arrives
 is dropped, closed with code 1008 and a reason saying so (:data:`CLOSE_TOO_SLOW`). A queue thus
 never holds more than the limit plus one record's messages.
+
+With ``FLUX_AUTH_ENABLED=true`` and ``FLUX_PUBLIC_READS=false`` a client shows a token
+(``Authorization: Bearer`` on the upgrade request, or ``?token=`` for browsers, which cannot set
+headers): without a valid one the socket is closed at once with 1008 and the reason; a pattern
+outside the token's namespace gets an ``error`` message and the connection stays open.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from api.auth import OPEN, Caller
+from api.errors import ApiError
 from api.subscriptions import Pattern, SubscriptionIndex
 from flux.changes import OP_DELETED, ChangeRecord, EntityChange
 from flux.config import Settings
@@ -36,6 +43,7 @@ from flux.state import PartitionUnavailable, StateReader, StoredEntity
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 1008
+CLOSE_UNAUTHORIZED = 1008  # policy violation: the reason says which
 FORMAT_PROPERTY = "property"
 FORMAT_ENTITY = "entity"
 SNAPSHOT_SLICE = 200
@@ -103,8 +111,9 @@ class Subscription:
 class Connection:
     """One WebSocket client: its subscriptions and its bounded outgoing queue."""
 
-    def __init__(self, websocket: WebSocket, queue_limit: int) -> None:
+    def __init__(self, websocket: WebSocket, queue_limit: int, caller: Caller = OPEN) -> None:
         self.websocket = websocket
+        self.caller = caller
         self.queue_limit = queue_limit
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.subscriptions: dict[str, Subscription] = {}
@@ -363,6 +372,12 @@ async def _handle(hub: Hub, connection: Connection, raw: str | bytes) -> None:
             connection.send(_text({"type": "error", "error": f"not subscribed to {text!r}", "entity_id": text}))
         return
     pattern = Pattern.parse(text)
+    try:
+        guard = connection.websocket.app.state.guard
+        guard.check_prefix(connection.caller, text if pattern.prefix is None else pattern.prefix, "read")
+    except ApiError as exc:
+        connection.send(_text({"type": "error", "entity_id": text, "error": exc.message}))
+        return
     limit = hub.settings.ws_max_subscriptions
     if text not in connection.subscriptions and len(connection.subscriptions) >= limit:
         connection.send(_text({"type": "error", "error": f"at most {limit} subscriptions per connection"}))
@@ -399,7 +414,12 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     """Live entity changes; see the module docstring for the protocol."""
     hub: Hub = websocket.app.state.hub
     await websocket.accept()
-    connection = Connection(websocket, hub.settings.ws_queue_limit)
+    try:
+        caller = websocket.app.state.guard.reader(websocket)
+    except ApiError as exc:
+        await websocket.close(CLOSE_UNAUTHORIZED, exc.message[:120])
+        return
+    connection = Connection(websocket, hub.settings.ws_queue_limit, caller)
     hub.join(connection)
     sender = asyncio.create_task(connection.send_loop())
     try:

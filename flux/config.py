@@ -9,6 +9,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from flux.events import EventLimits
+
 
 class Settings(BaseSettings):
     """Flux configuration. Variables are ``FLUX_<NAME>`` except ``KAFKA_BOOTSTRAP_SERVERS``."""
@@ -19,6 +21,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 3000
     auth_enabled: bool = False
+    admin_token: str | None = None
+    public_reads: bool = True
+    rate_limit_per_minute: int = Field(default=10_000, ge=1)
     log_level: str = "WARNING"
 
     kafka_bootstrap_servers: str = Field(
@@ -31,6 +36,7 @@ class Settings(BaseSettings):
     events_topic: str = "flux.events"
     dead_letter_topic: str = "flux.events.dlq"
     changes_topic: str = "flux.changes"
+    namespaces_topic: str = "flux.namespaces"
     changes_retention_ms: int = Field(default=3_600_000, ge=60_000)
     partitions: int = Field(default=8, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
@@ -42,6 +48,8 @@ class Settings(BaseSettings):
     max_batch_bytes: int = 10_485_760
     max_batch_events: int = 100_000
     max_entity_id_length: int = 512
+    max_properties_per_event: int = Field(default=1_000, ge=1)
+    max_property_key_length: int = Field(default=256, ge=1)
     publish_timeout_ms: int = 30_000
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
 
@@ -61,6 +69,10 @@ class Settings(BaseSettings):
 
     list_default_limit: int = Field(default=1000, ge=1)
     list_max_limit: int = Field(default=10_000, ge=1)
+
+    def event_limits(self) -> EventLimits:
+        """The per-event size limits."""
+        return EventLimits(self.max_entity_id_length, self.max_properties_per_event, self.max_property_key_length)
 
 
 @lru_cache(maxsize=1)

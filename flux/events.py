@@ -15,6 +15,7 @@ the field it is about.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,6 +27,19 @@ MAX_EVENT_ID_LENGTH = 128
 OP_DELETE = "delete"
 
 Envelope = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EventLimits:
+    """Size limits of one event (``FLUX_MAX_ENTITY_ID_LENGTH``, ``FLUX_MAX_PROPERTIES_PER_EVENT``,
+    ``FLUX_MAX_PROPERTY_KEY_LENGTH``)."""
+
+    entity_id_length: int = 512
+    properties: int = 1_000
+    property_key_length: int = 256
+
+
+DEFAULT_LIMITS = EventLimits()
 
 
 class InvalidEvent(ValueError):
@@ -75,7 +89,7 @@ def parse_timestamp(value: Any, label: str = "timestamp") -> int:
     return value
 
 
-def validate_event(obj: Any, *, now_ms: int, max_entity_id_length: int = 512) -> Envelope:
+def validate_event(obj: Any, *, now_ms: int, limits: EventLimits = DEFAULT_LIMITS) -> Envelope:
     """Check one envelope and return its normalised form (eventId and timestamp filled in).
 
     Raises :class:`InvalidEvent` with a message naming the offending field.
@@ -93,8 +107,8 @@ def validate_event(obj: Any, *, now_ms: int, max_entity_id_length: int = 512) ->
     if not isinstance(payload, dict):
         raise InvalidEvent(f"payload must be an object, got {type_name(payload)}")
     entity_id = _require_text(payload, "entity_id", "payload.entity_id")
-    if len(entity_id) > max_entity_id_length:
-        raise InvalidEvent(f"payload.entity_id must be at most {max_entity_id_length} characters")
+    if len(entity_id) > limits.entity_id_length:
+        raise InvalidEvent(f"payload.entity_id must be at most {limits.entity_id_length} characters")
     if "\0" in entity_id:
         raise InvalidEvent("payload.entity_id must not contain the NUL character")
     properties = payload.get("properties")
@@ -106,6 +120,8 @@ def validate_event(obj: Any, *, now_ms: int, max_entity_id_length: int = 512) ->
         raise InvalidEvent("payload.properties is required")
     elif not isinstance(properties, dict):
         raise InvalidEvent(f"payload.properties must be an object, got {type_name(properties)}")
+    elif properties:
+        _check_property_limits(properties, limits)
 
     raw_ts = obj.get("timestamp")
     timestamp = now_ms if raw_ts is None else parse_timestamp(raw_ts)
@@ -130,6 +146,18 @@ def validate_event(obj: Any, *, now_ms: int, max_entity_id_length: int = 512) ->
         if obj.get(optional) is not None:
             envelope[optional] = obj[optional]
     return envelope
+
+
+def _check_property_limits(properties: dict[str, Any], limits: EventLimits) -> None:
+    if len(properties) > limits.properties:
+        raise InvalidEvent(
+            f"payload.properties has {len(properties)} properties; the limit is {limits.properties} per event"
+        )
+    longest = max(properties, key=len)
+    if len(longest) > limits.property_key_length:
+        raise InvalidEvent(
+            f"property name {longest[:40]!r}... is {len(longest)} characters; the limit is {limits.property_key_length}"
+        )
 
 
 def entity_of(envelope: Envelope) -> str:

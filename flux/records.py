@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from flux.events import Envelope, InvalidEvent, validate_event
+from flux.events import DEFAULT_LIMITS, Envelope, EventLimits, InvalidEvent, validate_event
 from flux.ids import derived_event_id
 from flux.partitioning import partition_for
 
@@ -45,7 +45,7 @@ def decode_record(
     offset: int,
     timestamp_ms: int,
     partitions: int,
-    max_entity_id_length: int = 512,
+    limits: EventLimits = DEFAULT_LIMITS,
 ) -> DecodedRecord:
     """Split one events-topic record into valid events, misplaced events and rejects."""
     out = DecodedRecord()
@@ -70,7 +70,7 @@ def decode_record(
             base = ts if isinstance(ts, int) and not isinstance(ts, bool) and ts >= 0 else timestamp_ms
             item = {**item, "eventId": derived_event_id(base, topic, partition, offset, index)}
         try:
-            envelope = validate_event(item, now_ms=timestamp_ms, max_entity_id_length=max_entity_id_length)
+            envelope = validate_event(item, now_ms=timestamp_ms, limits=limits)
         except InvalidEvent as exc:
             out.rejected.append(Rejected(index, str(exc), item))
             continue

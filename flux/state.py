@@ -64,6 +64,10 @@ class StateReader(Protocol):
         the flag says whether more follow."""
         ...
 
+    def count_prefix(self, prefix: str) -> int:
+        """How many existing entities have ids starting with ``prefix`` (reads each of them)."""
+        ...
+
     def count(self) -> int:
         """How many entities exist (an estimate is not allowed: used for metrics and totals)."""
         ...

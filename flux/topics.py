@@ -31,7 +31,7 @@ def events_topic_config(settings: Settings) -> dict[str, str]:
 
 
 async def ensure_topics(settings: Settings) -> str:
-    """Create the events, changes and dead-letter topics if missing; refuse a partition-count mismatch.
+    """Create the events, changes, namespaces and dead-letter topics if missing; refuse a partition-count mismatch.
 
     Returns the Kafka cluster id.
     """
@@ -56,6 +56,12 @@ async def ensure_topics(settings: Settings) -> str:
                     "cleanup.policy": "delete",
                     "max.message.bytes": str(MAX_MESSAGE_BYTES),
                 },
+            ),
+            settings.namespaces_topic: NewTopic(
+                settings.namespaces_topic,
+                num_partitions=1,
+                replication_factor=settings.replication_factor,
+                topic_configs={"cleanup.policy": "compact"},
             ),
             settings.dead_letter_topic: NewTopic(
                 settings.dead_letter_topic,

@@ -36,6 +36,7 @@ class FluxProcess:
         self.events_topic = f"{app_id}.events"
         self.dead_letter_topic = f"{app_id}.events.dlq"
         self.changes_topic = f"{app_id}.changes"
+        self.namespaces_topic = f"{app_id}.namespaces"
         self.extra_env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{port}"
@@ -51,6 +52,7 @@ class FluxProcess:
             FLUX_EVENTS_TOPIC=self.events_topic,
             FLUX_DEAD_LETTER_TOPIC=self.dead_letter_topic,
             FLUX_CHANGES_TOPIC=self.changes_topic,
+            FLUX_NAMESPACES_TOPIC=self.namespaces_topic,
             FLUX_PARTITIONS=str(self.partitions),
             FLUX_DATA_DIR=str(self.workdir / "data"),
             FLUX_LOG_LEVEL="WARNING",

@@ -7,7 +7,7 @@ import uuid
 import orjson
 import pytest
 
-from flux.events import InvalidEvent, validate_event
+from flux.events import EventLimits, InvalidEvent, validate_event
 from flux.ids import derived_event_id, new_event_id
 from flux.partitioning import partition_for
 from flux.records import decode_record
@@ -51,7 +51,7 @@ def test_entity_id_longer_than_the_limit_is_refused():
         validate_event(
             {"stream": "s", "source": "a", "payload": {"entity_id": "x" * 11, "properties": {}}},
             now_ms=1,
-            max_entity_id_length=10,
+            limits=EventLimits(entity_id_length=10),
         )
 
 
@@ -153,3 +153,16 @@ def test_fractional_non_numeric_and_out_of_range_timestamps_are_refused(raw):
     body = {"stream": "s", "source": "a", "timestamp": raw, "payload": {"entity_id": "e", "properties": {}}}
     with pytest.raises(InvalidEvent, match="timestamp"):
         validate_event(body, now_ms=1)
+
+
+def test_more_properties_than_the_limit_are_refused_with_the_count() -> None:
+    event = {"stream": "s", "source": "a", "payload": {"entity_id": "e", "properties": {f"p{i}": i for i in range(4)}}}
+    with pytest.raises(InvalidEvent, match="has 4 properties; the limit is 3"):
+        validate_event(event, now_ms=1, limits=EventLimits(properties=3))
+    assert validate_event(event, now_ms=1, limits=EventLimits(properties=4))
+
+
+def test_a_property_name_longer_than_the_limit_is_refused() -> None:
+    event = {"stream": "s", "source": "a", "payload": {"entity_id": "e", "properties": {"k" * 9: 1, "ok": 2}}}
+    with pytest.raises(InvalidEvent, match="is 9 characters; the limit is 8"):
+        validate_event(event, now_ms=1, limits=EventLimits(property_key_length=8))

@@ -19,13 +19,14 @@ import websockets
 class Subscriber:
     """One connection to ``/api/ws`` that collects every message it receives."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url.replace("http://", "ws://") + "/api/ws"
+    def __init__(self, url: str, headers: dict[str, str] | None = None, query: str = "") -> None:
+        self.url = url.replace("http://", "ws://") + "/api/ws" + query
+        self.headers = headers or {}
         self.messages: list[dict[str, Any]] = []
         self.ws: Any = None
 
     async def __aenter__(self) -> Subscriber:
-        self.ws = await websockets.connect(self.url, max_size=None)
+        self.ws = await websockets.connect(self.url, max_size=None, additional_headers=self.headers)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -1,0 +1,147 @@
+"""Namespaces: register (admin), list, show, rotate a token (admin), delete with or without purge (admin)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from api.auth import Caller
+from api.body import read_json
+from api.errors import ApiError
+from api.models import (
+    AUTH_ERRORS,
+    ERRORS,
+    SECURED,
+    ErrorOut,
+    NamespaceCreated,
+    NamespaceDeleted,
+    NamespaceOut,
+    json_body,
+    ref,
+)
+from api.responses import JSON
+from api.routes_delete import tombstone
+from flux.namespace_log import NamespaceTaken, UnknownNamespace
+from flux.namespaces import NAME_RULE, InvalidName, Namespace, check_name
+from flux.state import StoredEntity
+
+router = APIRouter(tags=["namespaces"])
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No namespace of that name"}}
+MAX_NAME_BODY_BYTES = 4096
+PURGE_CHUNK = 1000
+
+
+async def _described(request: Request, namespace: Namespace) -> dict[str, Any]:
+    await asyncio.sleep(0)  # counting reads every entity of the namespace: let other requests in between
+    return {**namespace.public(), "entityCount": request.app.state.reader.count_prefix(f"{namespace.name}/")}
+
+
+def _visible(caller: Caller, namespace: Namespace) -> bool:
+    return caller.namespace is None or caller.namespace.name == namespace.name
+
+
+def _holder(request: Request, name: str) -> Namespace:
+    namespace = request.app.state.namespaces.registry.holder(name)
+    if namespace is None:
+        raise ApiError(404, f"no namespace named {name!r}")
+    return namespace  # type: ignore[no-any-return]
+
+
+@router.post(
+    "/api/namespaces",
+    status_code=201,
+    response_model=NamespaceCreated,
+    responses={409: {"model": ErrorOut, "description": "The name is taken"}, **AUTH_ERRORS, **ERRORS},
+    openapi_extra={**json_body(ref("NamespaceIn")), **SECURED},
+)
+async def register_namespace(request: Request) -> JSON:
+    """Register a namespace (admin token); the answer carries its token, shown this once only."""
+    state = request.app.state
+    state.guard.admin(request)
+    body = await read_json(request, MAX_NAME_BODY_BYTES)
+    if not isinstance(body, dict) or "name" not in body:
+        raise ApiError(400, f'body must be {{"name": "..."}}; a name is {NAME_RULE}')
+    try:
+        namespace, token = await state.namespaces.register(check_name(body["name"]))
+    except InvalidName as exc:
+        raise ApiError(400, str(exc)) from exc
+    except NamespaceTaken as exc:
+        raise ApiError(409, f"namespace {body['name']!r} is taken") from exc
+    return JSON({"namespaceId": namespace.namespace_id, "name": namespace.name, "token": token}, status_code=201)
+
+
+@router.get("/api/state/namespaces", response_model=list[NamespaceOut], responses=AUTH_ERRORS)
+async def list_namespaces(request: Request) -> JSON:
+    """Every namespace (name, id, creation time, entity count; never tokens), by name."""
+    caller = request.app.state.guard.reader(request)
+    found = [ns for ns in request.app.state.namespaces.registry.all() if _visible(caller, ns)]
+    return JSON([await _described(request, ns) for ns in found])
+
+
+@router.get("/api/namespaces/{name}", response_model=NamespaceOut, responses={**NOT_FOUND, **AUTH_ERRORS})
+async def show_namespace(request: Request, name: str) -> JSON:
+    """One namespace with its true entity count."""
+    caller = request.app.state.guard.reader(request)
+    namespace = _holder(request, name)
+    if not _visible(caller, namespace):
+        raise ApiError(403, f"the token of namespace {caller.scope()[:-1]!r} cannot read namespace {name!r}")
+    return JSON(await _described(request, namespace))
+
+
+@router.post(
+    "/api/namespaces/{name}/token",
+    response_model=NamespaceCreated,
+    responses={**NOT_FOUND, **AUTH_ERRORS, 503: ERRORS[503]},
+    openapi_extra=SECURED,
+)
+async def rotate_token(request: Request, name: str) -> JSON:
+    """Give the namespace a new token (admin); the old one stops working at once."""
+    state = request.app.state
+    state.guard.admin(request)
+    _holder(request, name)
+    try:
+        namespace, token = await state.namespaces.rotate_token(name)
+    except UnknownNamespace as exc:
+        raise ApiError(404, f"no namespace named {name!r}") from exc
+    return JSON({"namespaceId": namespace.namespace_id, "name": namespace.name, "token": token})
+
+
+async def _purge(request: Request, name: str) -> int:
+    """Publish tombstones for every entity of the namespace, a transaction per chunk."""
+    publisher = request.app.state.publisher
+    deleted = 0
+    chunk: list[StoredEntity] = []
+    for stored in request.app.state.reader.iter_prefix(f"{name}/"):
+        chunk.append(stored)
+        if len(chunk) == PURGE_CHUNK:
+            await publisher.publish_batch([tombstone(s) for s in chunk])
+            deleted += len(chunk)
+            chunk = []
+    if chunk:
+        await publisher.publish_batch([tombstone(s) for s in chunk])
+        deleted += len(chunk)
+    return deleted
+
+
+@router.delete(
+    "/api/namespaces/{name}",
+    response_model=NamespaceDeleted,
+    responses={**NOT_FOUND, **AUTH_ERRORS, 503: ERRORS[503]},
+    openapi_extra=SECURED,
+)
+async def delete_namespace(
+    request: Request, name: str, purge: bool = Query(False, description="Also delete every entity of the namespace")
+) -> JSON:
+    """Remove a namespace (admin): its token stops working; with purge=true its entities are deleted too."""
+    state = request.app.state
+    state.guard.admin(request)
+    _holder(request, name)
+    try:
+        namespace = await state.namespaces.delete(name)
+    except UnknownNamespace as exc:
+        raise ApiError(404, f"no namespace named {name!r}") from exc
+    deleted = await _purge(request, name) if purge else 0
+    return JSON({"namespaceId": namespace.namespace_id, "name": name, "purged": purge, "entitiesDeleted": deleted})
