@@ -11,7 +11,7 @@ from api import routes_delete, routes_events, routes_health, routes_namespaces, 
 from api.applied import AppliedOffsets
 from api.auth import Guard
 from api.errors import install_error_handlers
-from api.models import BEARER, request_schemas
+from api.openapi import describe_configuration
 from api.responses import JSON
 from flux import __version__
 from flux.config import Settings
@@ -19,22 +19,6 @@ from flux.metrics import Metrics
 from flux.namespace_log import NamespaceLog
 from flux.publisher import EventPublisher
 from flux.state import StateReader
-
-
-def _document_configured_maxima(schema: dict[str, Any], settings: Settings) -> None:
-    """Write the configured maxima (they come from the environment) into ``schema``."""
-    maxima = {"limit": settings.list_max_limit, "wait_timeout_ms": settings.wait_max_timeout_ms}
-    for operations in schema.get("paths", {}).values():
-        for operation in operations.values():
-            for parameter in operation.get("parameters", []):
-                if parameter.get("name") in maxima:
-                    parameter_schema = parameter.get("schema", {})
-                    for option in parameter_schema.get("anyOf", [parameter_schema]):
-                        if option.get("type") == "integer":
-                            option["maximum"] = maxima[parameter["name"]]
-    payload = schema.get("components", {}).get("schemas", {}).get("EventPayload")
-    if payload is not None:
-        payload["properties"]["entity_id"]["maxLength"] = settings.max_entity_id_length
 
 
 def create_app(
@@ -75,17 +59,7 @@ def create_app(
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            components = schema.setdefault("components", {})
-            components.setdefault("schemas", {}).update(request_schemas())
-            components["securitySchemes"] = {
-                BEARER: {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "A namespace token (or FLUX_ADMIN_TOKEN); checked when FLUX_AUTH_ENABLED=true",
-                }
-            }
-            _document_configured_maxima(schema, settings)
-            app.openapi_schema = schema
+            app.openapi_schema = describe_configuration(schema, settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

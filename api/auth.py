@@ -107,12 +107,16 @@ class Guard:
         return caller
 
     def entity_error(self, caller: Caller, entity_id: str, verb: str = "write") -> ApiError | None:
-        """Why ``caller`` may not ``verb`` ``entity_id`` (400 or 403), or None when it may."""
+        """Why ``caller`` may not ``verb`` ``entity_id`` (a 403), or None when it may."""
         if not self.enabled or caller.admin:
             return None
         namespace = namespace_of(entity_id)
         if namespace is None:
-            return ApiError(400, f"entity id {entity_id!r} must be 'namespace/entity-id' (FLUX_AUTH_ENABLED=true)")
+            return ApiError(
+                403,
+                f"entity id {entity_id!r} has no namespace: with FLUX_AUTH_ENABLED=true ids are "
+                "'namespace/entity-id' and a token covers its own namespace only",
+            )
         if caller.namespace is not None and caller.namespace.name == namespace:
             return None
         held = caller.namespace.name if caller.namespace is not None else "none"

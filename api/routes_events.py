@@ -101,7 +101,7 @@ async def publish_batch(
             continue
         refused = guard.entity_error(caller, entity_of(envelope))
         if refused is not None:
-            forbidden += refused.status == 403
+            forbidden += 1
             results.append({"eventId": None, "stream": envelope["stream"], "error": f"events[{index}]: {refused}"})
             continue
         valid.append(envelope)

@@ -95,6 +95,11 @@ def test_openapi_documents_every_endpoint_with_schemas(flux):
         ("/health", "get"),
         ("/ready", "get"),
         ("/metrics", "get"),
+        ("/api/namespaces", "post"),
+        ("/api/state/namespaces", "get"),
+        ("/api/namespaces/{name}", "get"),
+        ("/api/namespaces/{name}", "delete"),
+        ("/api/namespaces/{name}/token", "post"),
     ]:
         assert method in paths[path], path
     for path in ("/api/events", "/api/events/batch", "/api/state/entities/delete"):
@@ -110,6 +115,13 @@ def test_openapi_documents_every_endpoint_with_schemas(flux):
 
     assert maximum("/api/state/entities", "get", "limit") == 10_000  # FLUX_LIST_MAX_LIMIT
     assert maximum("/api/events", "post", "wait_timeout_ms") == 60_000  # FLUX_WAIT_MAX_TIMEOUT_MS
+    properties = spec["components"]["schemas"]["EventPayload"]["properties"]["properties"]
+    assert properties["maxProperties"] == 1_000  # FLUX_MAX_PROPERTIES_PER_EVENT
+    assert properties["propertyNames"] == {"maxLength": 256}  # FLUX_MAX_PROPERTY_KEY_LENGTH
+    bare_batch = paths["/api/events/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert {option.get("maxItems") for option in bare_batch} == {None, 100_000}  # FLUX_MAX_BATCH_EVENTS
+    assert "securitySchemes" not in spec["components"]  # FLUX_AUTH_ENABLED=false: nothing is checked
+    assert "security" not in paths["/api/events"]["post"]
     assert flux.client.get("/docs").status_code == 200
 
 
