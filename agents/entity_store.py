@@ -31,14 +31,26 @@ log = logging.getLogger(__name__)
 
 OFFSET_KEY = b"__faust\0offset__"
 STATS_KEY = b"__flux\0stats__"
+NAMESPACE_COUNT_PREFIX = b"__flux\0ns\0"  # + namespace: existing entities 'namespace/...' of the partition
 INTERNAL_KEY_PREFIXES = (b"__faust\0", b"__flux\0")
 
 
 class PartitionStats(NamedTuple):
-    """Running totals of one partition, stored (and changelogged) under :data:`STATS_KEY`."""
+    """Running totals of one partition, stored (and changelogged) under :data:`STATS_KEY`.
+
+    ``namespaces_counted`` says the partition also keeps per-namespace entity counts (under
+    :data:`NAMESPACE_COUNT_PREFIX`); a store written before it did is counted once by a scan.
+    """
 
     events: int
     entities: int
+    namespaces_counted: bool = False
+
+
+def namespace_key(entity_key: bytes) -> bytes | None:
+    """The namespace part of an entity key ``namespace/...``, None without one."""
+    slash = entity_key.find(b"/")
+    return entity_key[:slash] if slash > 0 else None
 
 
 def decode_state(raw: bytes) -> State:
@@ -62,6 +74,7 @@ class EntityStore:
         self._changelog = table.changelog_topic.get_topic_name()
         self._broker_check = broker_check
         self._stats: dict[int, PartitionStats] = {}
+        self._seeded: dict[int, dict[bytes, int]] = {}  # counts found by a scan, stored with the next write
         self._applied: dict[int, int] = {}
         self._persisted: dict[int, int] = {}
         self._changelog_error: RuntimeError | None = None
@@ -98,15 +111,44 @@ class EntityStore:
         stats = self._stats.get(partition)
         if stats is None:
             raw = self._db(partition).get(STATS_KEY)
-            if raw is not None:
-                stats = PartitionStats(*orjson.loads(raw))
-            else:  # a store written before the totals were kept: count once
-                entities = sum(
-                    1 for _, value in self._iter_partition(self._db(partition), b"") if exists(decode_state(value))
-                )
-                stats = PartitionStats(0, entities)
+            stats = PartitionStats(*orjson.loads(raw)) if raw is not None else PartitionStats(0, 0)
+            if not stats.namespaces_counted:  # a store written before the counts were kept: count once
+                stats = self._count_by_scan(partition, stats.events)
             self._stats[partition] = stats
         return stats
+
+    def _count_by_scan(self, partition: int, events: int) -> PartitionStats:
+        counts: dict[bytes, int] = {}
+        entities = 0
+        for key, value in self._iter_partition(self._db(partition), b""):
+            if exists(decode_state(value)):
+                entities += 1
+                namespace = namespace_key(key)
+                if namespace is not None:
+                    counts[namespace] = counts.get(namespace, 0) + 1
+        self._seeded[partition] = counts
+        return PartitionStats(events, entities, True)
+
+    def _namespace_count(self, partition: int, namespace: bytes) -> int:
+        seeded = self._seeded.get(partition)
+        if seeded is not None:
+            return seeded.get(namespace, 0)
+        raw = self._db(partition).get(NAMESPACE_COUNT_PREFIX + namespace)
+        return 0 if raw is None else int(raw)
+
+    def _namespace_counts(self, partition: int, states: dict[bytes, tuple[bytes, int]]) -> list[tuple[bytes, bytes]]:
+        """The count records of the namespaces whose entity count ``states`` change (all, after a scan)."""
+        deltas: dict[bytes, int] = {}
+        for key, (_, change) in states.items():
+            namespace = namespace_key(key) if change else None
+            if namespace is not None:
+                deltas[namespace] = deltas.get(namespace, 0) + change
+        seeded = self._seeded.pop(partition, None) or {}
+        counts = {**seeded}
+        for namespace, delta in deltas.items():
+            base = seeded.get(namespace, 0) if seeded else self._namespace_count(partition, namespace)
+            counts[namespace] = base + delta
+        return [(NAMESPACE_COUNT_PREFIX + ns, str(count).encode()) for ns, count in counts.items()]
 
     async def write(
         self, partition: int, states: dict[bytes, tuple[bytes, int]], applied: int, events: int
@@ -128,8 +170,10 @@ class EntityStore:
         if not states and not events:
             self._applied[partition] = max(applied, self._applied.get(partition, -1))
             return stats
-        stats = PartitionStats(stats.events + events, stats.entities + sum(change for _, change in states.values()))
+        entities = stats.entities + sum(change for _, change in states.values())
+        stats = PartitionStats(stats.events + events, entities, True)
         records = [(key, value) for key, (value, _) in states.items()]
+        records.extend(self._namespace_counts(partition, states))
         records.append((STATS_KEY, orjson.dumps(list(stats))))
         futures = await self._send_changelog(partition, records)
         batch = rocksdict.WriteBatch(raw_mode=True)
@@ -230,17 +274,14 @@ class EntityStore:
             page.append(found.entity)
         return page, False
 
-    def count_prefix(self, prefix: str) -> int:
-        """Existing entities with ids starting with ``prefix`` over the served partitions."""
+    def count_namespace(self, namespace: str) -> int:
+        """Existing entities ``namespace/...`` over the served partitions (from running counts)."""
         if not self.recovered():
             raise PartitionUnavailable(-1)
-        encoded = prefix.encode()
-        return sum(
-            1
-            for p in self.active_partitions()
-            for _, raw in self._iter_partition(self._db(p), encoded)
-            if exists(decode_state(raw))
-        )
+        partitions = self.active_partitions()
+        for partition in partitions:
+            self._partition_stats(partition)  # counts a store from before the counts once
+        return sum(self._namespace_count(p, namespace.encode()) for p in partitions)
 
     def count(self) -> int:
         """Existing entities in the served partitions (from each partition's running totals)."""
@@ -251,6 +292,7 @@ class EntityStore:
     def forget_counts(self) -> None:
         """Drop cached totals (after a rebalance moved partitions)."""
         self._stats.clear()
+        self._seeded.clear()
 
     async def readiness(self) -> Readiness:
         """Ready when the broker answers and recovery is done."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -34,9 +33,8 @@ MAX_NAME_BODY_BYTES = 4096
 PURGE_CHUNK = 1000
 
 
-async def _described(request: Request, namespace: Namespace) -> dict[str, Any]:
-    await asyncio.sleep(0)  # counting reads every entity of the namespace: let other requests in between
-    return {**namespace.public(), "entityCount": request.app.state.reader.count_prefix(f"{namespace.name}/")}
+def _described(request: Request, namespace: Namespace) -> dict[str, Any]:
+    return {**namespace.public(), "entityCount": request.app.state.reader.count_namespace(namespace.name)}
 
 
 def _visible(caller: Caller, namespace: Namespace) -> bool:
@@ -78,7 +76,7 @@ async def list_namespaces(request: Request) -> JSON:
     """Every namespace (name, id, creation time, entity count; never tokens), by name."""
     caller = request.app.state.guard.reader(request)
     found = [ns for ns in request.app.state.namespaces.registry.all() if _visible(caller, ns)]
-    return JSON([await _described(request, ns) for ns in found])
+    return JSON([_described(request, ns) for ns in found])
 
 
 @router.get("/api/namespaces/{name}", response_model=NamespaceOut, responses={**NOT_FOUND, **AUTH_ERRORS})
@@ -88,7 +86,7 @@ async def show_namespace(request: Request, name: str) -> JSON:
     namespace = _holder(request, name)
     if not _visible(caller, namespace):
         raise ApiError(403, f"the token of namespace {caller.scope()[:-1]!r} cannot read namespace {name!r}")
-    return JSON(await _described(request, namespace))
+    return JSON(_described(request, namespace))
 
 
 @router.post(

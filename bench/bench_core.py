@@ -106,15 +106,17 @@ def applied_total(client: httpx.Client) -> int:
     return 0
 
 
-async def http_ingest(url: str, n: int, run: str, batch: int, concurrency: int) -> tuple[float, float]:
-    """POST batches from ``concurrency`` clients; returns (seconds, start time)."""
+async def http_ingest(
+    url: str, n: int, run: str, batch: int, concurrency: int, headers: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """POST batches from ``concurrency`` clients (with ``headers``); returns (seconds, start time)."""
     bodies = [orjson.dumps([event(i, run) for i in range(s, min(n, s + batch))]) for s in range(0, n, batch)]
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
 
     async def worker() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
             while not queue.empty():
                 body = queue.get_nowait()
                 response = await client.post(

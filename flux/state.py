@@ -64,8 +64,8 @@ class StateReader(Protocol):
         the flag says whether more follow."""
         ...
 
-    def count_prefix(self, prefix: str) -> int:
-        """How many existing entities have ids starting with ``prefix`` (reads each of them)."""
+    def count_namespace(self, namespace: str) -> int:
+        """How many existing entities have ids ``namespace/...`` (kept as running counts)."""
         ...
 
     def count(self) -> int:

@@ -242,6 +242,14 @@ def test_namespaces_are_listed_and_shown_with_true_entity_counts_and_never_token
     assert listed[name] == shown
     assert token not in secured.client.get("/api/state/namespaces").text
     assert secured.client.get("/api/namespaces/no-such-ns").status_code == 404
+    gone = {"entity_ids": [f"{name}/e0", f"{name}/e1"]}
+    assert secured.client.post("/api/state/entities/delete", json=gone, headers=bearer(token)).status_code == 200
+    later = int(time.time() * 1000) + 5_000  # surely newer than the tombstones
+    again = [event(f"{name}/e2", i=2), {**event(f"{name}/e0", i=0), "timestamp": later}]  # update, re-creation
+    assert secured.client.post("/api/events/batch", json=again, headers=bearer(token)).status_code == 200
+    secured.wait_for(
+        lambda: secured.client.get(f"/api/namespaces/{name}").json()["entityCount"] == 6, what="count after changes"
+    )
 
 
 def test_rotating_a_token_voids_the_old_one(secured: FluxProcess) -> None:
@@ -454,6 +462,7 @@ def test_namespaces_are_shared_by_every_process_and_survive_restarts(new_flux: N
     assert publish(first, token, f"{name}/after-restart", t=1).status_code == 200
     assert publish(first, doomed_token, f"{doomed}/after-restart", t=1).status_code == 401
     assert first.client.get(f"/api/namespaces/{doomed}").status_code == 404
+    first.wait_for(lambda: first.client.get(f"/api/namespaces/{name}").json()["entityCount"] == 2, what="count kept")
 
 
 def test_auth_without_a_strong_admin_token_refuses_to_start(tmp_path: Any) -> None:
