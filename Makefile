@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit lint kafka-start kafka-stop bench bench-ws clean
+.PHONY: install run test unit lint fuzz kafka-start kafka-stop bench bench-ws bench-auth clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ unit: install
 test: lint
 	$(BIN)/python -m pytest -q
 
+FLUX_URL ?= http://localhost:3000
+FUZZ_EXAMPLES ?= 200
+
+# schemathesis over the OpenAPI document of a running Flux (see README, Tests).
+fuzz: install
+	HYPOTHESIS_STORAGE_DIRECTORY=$${TMPDIR:-/tmp}/flux-fuzz-hypothesis $(BIN)/schemathesis \
+	  --config-file tests/schemathesis.toml run $(FLUX_URL)/openapi.json \
+	  --max-examples $(FUZZ_EXAMPLES) --workers 1 --phases examples,coverage,fuzzing \
+	  --request-timeout 20 --no-color $(if $(FLUX_TOKEN),-H "Authorization: Bearer $(FLUX_TOKEN)",)
+
 kafka-start: install
 	$(BIN)/flux kafka start
 
@@ -39,6 +49,9 @@ bench: install
 
 bench-ws: install
 	$(BIN)/python bench/bench_ws.py
+
+bench-auth: install
+	$(BIN)/python bench/bench_auth.py
 
 clean:
 	rm -rf .flux $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -76,6 +76,17 @@ def measure_node(node: FluxProcess, secured: bool, events: int) -> dict[str, obj
     return {"latencies": latencies, "rate": events / seconds}
 
 
+async def fill_namespace(url: str, name: str, token: str, entities: int, batch: int = 1000) -> None:
+    """Create ``entities`` distinct entities ``name/c<i>``."""
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
+        for start in range(0, entities, batch):
+            events = [
+                {"stream": "count", "source": "bench", "payload": {"entity_id": f"{name}/c{i}", "properties": {"i": i}}}
+                for i in range(start, min(entities, start + batch))
+            ]
+            (await client.post("/api/events/batch", json=events)).raise_for_status()
+
+
 def measure_admin(node: FluxProcess, count_entities: int) -> dict[str, list[float] | float]:
     """Registration and rotation latency, and the cost of a true entity count."""
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -89,9 +100,9 @@ def measure_admin(node: FluxProcess, count_entities: int) -> dict[str, list[floa
     rotate = [timed_ms(lambda: client.post(f"/api/namespaces/{name}/token", headers=admin)) for _ in range(100)]
     token = client.post(f"/api/namespaces/{name}/token", headers=admin).json()["token"]
     progress(f"writing {count_entities:,} entities into one namespace for the count")
-    asyncio.run(http_ingest(node.url, count_entities, name, 1000, 4, {"Authorization": f"Bearer {token}"}))
+    asyncio.run(fill_namespace(node.url, name, token, count_entities))
     deadline = time.monotonic() + 300
-    while client.get(f"/api/namespaces/{name}").json()["entityCount"] < min(count_entities, 10_000):
+    while client.get(f"/api/namespaces/{name}").json()["entityCount"] < count_entities:
         if time.monotonic() > deadline:
             raise RuntimeError("entities did not arrive")
         time.sleep(0.5)
@@ -116,6 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="events per batch-ingest run")
     parser.add_argument("--count-entities", type=int, default=100_000, help="entities in the counted namespace")
+    parser.add_argument("--rounds", type=int, default=2, help="alternate off/on this many times; the best round counts")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="flux-bench-auth-"))
@@ -123,16 +135,24 @@ def main() -> None:
     results: dict[str, dict[str, object]] = {}
     admin_figures: dict[str, list[float] | float] = {}
     try:
-        for label, env in (("auth off", {}), ("auth on", SECURED_ENV)):
+        plan = [
+            (r, label, env) for r in range(args.rounds) for label, env in (("auth off", {}), ("auth on", SECURED_ENV))
+        ]
+        for round_, label, env in plan:
             node = FluxProcess(
                 bootstrap, work / label.replace(" ", "-"), free_port(), f"bauth{uuid.uuid4().hex[:6]}", PARTITIONS, env
             )
             progress(f"starting Flux ({label})")
             node.start()
             try:
-                progress(f"{label}: 400 single publishes, then {args.events:,} events in batches of 1,000")
-                results[label] = measure_node(node, bool(env), args.events)
-                if env:
+                progress(
+                    f"round {round_ + 1}, {label}: 400 single publishes, then {args.events:,} events in POSTs of 1,000"
+                )
+                figures = measure_node(node, bool(env), args.events)
+                best = results.get(label)
+                if best is None or figures["rate"] > best["rate"]:  # type: ignore[operator]
+                    results[label] = figures
+                if env and round_ == args.rounds - 1:
                     progress("namespace registration, token rotation, entity count")
                     admin_figures = measure_admin(node, args.count_entities)
             finally:
@@ -176,7 +196,11 @@ def main() -> None:
         ("token check in process (hash + lookup + constant-time compare, 10k namespaces)", f"{check_us:.2f} us")
     )
     rows.append(("rate limiter take in process", f"{take_us:.2f} us"))
-    print_table(f"{PARTITIONS} partitions, one node at a time on one broker", rows)
+    print_table(
+        f"{PARTITIONS} partitions, one node at a time on one broker, off/on alternated {args.rounds} times "
+        "(the round with the best ingest rate of each)",
+        rows,
+    )
 
 
 if __name__ == "__main__":
