@@ -38,17 +38,24 @@ def _assert_contains_all(node: FluxProcess, tag: str, acked: list[int]) -> None:
     for i in acked:
         expected.setdefault(f"{tag}-{i % ENTITIES}", {})[f"p{i}"] = i
 
+    missing: list[str] = []
+
     def all_there() -> bool:
+        missing.clear()
         for entity_id, props in expected.items():
             response = node.entity(entity_id)
             if response.status_code != 200:
-                return False
+                missing.append(f"{entity_id}: {response.status_code}")
+                continue
             got = response.json()["properties"]
-            if any(got.get(k) != v for k, v in props.items()):
-                return False
-        return True
+            missing.extend(f"{entity_id}.{k}" for k, v in props.items() if got.get(k) != v)
+        return not missing
 
-    node.wait_for(all_there, timeout=60, what=f"{len(acked)} acknowledged events in state")
+    try:
+        node.wait_for(all_there, timeout=60, what=f"{len(acked)} acknowledged events in state")
+    except AssertionError as exc:
+        ready = node.client.get("/ready").text
+        raise AssertionError(f"{exc}; {len(missing)} missing, e.g. {missing[:8]}; /ready: {ready}") from None
 
 
 def test_a_graceful_restart_keeps_every_acknowledged_event(new_flux, uid):
