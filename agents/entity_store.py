@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -93,7 +93,8 @@ class EntityStore:
     def _db(self, partition: int) -> rocksdict.Rdict:
         return self._table.data._db_for_partition(partition)
 
-    def _serving_db(self, partition: int) -> rocksdict.Rdict:
+    def serving_db(self, partition: int) -> rocksdict.Rdict:
+        """The store of ``partition``; raises :class:`PartitionUnavailable` unless this node serves it now."""
         if not self.recovered() or partition not in self.active_partitions():
             raise PartitionUnavailable(partition)
         return self._db(partition)
@@ -120,7 +121,7 @@ class EntityStore:
     def _count_by_scan(self, partition: int, events: int) -> PartitionStats:
         counts: dict[bytes, int] = {}
         entities = 0
-        for key, value in self._iter_partition(self._db(partition), b""):
+        for key, value in self.iter_partition(self._db(partition), b""):
             if exists(decode_state(value)):
                 entities += 1
                 namespace = namespace_key(key)
@@ -150,10 +151,23 @@ class EntityStore:
             counts[namespace] = base + delta
         return [(NAMESPACE_COUNT_PREFIX + ns, str(count).encode()) for ns, count in counts.items()]
 
+    def has(self, partition: int, key: bytes) -> bool:
+        """Whether ``key`` is stored on ``partition`` (for the reducer's duplicate check)."""
+        return self._db(partition).get(key) is not None
+
     async def write(
-        self, partition: int, states: dict[bytes, tuple[bytes, int]], applied: int, events: int
+        self,
+        partition: int,
+        states: dict[bytes, tuple[bytes, int]],
+        applied: int,
+        events: int,
+        history: Sequence[tuple[bytes, bytes]] = (),
+        seen: Iterable[bytes] = (),
     ) -> PartitionStats:
         """Persist changed states ``{key: (value, existence delta)}`` of one partition; returns its totals.
+
+        ``history`` (key, event) entries and ``seen`` marks (see :mod:`flux.history`) go into the
+        same WriteBatch but not to the changelog: the events topic holds them already.
 
         ``applied`` is the events-topic offset the partition is folded up to, ``events`` how many
         events this batch folded. The states and the partition's totals go to the changelog as
@@ -179,6 +193,10 @@ class EntityStore:
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in records:
             batch.put(key, value)
+        for key, value in history:
+            batch.put(key, value)
+        for key in seen:
+            batch.put(key, b"")
         self._db(partition).write(batch)
         self._stats[partition] = stats
         self._applied[partition] = max(applied, self._applied.get(partition, -1))
@@ -226,7 +244,7 @@ class EntityStore:
         """The entity with its versions, or None; raises :class:`PartitionUnavailable` if not served here."""
         if "\0" in entity_id:  # internal keys; entity ids never contain NUL
             return None
-        raw = self._serving_db(partition_for(entity_id, self._partitions)).get(entity_id.encode())
+        raw = self.serving_db(partition_for(entity_id, self._partitions)).get(entity_id.encode())
         if raw is None:
             return None
         state = decode_state(raw)
@@ -237,7 +255,8 @@ class EntityStore:
         found = self.lookup(entity_id)
         return None if found is None else found.entity
 
-    def _iter_partition(self, db: rocksdict.Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def iter_partition(self, db: rocksdict.Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of the entities of one partition's store whose id starts with ``prefix``."""
         it = db.iter()
         it.seek(prefix)
         while it.valid():
@@ -257,7 +276,7 @@ class EntityStore:
         if not self.recovered():
             raise PartitionUnavailable(-1)
         encoded = prefix.encode()
-        streams = [self._iter_partition(self._db(p), encoded) for p in self.active_partitions()]
+        streams = [self.iter_partition(self._db(p), encoded) for p in self.active_partitions()]
         for key, raw in heapq.merge(*streams):
             state = decode_state(raw)
             if exists(state):

@@ -21,6 +21,7 @@ from agents.entity_store import EntityStore, decode_state
 from flux.changes import ChangeRecord, EntityChange, encode_ops
 from flux.config import Settings
 from flux.events import encode
+from flux.history import history_key, seen_key
 from flux.metrics import Metrics
 from flux.records import DecodedRecord, dead_letter, decode_record
 from flux.reducer import Change, State, apply_event, exists, new_state, to_entity
@@ -57,15 +58,18 @@ class _Touched:
 
 
 class _PartitionBatch:
-    """What one batch did to one partition: entities touched, offset reached, events, sources."""
+    """What one batch did to one partition: entities touched, offset reached, events, sources,
+    and the history entries of the events it applied (see :mod:`flux.history`)."""
 
-    __slots__ = ("applied", "entities", "events", "sources")
+    __slots__ = ("applied", "entities", "events", "history", "seen", "sources")
 
     def __init__(self) -> None:
         self.entities: dict[bytes, _Touched] = {}
         self.applied = -1
         self.events = 0
         self.sources: set[str] = set()
+        self.history: list[tuple[bytes, bytes]] = []
+        self.seen: set[bytes] = set()
 
 
 class BatchReducer:
@@ -85,6 +89,7 @@ class BatchReducer:
         forwards: list[tuple[int, bytes | None, bytes]] = []
         dead: list[bytes] = []
         applied = 0
+        duplicates = 0
         next_yield = YIELD_EVERY_EVENTS
         for record in records:
             message = record.message
@@ -102,10 +107,19 @@ class BatchReducer:
             if batch is None:
                 batch = batches[partition] = _PartitionBatch()
             batch.applied = max(batch.applied, message.offset + 1)
-            batch.events += len(decoded.events)
             entities = batch.entities
             for envelope in decoded.events:
-                key = envelope["payload"]["entity_id"].encode()
+                entity_id = envelope["payload"]["entity_id"]
+                mark = seen_key(entity_id, envelope["eventId"])
+                if mark in batch.seen or self._store.has(partition, mark):
+                    duplicates += 1  # a re-sent event: applied and stored once
+                    continue
+                batch.seen.add(mark)
+                batch.history.append(
+                    (history_key(entity_id, envelope["timestamp"], envelope["eventId"]), encode(envelope))
+                )
+                batch.events += 1
+                key = entity_id.encode()
                 entity = entities.get(key)
                 if entity is None:
                     entity = entities[key] = _Touched(self._store.load(partition, key))
@@ -126,9 +140,10 @@ class BatchReducer:
         await self._send_all(self._settings.dead_letter_topic, [(0, None, value) for value in dead])
         if dead:
             log.warning("sent %d invalid events to %s", len(dead), self._settings.dead_letter_topic)
-        self._metrics.applied(applied)
+        self._metrics.applied(applied - duplicates)
+        self._metrics.duplicates(duplicates)
         self._metrics.rejected(len(dead))
-        return applied
+        return applied - duplicates
 
     async def _write(self, partition: int, batch: _PartitionBatch) -> None:
         """Store what the batch changed in ``partition``, then announce it on the change feed."""
@@ -146,7 +161,7 @@ class BatchReducer:
                         entity_id, batch.applied, encode_ops(entity.changes), to_entity(entity_id, entity.state)
                     )
                 )
-        stats = await self._store.write(partition, changed, batch.applied, batch.events)
+        stats = await self._store.write(partition, changed, batch.applied, batch.events, batch.history, batch.seen)
         record = ChangeRecord(partition, batch.applied, stats.events, stats.entities, sorted(batch.sources), feed)
         await self._feed.publish(record)
 

@@ -7,7 +7,15 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api import routes_delete, routes_events, routes_health, routes_namespaces, routes_state, websocket
+from api import (
+    routes_delete,
+    routes_events,
+    routes_health,
+    routes_history,
+    routes_namespaces,
+    routes_state,
+    websocket,
+)
 from api.applied import AppliedOffsets
 from api.auth import Guard
 from api.errors import install_error_handlers
@@ -18,7 +26,7 @@ from flux.config import Settings
 from flux.metrics import Metrics
 from flux.namespace_log import NamespaceLog
 from flux.publisher import EventPublisher
-from flux.state import StateReader
+from flux.state import HistoryReader, StateReader
 
 
 def create_app(
@@ -28,6 +36,7 @@ def create_app(
     metrics: Metrics,
     applied: AppliedOffsets,
     namespaces: NamespaceLog,
+    history: HistoryReader,
 ) -> FastAPI:
     """A Flux HTTP app. Starting and stopping the publisher, the reader, the namespace log and the
     change relay is the caller's job.
@@ -46,6 +55,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.applied = applied
     app.state.namespaces = namespaces
+    app.state.history = history
     app.state.guard = Guard(settings, namespaces)
     app.state.hub = websocket.Hub(settings, reader, metrics)
     install_error_handlers(app)
@@ -53,6 +63,7 @@ def create_app(
     app.include_router(routes_state.router)
     app.include_router(routes_delete.router)
     app.include_router(routes_namespaces.router)
+    app.include_router(routes_history.router)
     app.include_router(websocket.router)
     app.include_router(routes_health.router)
 

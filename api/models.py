@@ -71,6 +71,18 @@ class Entity(BaseModel):
     lastUpdated: str = Field(description="RFC 3339 UTC time of the newest event applied")
 
 
+class StoredEvent(BaseModel):
+    """An event as stored in history: the envelope as published, eventId and timestamp filled in."""
+
+    model_config = ConfigDict(extra="allow")
+
+    eventId: str
+    stream: str
+    source: str
+    timestamp: int = Field(description="Unix epoch milliseconds")
+    payload: dict[str, Any] = Field(description="entity_id and properties; a deletion ('op': 'delete') has none")
+
+
 class DeleteOut(BaseModel):
     """The answer to a deletion: the tombstone event was acknowledged by the broker."""
 

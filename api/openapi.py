@@ -11,6 +11,9 @@ from typing import Any
 
 from api.models import BEARER, request_schemas
 from flux.config import Settings
+from flux.events import MAX_TIMESTAMP_MS
+
+TIME_PARAMETERS = ("since", "until", "at")  # Unix ms or RFC 3339 (api.params.QueryTime)
 
 SECURITY_SCHEME = {
     "type": "http",
@@ -47,15 +50,20 @@ def _security(schema: dict[str, Any], settings: Settings) -> None:
 
 def _configured_maxima(schema: dict[str, Any], settings: Settings) -> None:
     """Write the configured maxima (they come from the environment) into ``schema``."""
-    maxima = {"limit": settings.list_max_limit, "wait_timeout_ms": settings.wait_max_timeout_ms}
+    maxima = {
+        "limit": settings.list_max_limit,
+        "wait_timeout_ms": settings.wait_max_timeout_ms,
+        **dict.fromkeys(TIME_PARAMETERS, MAX_TIMESTAMP_MS),
+    }
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
                 if parameter.get("name") in maxima:
                     parameter_schema = parameter.get("schema", {})
                     for option in parameter_schema.get("anyOf", [parameter_schema]):
-                        if option.get("type") == "integer":
+                        if option.get("type") == "integer" and "maximum" not in option:
                             option["maximum"] = maxima[parameter["name"]]
+                            option.setdefault("minimum", 0)
     schemas = schema.get("components", {}).get("schemas", {})
     payload = schemas.get("EventPayload")
     if payload is not None:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from urllib.parse import unquote, urlencode
 
 from fastapi import APIRouter, Query, Request
 
 from api.errors import ApiError
 from api.models import AUTH_ERRORS, ERRORS, Entity, ErrorOut
+from api.params import QueryTime, effective_prefix, query_time
 from api.responses import JSON
 
 router = APIRouter(tags=["state"])
 
-
-def effective_prefix(prefix: str, namespace: str | None) -> str:
-    """The id prefix for ``?prefix`` within ``?namespace`` (ids ``namespace/...``)."""
-    if namespace is None:
-        return prefix
-    scope = f"{namespace}/"
-    return prefix if prefix.startswith(scope) else scope + prefix
+AT_HELP = "The state as it was at this time (RFC 3339 or Unix epoch ms): the fold of the events up to it."
 
 
 @router.get("/api/state/entities", response_model=list[Entity], responses={**ERRORS, **AUTH_ERRORS})
@@ -30,6 +26,7 @@ async def list_entities(
         None, ge=1, description="Page size (default FLUX_LIST_DEFAULT_LIMIT, max FLUX_LIST_MAX_LIMIT)"
     ),
     offset: int = Query(0, ge=0, description="Entities to skip, in id order"),
+    at: Annotated[QueryTime, Query(description=AT_HELP + " Costs a fold of each matching entity's history.")] = None,
 ) -> JSON:
     """Entities in id order; when more follow, a ``Link: <...>; rel="next"`` header points at the next page."""
     settings = request.app.state.settings
@@ -39,7 +36,10 @@ async def list_entities(
     caller = request.app.state.guard.reader(request)
     scope = effective_prefix(prefix, namespace) or caller.scope()  # a tenant's unfiltered list is its own
     request.app.state.guard.check_prefix(caller, scope, "read")
-    entities, more = request.app.state.reader.scan(scope, offset, page_size)
+    if at is None:
+        entities, more = request.app.state.reader.scan(scope, offset, page_size)
+    else:
+        entities, more = request.app.state.history.entities_at(scope, query_time(at, "at", 0), offset, page_size)
     headers = {}
     if more:
         params = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit")}
@@ -51,13 +51,18 @@ async def list_entities(
 @router.get(
     "/api/state/entities/{entity_id:path}",
     response_model=Entity,
-    responses={404: {"model": ErrorOut, "description": "Entity not found"}, **AUTH_ERRORS},
+    responses={404: {"model": ErrorOut, "description": "Entity not found"}, **AUTH_ERRORS, 400: ERRORS[400]},
 )
-async def get_entity(request: Request, entity_id: str) -> JSON:
-    """One entity; the id may contain '/' (raw or as %2F)."""
+async def get_entity(
+    request: Request, entity_id: str, at: Annotated[QueryTime, Query(description=AT_HELP)] = None
+) -> JSON:
+    """One entity; the id may contain '/' (raw or as %2F). With ``at``, as it was then."""
     guard = request.app.state.guard
     guard.check_entity(guard.reader(request), unquote(entity_id), "read")
-    entity = request.app.state.reader.get(unquote(entity_id))
+    if at is None:
+        entity = request.app.state.reader.get(unquote(entity_id))
+    else:
+        entity = request.app.state.history.entity_at(unquote(entity_id), query_time(at, "at", 0))
     if entity is None:
         raise ApiError(404, "Entity not found")
     return JSON(entity)

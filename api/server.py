@@ -22,6 +22,7 @@ import uvicorn
 from agents.app import create_faust_app, quiet_logging
 from agents.change_feed import ChangeFeed
 from agents.entity_store import EntityStore
+from agents.history_store import HistoryStore
 from agents.reducer_agent import BatchReducer, install_reducer
 from api.app import create_app
 from api.applied import AppliedOffsets
@@ -168,7 +169,8 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     totals = FeedTotals()
     relay = ChangeRelay(settings, applied, totals)
     namespaces = NamespaceLog(settings)
-    http_app = create_app(settings, publisher, store, metrics, applied, namespaces)
+    history = HistoryStore(store, settings.partitions)
+    http_app = create_app(settings, publisher, store, metrics, applied, namespaces, history)
     hub = http_app.state.hub
     relay.listen(hub.on_record)
     return app, HttpService(settings, http_app, publisher, relay, namespaces, MetricsTicker(hub, totals))

@@ -56,6 +56,7 @@ class Metrics:
         self.events_published = 0
         self.events_applied = 0
         self.events_rejected = 0
+        self.events_duplicate = 0
         self.websocket_connections = 0
         self.websocket_dropped = 0
         self._sources = RecentSources()
@@ -68,6 +69,10 @@ class Metrics:
     def applied(self, count: int) -> None:
         """Record ``count`` events folded into the table."""
         self.events_applied += count
+
+    def duplicates(self, count: int) -> None:
+        """Record ``count`` re-sent events (an eventId the entity already has) skipped by the agents."""
+        self.events_duplicate += count
 
     def rejected(self, count: int) -> None:
         """Record ``count`` records sent to the dead-letter topic."""
@@ -89,6 +94,9 @@ class Metrics:
             "# HELP flux_events_rejected_total Invalid records sent to the dead-letter topic.",
             "# TYPE flux_events_rejected_total counter",
             f"flux_events_rejected_total {self.events_rejected}",
+            "# HELP flux_events_duplicate_total Re-sent events (known eventId) applied and stored only once.",
+            "# TYPE flux_events_duplicate_total counter",
+            f"flux_events_duplicate_total {self.events_duplicate}",
             "# HELP flux_entities Entities in the partitions this process serves.",
             "# TYPE flux_entities gauge",
             f"flux_entities {entities}",

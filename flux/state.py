@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from flux.history import HistoryQuery
+
 
 class PartitionUnavailable(RuntimeError):
     """The partition holding the answer is not served by this node right now (rebalance, recovery)."""
@@ -38,6 +40,22 @@ class Readiness:
     recovered: bool
     partitions: list[int] = field(default_factory=list)
     detail: str = ""
+
+
+class HistoryReader(Protocol):
+    """Reads of the history index: stored events, and entities as they were at a past time."""
+
+    def events(self, query: HistoryQuery) -> tuple[list[dict[str, Any]], bytes | None]:
+        """Up to ``query.limit`` events and the cursor of the next page (None: no more)."""
+        ...
+
+    def entity_at(self, entity_id: str, at: int) -> dict[str, Any] | None:
+        """The entity as it was at ``at`` (Unix ms), or None if it did not exist then."""
+        ...
+
+    def entities_at(self, prefix: str, at: int, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Entities with ids starting with ``prefix`` as they were at ``at``, in id order; whether more follow."""
+        ...
 
 
 class StateReader(Protocol):

@@ -1,0 +1,131 @@
+"""Reads of the history index the reducer writes next to the entity table (see :mod:`flux.history`).
+
+A history query walks history keys in key order: one entity's events are one time-ordered range;
+a prefix covers the ranges of every matching entity, in entity-id order, then time order. The
+partitions this node serves are merged, so pages are stable, and a cursor (the last key of a
+page) resumes exactly after it, in either direction. Time travel folds an entity's events up to
+a time with the pure reducer.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import rocksdict
+
+from agents.entity_store import EntityStore
+from flux.history import HISTORY_PREFIX, HistoryQuery, entity_range, split_history_key, time_key
+from flux.partitioning import partition_for
+from flux.reducer import fold, new_state, to_entity
+
+
+def _walk(
+    db: rocksdict.Rdict, low: bytes, high: bytes, descending: bool, after: bytes | None
+) -> Iterator[tuple[bytes, bytes]]:
+    """Keys in [low, high), ascending or descending, strictly past ``after`` in that order."""
+    it = db.iter()
+    if descending:
+        upper = high if after is None else min(high, after)  # exclusive
+        it.seek_for_prev(upper)
+        if it.valid() and it.key() >= upper:
+            it.prev()
+        while it.valid() and it.key() >= low:
+            yield it.key(), it.value()
+            it.prev()
+    else:
+        it.seek(low if after is None else max(low, after))
+        if it.valid() and it.key() == after:
+            it.next()
+        while it.valid() and it.key() < high:
+            yield it.key(), it.value()
+            it.next()
+
+
+class _Descending:
+    """Reverses the order of a key for :func:`heapq.merge` (``reverse=True`` needs sorted inputs too)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def __lt__(self, other: _Descending) -> bool:
+        return self.key > other.key
+
+
+class HistoryStore:
+    """History and time-travel reads over the partitions this node serves."""
+
+    def __init__(self, store: EntityStore, partitions: int) -> None:
+        self._store = store
+        self._partitions = partitions
+
+    def _range(self, query: HistoryQuery) -> tuple[bytes, bytes, list[int]]:
+        if query.entity is not None:
+            partitions = [partition_for(query.entity, self._partitions)]
+            return time_key(query.entity, query.since), time_key(query.entity, query.until + 1), partitions
+        low = HISTORY_PREFIX + (query.prefix or "").encode()
+        return low, low + b"\xff", self._store.active_partitions()
+
+    def events(self, query: HistoryQuery) -> tuple[list[dict[str, Any]], bytes | None]:
+        """Up to ``query.limit`` events and the cursor of the next page (None: no more)."""
+        low, high, partitions = self._range(query)
+        streams = [_walk(self._store.serving_db(p), low, high, query.descending, query.after) for p in partitions]
+        if query.descending:
+            merged: Iterator[tuple[bytes, bytes]] = heapq.merge(*streams, key=lambda kv: _Descending(kv[0]))
+        else:
+            merged = heapq.merge(*streams)
+        page: list[dict[str, Any]] = []
+        last: bytes | None = None
+        for key, value in merged:
+            if query.entity is None:
+                _, timestamp, _ = split_history_key(key)
+                if not query.since <= timestamp <= query.until:
+                    continue
+            event = orjson.loads(value)
+            if query.streams is not None and event.get("stream") not in query.streams:
+                continue
+            if query.sources is not None and event.get("source") not in query.sources:
+                continue
+            if len(page) == query.limit:
+                return page, last
+            page.append(event)
+            last = key
+        return page, None
+
+    def entity_at(self, entity_id: str, at: int) -> dict[str, Any] | None:
+        """The entity as it was at ``at`` (its events with timestamp <= at, folded); None if absent then."""
+        db = self._store.serving_db(partition_for(entity_id, self._partitions))
+        events = [
+            orjson.loads(value)
+            for _, value in _walk(db, entity_range(entity_id), time_key(entity_id, at + 1), False, None)
+        ]
+        return to_entity(entity_id, fold(events, new_state()) if events else None)
+
+    def entities_at(self, prefix: str, at: int, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Entities whose id starts with ``prefix`` as they were at ``at``, in id order, paged."""
+        page: list[dict[str, Any]] = []
+        index = 0
+        for entity_id in self._known_ids(prefix):
+            entity = self.entity_at(entity_id, at)
+            if entity is None:
+                continue
+            if index >= offset:
+                if len(page) == limit:
+                    return page, True
+                page.append(entity)
+            index += 1
+        return page, False
+
+    def _known_ids(self, prefix: str) -> Iterator[str]:
+        """Ids of every entity the table knows with this prefix, deleted ones included, in id order."""
+        encoded = prefix.encode()
+        streams = [
+            (key for key, _ in self._store.iter_partition(self._store.serving_db(p), encoded))
+            for p in self._store.active_partitions()
+        ]
+        for key in heapq.merge(*streams):
+            yield key.decode()

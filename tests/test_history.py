@@ -1,0 +1,209 @@
+"""History (GET /api/events), time travel (?at=) and applied-once eventIds, on a real broker."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.flux_process import FluxProcess
+
+pytestmark = pytest.mark.e2e
+
+T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
+
+
+def event(
+    entity_id: str, ts: int, event_id: str | None = None, stream: str = "s", source: str = "a", **props: Any
+) -> dict:
+    body: dict[str, Any] = {
+        "stream": stream,
+        "source": source,
+        "timestamp": ts,
+        "payload": {"entity_id": entity_id, "properties": props},
+    }
+    if event_id is not None:
+        body["eventId"] = event_id
+    return body
+
+
+def publish_all(flux: FluxProcess, events: list[dict]) -> None:
+    response = flux.client.post("/api/events/batch", json=events, params={"wait": "true"})
+    assert response.status_code == 200, response.text
+
+
+def history(flux: FluxProcess, **params: Any) -> list[dict]:
+    response = flux.client.get("/api/events", params={"since": "0", **params})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def all_pages(flux: FluxProcess, **params: Any) -> tuple[list[dict], int]:
+    """Every page, following the Link headers; returns the events and the number of pages."""
+    response = flux.client.get("/api/events", params={"since": "0", **params})
+    events, pages = [], 0
+    while True:
+        assert response.status_code == 200, response.text
+        events += response.json()
+        pages += 1
+        link = response.headers.get("link")
+        if link is None:
+            return events, pages
+        target = urlsplit(link[1 : link.index(">")])
+        response = flux.client.get(f"{target.path}?{target.query}")
+
+
+def test_an_entity_history_lists_its_events_in_time_order_as_published(flux: FluxProcess, uid: str) -> None:
+    entity = f"h{uid}/s1"
+    publish_all(flux, [event(entity, T0 + 2, "e2", t=2), event(entity, T0 + 1, "e1", t=1), event(entity, T0 + 3, t=3)])
+    found = history(flux, entity=entity)
+    assert [e["payload"]["properties"]["t"] for e in found] == [1, 2, 3]
+    assert found[0] == {"eventId": "e1", **event(entity, T0 + 1, t=1)}
+    assert [e["timestamp"] for e in history(flux, entity=entity, order="desc")] == [T0 + 3, T0 + 2, T0 + 1]
+    assert history(flux, entity=f"h{uid}/never") == []
+
+
+def test_since_and_until_take_rfc3339_or_unix_ms_and_bound_the_window(flux: FluxProcess, uid: str) -> None:
+    entity = f"h{uid}/w"
+    publish_all(flux, [event(entity, T0 + i * 1000, t=i) for i in range(5)])
+    window = history(flux, entity=entity, since="2023-11-14T22:13:21Z", until=str(T0 + 3000))
+    assert [e["payload"]["properties"]["t"] for e in window] == [1, 2, 3]
+    assert history(flux, entity=entity, since=str(T0 + 3000), until=str(T0 + 1000)) == []
+    default = flux.client.get("/api/events", params={"entity": entity}).json()
+    assert default == []  # the default window is the last 24 h; these events are from 2023
+
+
+def test_pages_follow_link_headers_without_skipping_or_repeating(flux: FluxProcess, uid: str) -> None:
+    entity = f"h{uid}/paged"
+    publish_all(flux, [event(entity, T0 + i, f"id{i:04d}", i=i) for i in range(250)])
+    for order in ("asc", "desc"):
+        found, pages = all_pages(flux, entity=entity, limit=40, order=order)
+        expected = list(range(250)) if order == "asc" else list(range(249, -1, -1))
+        assert [e["payload"]["properties"]["i"] for e in found] == expected
+        assert pages == 7
+
+
+def test_paging_while_new_events_arrive_neither_skips_nor_repeats(flux: FluxProcess, uid: str) -> None:
+    entity = f"h{uid}/live"
+    publish_all(flux, [event(entity, T0 + i, f"a{i:05d}", i=i) for i in range(300)])
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 300
+        while not stop.is_set():
+            publish_all(flux, [event(entity, T0 + i, f"a{i:05d}", i=i)])
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        found, _ = all_pages(flux, entity=entity, limit=25)
+    finally:
+        stop.set()
+        thread.join()
+    seen = [e["payload"]["properties"]["i"] for e in found]
+    assert seen == list(range(len(seen))) and len(seen) >= 300
+
+
+def test_prefix_and_namespace_histories_with_stream_and_source_filters(flux: FluxProcess, uid: str) -> None:
+    ns = f"h{uid}"
+    publish_all(
+        flux,
+        [
+            event(f"{ns}/a", T0 + 1, stream="x", source="gw1", n=1),
+            event(f"{ns}/b", T0 + 2, stream="y", source="gw1", n=2),
+            event(f"{ns}/a", T0 + 3, stream="x", source="gw2", n=3),
+            event(f"{ns}x/c", T0 + 4, n=4),
+        ],
+    )
+    by_ns = history(flux, namespace=ns)
+    assert [e["payload"]["properties"]["n"] for e in by_ns] == [1, 3, 2]  # entity id order, then time
+    assert [e["payload"]["properties"]["n"] for e in history(flux, prefix=ns)] == [1, 3, 2, 4]
+    assert [e["payload"]["properties"]["n"] for e in history(flux, namespace=ns, stream="x")] == [1, 3]
+    assert [e["payload"]["properties"]["n"] for e in history(flux, namespace=ns, source="gw1")] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "message"),
+    [
+        ({"entity": "a/b", "cursor": "garbage"}, 400, "cursor"),
+        ({"entity": "a/b", "since": "2025-02-11T16:10:00"}, 400, "time zone"),
+        ({"entity": "a/b", "since": "yesterday"}, 422, "since"),
+        ({"entity": "a/b", "limit": "1001"}, 422, "limit"),
+        ({"entity": "a/b", "order": "sideways"}, 422, "order"),
+    ],
+)
+def test_bad_history_parameters_are_refused_saying_why(
+    flux: FluxProcess, params: dict, status: int, message: str
+) -> None:
+    response = flux.client.get("/api/events", params=params)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+def test_history_filters_combine(flux: FluxProcess, uid: str) -> None:
+    ns = f"h{uid}"
+    publish_all(flux, [event(f"{ns}/a", T0, n=1), event(f"{ns}/b", T0, n=2)])
+    assert [e["payload"]["properties"]["n"] for e in history(flux, entity=f"{ns}/a", namespace=ns)] == [1]
+    assert history(flux, entity=f"{ns}/a", prefix=f"{ns}/b") == []
+    assert [e["payload"]["properties"]["n"] for e in history(flux, namespace=ns, prefix="b")] == [2]
+    everything = [e for e in all_pages(flux, limit=1000)[0] if e["payload"]["entity_id"].startswith(f"{ns}/")]
+    assert len(everything) == 2
+
+
+def test_a_resent_event_id_is_applied_and_stored_once(flux: FluxProcess, uid: str) -> None:
+    entity = f"h{uid}/dup"
+    publish_all(flux, [event(entity, T0 + 10, "same-id", v=1)])
+    publish_all(flux, [event(entity, T0 + 20, "same-id", v=2)])  # a retry with another timestamp and body
+    assert flux.client.post("/api/events", json=event(entity, T0 + 30, "same-id", v=3)).status_code == 200
+    publish_all(flux, [event(entity, T0 + 5, "other-id", w=1)])
+    found = history(flux, entity=entity)
+    assert [e["eventId"] for e in found] == ["other-id", "same-id"]
+    assert found[1]["payload"]["properties"] == {"v": 1}
+    assert flux.entity(entity).json()["properties"] == {"v": 1, "w": 1}
+
+
+def test_state_at_a_past_time_is_the_fold_of_the_events_up_to_it(flux: FluxProcess, uid: str) -> None:
+    entity = f"h{uid}/tt"
+    publish_all(flux, [event(entity, T0 + 100, temp=20, unit="c"), event(entity, T0 + 200, temp=21)])
+    at = flux.client.get(f"/api/state/entities/{entity}", params={"at": str(T0 + 150)})
+    assert at.status_code == 200 and at.json()["properties"] == {"temp": 20, "unit": "c"}
+    assert at.json()["lastUpdated"] == "2023-11-14T22:13:20.100Z"
+    assert flux.client.get(f"/api/state/entities/{entity}", params={"at": str(T0 + 99)}).status_code == 404
+    rfc = flux.client.get(f"/api/state/entities/{entity}", params={"at": "2023-11-14T22:13:20.250Z"})
+    assert rfc.json()["properties"] == {"temp": 21, "unit": "c"}
+
+
+def test_a_late_event_changes_the_past_but_not_the_present(flux: FluxProcess, uid: str) -> None:
+    entity = f"h{uid}/late"
+    publish_all(flux, [event(entity, T0 + 1000, temp=30)])
+    publish_all(flux, [event(entity, T0 + 500, temp=10, humidity=40)])  # a backfill, older than what we have
+    assert flux.entity(entity).json()["properties"] == {"temp": 30, "humidity": 40}
+    past = flux.client.get(f"/api/state/entities/{entity}", params={"at": str(T0 + 600)}).json()
+    assert past["properties"] == {"temp": 10, "humidity": 40}
+    assert [e["timestamp"] for e in history(flux, entity=entity)] == [T0 + 500, T0 + 1000]
+
+
+def test_at_before_a_deletion_shows_the_entity_and_after_it_404(flux: FluxProcess, uid: str) -> None:
+    entity = f"h{uid}/del"
+    publish_all(flux, [event(entity, T0, v=1)])
+    deleted = flux.client.delete(f"/api/state/entities/{entity}", params={"wait": "true"})
+    assert deleted.status_code == 200
+    tombstone = history(flux, entity=entity)[-1]
+    assert tombstone["op"] == "delete"
+    before = flux.client.get(f"/api/state/entities/{entity}", params={"at": str(tombstone["timestamp"] - 1)})
+    assert before.status_code == 200 and before.json()["properties"] == {"v": 1}
+    assert (
+        flux.client.get(f"/api/state/entities/{entity}", params={"at": str(tombstone["timestamp"])}).status_code == 404
+    )
+
+
+def test_a_list_at_a_past_time(flux: FluxProcess, uid: str) -> None:
+    ns = f"h{uid}"
+    publish_all(flux, [event(f"{ns}/a", T0 + 1, v=1), event(f"{ns}/b", T0 + 5, v=2), event(f"{ns}/a", T0 + 9, v=3)])
+    then = flux.client.get("/api/state/entities", params={"namespace": ns, "at": str(T0 + 5)}).json()
+    assert [(e["id"], e["properties"]) for e in then] == [(f"{ns}/a", {"v": 1}), (f"{ns}/b", {"v": 2})]
+    early = flux.client.get("/api/state/entities", params={"namespace": ns, "at": str(T0 + 2)}).json()
+    assert [e["id"] for e in early] == [f"{ns}/a"]
