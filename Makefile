@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit lint fuzz kafka-start kafka-stop bench bench-ws bench-auth clean
+.PHONY: install run test unit lint fuzz kafka-start kafka-stop bench bench-ws bench-auth bench-history clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench: install
 
 bench-ws: install
 	$(BIN)/python bench/bench_ws.py
+
+bench-history: install
+	$(BIN)/python bench/bench_history.py
 
 bench-auth: install
 	$(BIN)/python bench/bench_auth.py

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 OFFSET_KEY = b"__faust\0offset__"
 STATS_KEY = b"__flux\0stats__"
+HISTORY_OFFSET_KEY = b"__flux\0history-offset__"  # local only: the events-topic offset the history reached
 NAMESPACE_COUNT_PREFIX = b"__flux\0ns\0"  # + namespace: existing entities 'namespace/...' of the partition
 INTERNAL_KEY_PREFIXES = (b"__faust\0", b"__flux\0")
 
@@ -90,19 +91,20 @@ class EntityStore:
         # tables.actives_ready is reset on every rebalance (recovery.completed is never cleared).
         return bool(self._app.tables.actives_ready and not self._app.rebalancing)
 
-    def _db(self, partition: int) -> rocksdict.Rdict:
+    def db(self, partition: int) -> rocksdict.Rdict:
+        """The RocksDB store of ``partition`` on this node, served or not (for the agents' own writes)."""
         return self._table.data._db_for_partition(partition)
 
     def serving_db(self, partition: int) -> rocksdict.Rdict:
         """The store of ``partition``; raises :class:`PartitionUnavailable` unless this node serves it now."""
         if not self.recovered() or partition not in self.active_partitions():
             raise PartitionUnavailable(partition)
-        return self._db(partition)
+        return self.db(partition)
 
     # -- writes (called by the reducer agent) ---------------------------------------------
     def load(self, partition: int, key: bytes) -> bytes | None:
         """The stored state bytes of ``key`` on ``partition`` (for the reducer)."""
-        return self._db(partition).get(key)  # type: ignore[no-any-return]
+        return self.db(partition).get(key)  # type: ignore[no-any-return]
 
     def applied_offset(self, partition: int) -> int:
         """The events-topic offset up to which this node wrote ``partition``'s state (-1: none yet)."""
@@ -111,7 +113,7 @@ class EntityStore:
     def _partition_stats(self, partition: int) -> PartitionStats:
         stats = self._stats.get(partition)
         if stats is None:
-            raw = self._db(partition).get(STATS_KEY)
+            raw = self.db(partition).get(STATS_KEY)
             stats = PartitionStats(*orjson.loads(raw)) if raw is not None else PartitionStats(0, 0)
             if not stats.namespaces_counted:  # a store written before the counts were kept: count once
                 stats = self._count_by_scan(partition, stats.events)
@@ -121,7 +123,7 @@ class EntityStore:
     def _count_by_scan(self, partition: int, events: int) -> PartitionStats:
         counts: dict[bytes, int] = {}
         entities = 0
-        for key, value in self.iter_partition(self._db(partition), b""):
+        for key, value in self.iter_partition(self.db(partition), b""):
             if exists(decode_state(value)):
                 entities += 1
                 namespace = namespace_key(key)
@@ -134,7 +136,7 @@ class EntityStore:
         seeded = self._seeded.get(partition)
         if seeded is not None:
             return seeded.get(namespace, 0)
-        raw = self._db(partition).get(NAMESPACE_COUNT_PREFIX + namespace)
+        raw = self.db(partition).get(NAMESPACE_COUNT_PREFIX + namespace)
         return 0 if raw is None else int(raw)
 
     def _namespace_counts(self, partition: int, states: dict[bytes, tuple[bytes, int]]) -> list[tuple[bytes, bytes]]:
@@ -153,7 +155,7 @@ class EntityStore:
 
     def has(self, partition: int, key: bytes) -> bool:
         """Whether ``key`` is stored on ``partition`` (for the reducer's duplicate check)."""
-        return self._db(partition).get(key) is not None
+        return self.db(partition).get(key) is not None
 
     async def write(
         self,
@@ -197,7 +199,8 @@ class EntityStore:
             batch.put(key, value)
         for key in seen:
             batch.put(key, b"")
-        self._db(partition).write(batch)
+        batch.put(HISTORY_OFFSET_KEY, str(applied).encode())
+        self.db(partition).write(batch)
         self._stats[partition] = stats
         self._applied[partition] = max(applied, self._applied.get(partition, -1))
         futures[-1].add_done_callback(lambda done: self._on_changelog_acked(partition, done))
@@ -224,7 +227,7 @@ class EntityStore:
         offset = int(done.result().offset)
         if offset > self._persisted.get(partition, -1) and partition in self._table.data._dbs:
             self._persisted[partition] = offset
-            self._db(partition).put(OFFSET_KEY, str(offset).encode())
+            self.db(partition).put(OFFSET_KEY, str(offset).encode())
 
     async def _send_changelog(self, partition: int, records: list[tuple[bytes, bytes]]) -> list[Any]:
         """Enqueue ``(key, value)`` records as changelog batches; returns the batches' delivery futures."""
@@ -276,7 +279,7 @@ class EntityStore:
         if not self.recovered():
             raise PartitionUnavailable(-1)
         encoded = prefix.encode()
-        streams = [self.iter_partition(self._db(p), encoded) for p in self.active_partitions()]
+        streams = [self.iter_partition(self.db(p), encoded) for p in self.active_partitions()]
         for key, raw in heapq.merge(*streams):
             state = decode_state(raw)
             if exists(state):

@@ -17,6 +17,7 @@ import orjson
 import rocksdict
 
 from agents.entity_store import EntityStore
+from agents.history_rebuild import HistoryRebuilder
 from flux.history import HISTORY_PREFIX, HistoryQuery, entity_range, split_history_key, time_key
 from flux.partitioning import partition_for
 from flux.reducer import fold, new_state, to_entity
@@ -59,9 +60,16 @@ class _Descending:
 class HistoryStore:
     """History and time-travel reads over the partitions this node serves."""
 
-    def __init__(self, store: EntityStore, partitions: int) -> None:
+    def __init__(self, store: EntityStore, partitions: int, rebuilder: HistoryRebuilder) -> None:
         self._store = store
         self._partitions = partitions
+        self._rebuilder = rebuilder
+
+    def _db(self, partition: int) -> rocksdict.Rdict:
+        """The partition's store, if this node serves it and its history is complete (else 503)."""
+        db = self._store.serving_db(partition)
+        self._rebuilder.check_readable(partition)
+        return db
 
     def _range(self, query: HistoryQuery) -> tuple[bytes, bytes, list[int]]:
         if query.entity is not None:
@@ -73,7 +81,7 @@ class HistoryStore:
     def events(self, query: HistoryQuery) -> tuple[list[dict[str, Any]], bytes | None]:
         """Up to ``query.limit`` events and the cursor of the next page (None: no more)."""
         low, high, partitions = self._range(query)
-        streams = [_walk(self._store.serving_db(p), low, high, query.descending, query.after) for p in partitions]
+        streams = [_walk(self._db(p), low, high, query.descending, query.after) for p in partitions]
         if query.descending:
             merged: Iterator[tuple[bytes, bytes]] = heapq.merge(*streams, key=lambda kv: _Descending(kv[0]))
         else:
@@ -98,7 +106,7 @@ class HistoryStore:
 
     def entity_at(self, entity_id: str, at: int) -> dict[str, Any] | None:
         """The entity as it was at ``at`` (its events with timestamp <= at, folded); None if absent then."""
-        db = self._store.serving_db(partition_for(entity_id, self._partitions))
+        db = self._db(partition_for(entity_id, self._partitions))
         events = [
             orjson.loads(value)
             for _, value in _walk(db, entity_range(entity_id), time_key(entity_id, at + 1), False, None)
@@ -124,7 +132,7 @@ class HistoryStore:
         """Ids of every entity the table knows with this prefix, deleted ones included, in id order."""
         encoded = prefix.encode()
         streams = [
-            (key for key, _ in self._store.iter_partition(self._store.serving_db(p), encoded))
+            (key for key, _ in self._store.iter_partition(self._db(p), encoded))
             for p in self._store.active_partitions()
         ]
         for key in heapq.merge(*streams):

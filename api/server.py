@@ -22,6 +22,7 @@ import uvicorn
 from agents.app import create_faust_app, quiet_logging
 from agents.change_feed import ChangeFeed
 from agents.entity_store import EntityStore
+from agents.history_rebuild import HistoryRebuilder
 from agents.history_store import HistoryStore
 from agents.reducer_agent import BatchReducer, install_reducer
 from api.app import create_app
@@ -160,16 +161,19 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
         app, events_topic, BatchReducer(app, store, feed, settings, metrics), settings.flush_interval_ms / 1000
     )
 
-    async def _forget_counts(sender: Any, **_: Any) -> None:
-        store.forget_counts()
+    rebuilder = HistoryRebuilder(settings, store)
 
-    app.on_rebalance_complete.connect(_forget_counts)  # type: ignore[arg-type]
+    async def _after_rebalance(sender: Any, **_: Any) -> None:
+        store.forget_counts()
+        await rebuilder.check(store.active_partitions())
+
+    app.on_rebalance_complete.connect(_after_rebalance)  # type: ignore[arg-type]
 
     applied = AppliedOffsets()
     totals = FeedTotals()
     relay = ChangeRelay(settings, applied, totals)
     namespaces = NamespaceLog(settings)
-    history = HistoryStore(store, settings.partitions)
+    history = HistoryStore(store, settings.partitions, rebuilder)
     http_app = create_app(settings, publisher, store, metrics, applied, namespaces, history)
     hub = http_app.state.hub
     relay.listen(hub.on_record)

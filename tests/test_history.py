@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -207,3 +209,32 @@ def test_a_list_at_a_past_time(flux: FluxProcess, uid: str) -> None:
     assert [(e["id"], e["properties"]) for e in then] == [(f"{ns}/a", {"v": 1}), (f"{ns}/b", {"v": 2})]
     early = flux.client.get("/api/state/entities", params={"namespace": ns, "at": str(T0 + 2)}).json()
     assert [e["id"] for e in early] == [f"{ns}/a"]
+
+
+def test_history_is_rebuilt_from_the_events_topic_after_losing_local_rocksdb(new_flux: Any, uid: str) -> None:
+    node = new_flux(2)
+    entity = f"h{uid}/rebuilt"
+    publish_all(node, [event(entity, T0 + i, f"r{i:04d}", i=i) for i in range(600)])
+    publish_all(node, [event(f"h{uid}/other-{i}", T0 + i, i=i) for i in range(200)])
+    before, _ = all_pages(node, entity=entity, limit=1000)
+    assert len(before) == 600
+    time.sleep(2.5)  # the group commits its offsets every second
+    node.kill()
+    shutil.rmtree(node.workdir / "data")
+    node.start()
+
+    def rebuilt() -> list[dict] | None:
+        response = node.client.get("/api/events", params={"entity": entity, "since": "0", "limit": "1000"})
+        if response.status_code == 503:
+            assert (
+                "rebuilt from the events topic" in response.json()["error"]
+                or "not being served" in response.json()["error"]
+            )
+            return None
+        assert response.status_code == 200, response.text
+        return response.json() if len(response.json()) == 600 else None
+
+    assert node.wait_for(rebuilt, timeout=60, what="history rebuilt") == before
+    publish_all(node, [event(entity, T0 + 5000, "r0001", i=-1)])  # a re-send of an old event: still applied once
+    assert len(history(node, entity=entity, limit=1000)) == 600
+    assert node.entity(entity).json()["properties"]["i"] == 599
