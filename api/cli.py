@@ -1,4 +1,5 @@
-"""The ``flux`` command: ``flux serve`` runs a node; ``flux kafka start|stop|status`` a local broker."""
+"""The ``flux`` command: ``flux serve`` runs a node, ``flux backfill`` publishes a file of events,
+``flux kafka start|stop|status`` manages a local broker."""
 
 from __future__ import annotations
 
@@ -76,6 +77,43 @@ def cmd_kafka(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Publish a file of events through the HTTP API (see :mod:`api.backfill`)."""
+    from api.backfill import Backfill, BackfillAborted, Checkpoint, Progress, read_items
+
+    settings = Settings()
+    url = args.url or settings.url
+    token = args.token or os.environ.get("FLUX_TOKEN")
+    stdin = args.file == "-"
+    path = None if stdin else Path(args.file)
+    if path is not None and not path.is_file():
+        print(f"flux: no such file: {path}", file=sys.stderr)
+        return 2
+    checkpoint = Checkpoint(None if path is None else path.with_name(path.name + ".flux-backfill.json"))
+    if args.restart and checkpoint.path is not None:
+        checkpoint.path.unlink(missing_ok=True)
+    rejects_path = Path(args.rejects) if args.rejects else Path(f"{args.file if path else 'stdin'}.rejects.jsonl")
+    stream = sys.stdin if path is None else path.open(encoding="utf-8")
+    progress = Progress(None if path is None else path.stat().st_size)
+    with rejects_path.open("a", encoding="utf-8") as rejects:
+        backfill = Backfill(url, token, args.batch_size, rejects)
+        try:
+            summary = backfill.run(read_items(stream), checkpoint, progress, stream)
+        except (BackfillAborted, ValueError) as exc:
+            print(f"\nflux: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            backfill.close()
+    rate = (summary.accepted + summary.rejected) / summary.seconds if summary.seconds else 0.0
+    print(f"accepted {summary.accepted:,}, rejected {summary.rejected:,}, skipped {summary.skipped:,} (done before)")
+    print(f"{summary.seconds:.1f} s, {rate:,.0f} events/s")
+    if summary.rejected:
+        print(f"rejected events and reasons: {rejects_path}")
+        for reason, count in sorted(summary.reasons.items(), key=lambda kv: -kv[1])[:5]:
+            print(f"  {count:,} x {reason}")
+    return 0 if summary.rejected == 0 else 3
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``flux`` command."""
     parser = argparse.ArgumentParser(prog="flux", description="Flux: event-sourced world state on Kafka")
@@ -90,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     kafka.add_argument("--port", type=int, default=9092)
     kafka.add_argument("--controller-port", type=int, default=9093)
     kafka.set_defaults(func=cmd_kafka)
+    backfill = commands.add_parser("backfill", help="publish a file of (historic) events, resumably")
+    backfill.add_argument("file", help="JSON Lines or a JSON array of events; - for standard input")
+    backfill.add_argument("--url", default=None, help="Flux URL (default FLUX_URL or http://localhost:3000)")
+    backfill.add_argument("--token", default=None, help="bearer token (default FLUX_TOKEN)")
+    backfill.add_argument("--batch-size", type=int, default=1000, help="events per POST (default 1000)")
+    backfill.add_argument("--rejects", default=None, help="where refused events go (default FILE.rejects.jsonl)")
+    backfill.add_argument("--restart", action="store_true", help="ignore the checkpoint and send the whole file")
+    backfill.set_defaults(func=cmd_backfill)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,10 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_core import applied_total, broker_for, pct, print_table, progress, wait_applied
+from bench.bench_core import applied_total, broker_for, http_ingest, pct, print_table, progress, wait_applied
 from flux.localkafka import free_port
 from tests.flux_process import FluxProcess
 
@@ -145,6 +147,23 @@ def main() -> None:
                 f"{pct(big_at, 0.5):.0f} / {pct(big_at, 0.99):.0f} ms",
             )
         )
+        progress(f"flux backfill of a {n:,}-event JSON Lines file")
+        archive = work / "archive.jsonl"
+        archive.write_text("".join(orjson.dumps(small_event(n + i)).decode() + "\n" for i in range(n)))
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "api.cli", "backfill", str(archive), "--url", node.url],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        backfill_s = time.perf_counter() - t0
+        assert f"accepted {n:,}" in done.stdout, done.stdout + done.stderr
+        rows.append(
+            (f"flux backfill, {n:,} events from a file, 1,000 per POST (acked)", f"{n / backfill_s:,.0f} events/s")
+        )
+        ingest_s, _ = asyncio.run(http_ingest(node.url, n, "hist", 1000, 1))
+        rows.append(("the same load from one in-process HTTP client, for reference", f"{n / ingest_s:,.0f} events/s"))
     finally:
         node.stop()
         if broker is not None:

@@ -1,0 +1,116 @@
+"""``flux backfill``: reading files, stable eventIds, checkpoints (unit), and runs against a real node (e2e)."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from api.backfill import Checkpoint, derived_event_id, read_items
+from tests.conftest import NodeFactory
+
+T0 = 1_600_000_000_000
+
+
+def event(i: int, ns: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "stream": "backfill",
+        "source": "archive",
+        "timestamp": T0 + i * 1000,
+        "payload": {"entity_id": f"{ns}/dev-{i % 20}", "properties": {"reading": i}},
+        **extra,
+    }
+
+
+def test_json_lines_and_json_arrays_read_the_same_events() -> None:
+    events = [event(i, "x") for i in range(3)]
+    lines = "\n".join(orjson.dumps(e).decode() for e in events) + "\n\n"
+    from_lines = [item.event for item in read_items(io.StringIO(lines))]
+    from_array = [item.event for item in read_items(io.StringIO("  " + orjson.dumps(events).decode()))]
+    assert [e["payload"] for e in from_lines] == [e["payload"] for e in from_array] == [e["payload"] for e in events]  # type: ignore[index]
+
+
+def test_events_without_an_id_get_one_from_position_and_content() -> None:
+    text = orjson.dumps(event(1, "x")).decode()
+    first = next(read_items(io.StringIO(text)))
+    again = next(read_items(io.StringIO(text)))
+    assert first.event is not None and again.event is not None
+    assert first.event["eventId"] == again.event["eventId"] == derived_event_id(0, text)
+    assert derived_event_id(1, text) != derived_event_id(0, text)
+    kept = next(read_items(io.StringIO(orjson.dumps(event(1, "x", eventId="mine")).decode())))
+    assert kept.event is not None and kept.event["eventId"] == "mine"
+
+
+def test_lines_that_are_not_events_are_items_with_the_reason() -> None:
+    items = list(read_items(io.StringIO('{"a": 1}\nnot json\n[1, 2]\n')))
+    assert [item.error is None for item in items] == [True, False, False]
+    assert "line 2: not JSON" in (items[1].error or "")
+
+
+def test_a_checkpoint_remembers_how_far_the_file_is_done(tmp_path: Path) -> None:
+    checkpoint = Checkpoint(tmp_path / "f.flux-backfill.json")
+    assert checkpoint.load() == 0
+    checkpoint.save(1200)
+    assert Checkpoint(tmp_path / "f.flux-backfill.json").load() == 1200
+
+
+def run_backfill(path: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", "backfill", str(path), "--url", url, "--batch-size", "250", *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
+
+
+@pytest.mark.e2e
+def test_a_backfill_publishes_a_file_resumes_without_duplicates_and_reports_rejects(
+    new_flux: NodeFactory, tmp_path: Path, uid: str
+) -> None:
+    node = new_flux(2)
+    ns = f"b{uid}"
+    path = tmp_path / "archive.jsonl"
+    lines = [orjson.dumps(event(i, ns)).decode() for i in range(1000)]
+    lines[10] = '{"stream": "backfill", "payload": {"entity_id": "x"}}'  # no source, no properties
+    lines[20] = "not json at all"
+    path.write_text("\n".join(lines) + "\n")
+
+    done = run_backfill(path, node.url)
+    assert done.returncode == 3, done.stdout + done.stderr  # 3: some events were rejected
+    assert "accepted 998, rejected 2, skipped 0" in done.stdout
+    assert "backfill:" in done.stderr and "events/s" in done.stderr
+    rejects = [orjson.loads(line) for line in (tmp_path / "archive.jsonl.rejects.jsonl").read_text().splitlines()]
+    assert sorted(r["index"] for r in rejects) == [10, 20]
+    assert any("source is required" in r["error"] for r in rejects)
+
+    with path.open("a") as more:  # the file grows; a new run sends only the new part
+        more.write("\n".join(orjson.dumps(event(i, ns)).decode() for i in range(1000, 1500)) + "\n")
+    resumed = run_backfill(path, node.url)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "accepted 500, rejected 0, skipped 1,000" in resumed.stdout
+
+    again = run_backfill(path, node.url, "--restart")  # everything again: applied once all the same
+    assert "accepted 1,498" in again.stdout
+
+    def history_count() -> int:
+        total, cursor_params = 0, {"namespace": ns, "since": "0", "limit": "1000"}
+        response = node.client.get("/api/events", params=cursor_params)
+        while True:
+            total += len(response.json())
+            link = response.headers.get("link")
+            if link is None:
+                return total
+            response = node.client.get(link[1 : link.index(">")])
+
+    node.wait_for(lambda: history_count() == 1498, what="1,498 events in history, each once")
+    assert node.entity(f"{ns}/dev-19").json()["properties"] == {"reading": 1499}
+    assert node.client.get(f"/api/state/entities/{ns}/dev-19", params={"at": str(T0 + 19_000)}).json()[
+        "properties"
+    ] == {"reading": 19}
