@@ -23,6 +23,7 @@ from api.openapi import describe_configuration
 from api.responses import JSON
 from flux import __version__
 from flux.config import Settings
+from flux.idempotency import IdempotencyLog
 from flux.metrics import Metrics
 from flux.namespace_log import NamespaceLog
 from flux.publisher import EventPublisher
@@ -37,6 +38,7 @@ def create_app(
     applied: AppliedOffsets,
     namespaces: NamespaceLog,
     history: HistoryReader,
+    idempotency: IdempotencyLog,
 ) -> FastAPI:
     """A Flux HTTP app. Starting and stopping the publisher, the reader, the namespace log and the
     change relay is the caller's job.
@@ -56,6 +58,7 @@ def create_app(
     app.state.applied = applied
     app.state.namespaces = namespaces
     app.state.history = history
+    app.state.idempotency = idempotency
     app.state.guard = Guard(settings, namespaces)
     app.state.hub = websocket.Hub(settings, reader, metrics)
     install_error_handlers(app)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 
 from api.body import read_json
 from api.errors import ApiError
+from api.idempotent import IDEMPOTENCY_HEADER, keyed, remember, replay
 from api.models import SECURED, WRITE_ERRORS, BatchOut, PublishOut, json_body, ref
 from api.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
 from api.responses import JSON
@@ -31,13 +32,22 @@ def _now_ms() -> int:
     openapi_extra={**json_body(ref("EventIn")), **SECURED},
 )
 async def publish_event(
-    request: Request, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY
+    request: Request,
+    wait: bool = WAIT_QUERY,
+    wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY,
+    _key: str | None = IDEMPOTENCY_HEADER,
 ) -> JSON:
     """Publish one event; answers after the broker acknowledged it (acks=all), or once applied with wait=true."""
     state = request.app.state
     timeout = wait_timeout(state.settings, wait_timeout_ms)
     caller = state.guard.writer(request)
     body = await read_json(request, state.settings.max_event_bytes)
+    keyed_request = keyed(request, caller, body)
+    if keyed_request is not None:
+        first = replay(request, keyed_request)
+        if first is not None:
+            return first
+        (body,) = keyed_request.fill_event_ids([body])
     try:
         envelope = validate_event(body, now_ms=_now_ms(), limits=state.settings.event_limits())
     except InvalidEvent as exc:
@@ -49,6 +59,7 @@ async def publish_event(
     answer = {"eventId": envelope["eventId"], "stream": envelope["stream"]}
     if wait:
         await wait_until_applied(state.applied, state.settings, offsets, [envelope], timeout, answer)
+    await remember(request, keyed_request, answer)
     return JSON(answer)
 
 
@@ -76,7 +87,10 @@ def _batch_items(body: Any, max_events: int) -> list[Any]:
     },
 )
 async def publish_batch(
-    request: Request, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY
+    request: Request,
+    wait: bool = WAIT_QUERY,
+    wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY,
+    _key: str | None = IDEMPOTENCY_HEADER,
 ) -> JSON:
     """Publish many events; the valid ones are written in one Kafka transaction, invalid ones fail one by one."""
     state = request.app.state
@@ -84,7 +98,15 @@ async def publish_batch(
     timeout = wait_timeout(settings, wait_timeout_ms)
     guard = state.guard
     caller = guard.writer(request)
-    items = _batch_items(await read_json(request, settings.max_batch_bytes), settings.max_batch_events)
+    body = await read_json(request, settings.max_batch_bytes)
+    keyed_request = keyed(request, caller, body)
+    if keyed_request is not None:
+        first = replay(request, keyed_request)
+        if first is not None:
+            return first
+    items = _batch_items(body, settings.max_batch_events)
+    if keyed_request is not None:
+        items = keyed_request.fill_event_ids(items)
     now = _now_ms()
     limits = settings.event_limits()
     results: list[dict[str, Any]] = []
@@ -119,4 +141,5 @@ async def publish_batch(
     answer = {"successful": len(valid), "failed": failed, "results": results}
     if wait:
         await wait_until_applied(state.applied, settings, offsets, valid, timeout, answer)
+    await remember(request, keyed_request, answer)
     return JSON(answer)

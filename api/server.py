@@ -29,7 +29,9 @@ from api.app import create_app
 from api.applied import AppliedOffsets
 from api.relay import ChangeRelay, FeedTotals
 from api.websocket import MetricsTicker
+from flux.compacted_log import CompactedLog
 from flux.config import Settings
+from flux.idempotency import IdempotencyLog
 from flux.metrics import Metrics
 from flux.namespace_log import NamespaceLog
 from flux.publisher import EventPublisher
@@ -54,7 +56,7 @@ class HttpService(mode.Service):
         http_app: Any,
         publisher: EventPublisher,
         relay: ChangeRelay,
-        namespaces: NamespaceLog,
+        logs: list[CompactedLog],
         ticker: MetricsTicker,
         **kwargs: Any,
     ) -> None:
@@ -63,15 +65,16 @@ class HttpService(mode.Service):
         self._http_app = http_app
         self._publisher = publisher
         self._relay = relay
-        self._namespaces = namespaces
+        self._logs = logs
         self._ticker = ticker
         self._server: _EmbeddedUvicorn | None = None
         self._serving: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
-        """Connect the publisher and the change relay, load the namespaces, then listen."""
+        """Connect the publisher and the change relay, load the namespaces and idempotency keys, then listen."""
         await self._publisher.start()
-        await self._namespaces.start()
+        for shared in self._logs:
+            await shared.start()
         await self._relay.start()
         self._ticker.start()
         config = uvicorn.Config(
@@ -103,8 +106,9 @@ class HttpService(mode.Service):
         await self._ticker.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._relay.stop(), timeout=10)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._namespaces.stop(), timeout=10)
+        for shared in self._logs:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(shared.stop(), timeout=10)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._publisher.stop(), timeout=10)
 
@@ -174,10 +178,11 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     relay = ChangeRelay(settings, applied, totals)
     namespaces = NamespaceLog(settings)
     history = HistoryStore(store, settings.partitions, rebuilder)
-    http_app = create_app(settings, publisher, store, metrics, applied, namespaces, history)
+    idempotency = IdempotencyLog(settings)
+    http_app = create_app(settings, publisher, store, metrics, applied, namespaces, history, idempotency)
     hub = http_app.state.hub
     relay.listen(hub.on_record)
-    return app, HttpService(settings, http_app, publisher, relay, namespaces, MetricsTicker(hub, totals))
+    return app, HttpService(settings, http_app, publisher, relay, [namespaces, idempotency], MetricsTicker(hub, totals))
 
 
 def run_node(settings: Settings) -> None:

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     dead_letter_topic: str = "flux.events.dlq"
     changes_topic: str = "flux.changes"
     namespaces_topic: str = "flux.namespaces"
+    idempotency_topic: str = "flux.idempotency"
+    idempotency_ttl_s: int = Field(default=86_400, ge=1)
     changes_retention_ms: int = Field(default=3_600_000, ge=60_000)
     partitions: int = Field(default=8, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)

@@ -33,7 +33,7 @@ class InvalidName(ValueError):
     """A namespace name that breaks :data:`NAME_RULE`."""
 
 
-class InvalidRecord(ValueError):
+class InvalidRecord(ValueError):  # a ValueError: the log skips it
     """A namespaces-topic record that cannot be read."""
 
 

@@ -63,6 +63,15 @@ async def ensure_topics(settings: Settings) -> str:
                 replication_factor=settings.replication_factor,
                 topic_configs={"cleanup.policy": "compact"},
             ),
+            settings.idempotency_topic: NewTopic(
+                settings.idempotency_topic,
+                num_partitions=1,
+                replication_factor=settings.replication_factor,
+                topic_configs={
+                    "cleanup.policy": "compact,delete",
+                    "retention.ms": str(settings.idempotency_ttl_s * 1000 + 3_600_000),
+                },
+            ),
             settings.dead_letter_topic: NewTopic(
                 settings.dead_letter_topic,
                 num_partitions=1,

@@ -37,6 +37,7 @@ class FluxProcess:
         self.dead_letter_topic = f"{app_id}.events.dlq"
         self.changes_topic = f"{app_id}.changes"
         self.namespaces_topic = f"{app_id}.namespaces"
+        self.idempotency_topic = f"{app_id}.idempotency"
         self.extra_env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{port}"
@@ -53,6 +54,7 @@ class FluxProcess:
             FLUX_DEAD_LETTER_TOPIC=self.dead_letter_topic,
             FLUX_CHANGES_TOPIC=self.changes_topic,
             FLUX_NAMESPACES_TOPIC=self.namespaces_topic,
+            FLUX_IDEMPOTENCY_TOPIC=self.idempotency_topic,
             FLUX_PARTITIONS=str(self.partitions),
             FLUX_DATA_DIR=str(self.workdir / "data"),
             FLUX_LOG_LEVEL="WARNING",

@@ -1,0 +1,72 @@
+"""``X-Idempotency-Key`` on the publish endpoints: replay the first answer, refuse a reused key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Header, Request
+
+from api.auth import Caller
+from api.errors import ApiError
+from api.responses import JSON
+from flux.idempotency import MAX_KEY_LENGTH, KeyReused, body_hash, event_id_for, record_key
+
+HEADER = "x-idempotency-key"
+REPLAYED = {"Idempotent-Replayed": "true"}
+IDEMPOTENCY_HEADER = Header(
+    None,
+    alias="X-Idempotency-Key",
+    min_length=1,
+    max_length=MAX_KEY_LENGTH,
+    description="Retry safely: the same key and body within FLUX_IDEMPOTENCY_TTL_S answer the first answer again "
+    "(Idempotent-Replayed: true); the same key with another body is 422",
+)
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """A request that carries an idempotency key: where its answer is kept, and its body's hash."""
+
+    key: str
+    scope: str
+    where: bytes
+    digest: str
+
+    def fill_event_ids(self, events: list[Any]) -> list[Any]:
+        """``events`` with an eventId derived from the key on each object that has none."""
+        return [
+            {**event, "eventId": event_id_for(self.scope, self.key, index)}
+            if isinstance(event, dict) and event.get("eventId") is None
+            else event
+            for index, event in enumerate(events)
+        ]
+
+
+def keyed(request: Request, caller: Caller, body: Any) -> Keyed | None:
+    """The request's key, None without the header (its length is checked by :data:`IDEMPOTENCY_HEADER`)."""
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    scope = caller.scope()
+    return Keyed(key, scope, record_key(scope, key, request.url.path), body_hash(body))
+
+
+def replay(request: Request, keyed_request: Keyed) -> JSON | None:
+    """The first answer again (``Idempotent-Replayed: true``), None if there is none; 422 for another body."""
+    try:
+        found = request.app.state.idempotency.lookup(keyed_request.where, keyed_request.digest)
+    except KeyReused as exc:
+        raise ApiError(
+            422,
+            "X-Idempotency-Key was already used with a different body; use a new key for a new request",
+        ) from exc
+    if found is None:
+        return None
+    return JSON(found.answer, status_code=found.status, headers=REPLAYED)
+
+
+async def remember(request: Request, keyed_request: Keyed | None, answer: Any) -> None:
+    """Keep a successful answer under the request's key (nothing without a key)."""
+    if keyed_request is not None:
+        await request.app.state.idempotency.remember(keyed_request.where, keyed_request.digest, 200, answer)
