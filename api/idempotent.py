@@ -43,17 +43,14 @@ class Keyed:
         ]
 
 
-def keyed(request: Request, caller: Caller, body: Any) -> Keyed | None:
-    """The request's key, None without the header (its length is checked by :data:`IDEMPOTENCY_HEADER`)."""
+def check_key(request: Request, caller: Caller, body: Any) -> tuple[Keyed | None, JSON | None]:
+    """The request's key (None without the header) and, for a retry, the first answer again
+    (``Idempotent-Replayed: true``); 422 when the key was used with another body."""
     key = request.headers.get(HEADER)
     if key is None:
-        return None
+        return None, None
     scope = caller.scope()
-    return Keyed(key, scope, record_key(scope, key, request.url.path), body_hash(body))
-
-
-def replay(request: Request, keyed_request: Keyed) -> JSON | None:
-    """The first answer again (``Idempotent-Replayed: true``), None if there is none; 422 for another body."""
+    keyed_request = Keyed(key, scope, record_key(scope, key, request.url.path), body_hash(body))
     try:
         found = request.app.state.idempotency.lookup(keyed_request.where, keyed_request.digest)
     except KeyReused as exc:
@@ -62,8 +59,8 @@ def replay(request: Request, keyed_request: Keyed) -> JSON | None:
             "X-Idempotency-Key was already used with a different body; use a new key for a new request",
         ) from exc
     if found is None:
-        return None
-    return JSON(found.answer, status_code=found.status, headers=REPLAYED)
+        return keyed_request, None
+    return keyed_request, JSON(found.answer, status_code=found.status, headers=REPLAYED)
 
 
 async def remember(request: Request, keyed_request: Keyed | None, answer: Any) -> None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 
 from api.body import read_json
 from api.errors import ApiError
-from api.idempotent import IDEMPOTENCY_HEADER, keyed, remember, replay
+from api.idempotent import IDEMPOTENCY_HEADER, check_key, remember
 from api.models import SECURED, WRITE_ERRORS, BatchOut, PublishOut, json_body, ref
 from api.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
 from api.responses import JSON
@@ -42,11 +42,10 @@ async def publish_event(
     timeout = wait_timeout(state.settings, wait_timeout_ms)
     caller = state.guard.writer(request)
     body = await read_json(request, state.settings.max_event_bytes)
-    keyed_request = keyed(request, caller, body)
+    keyed_request, first = check_key(request, caller, body)
+    if first is not None:
+        return first
     if keyed_request is not None:
-        first = replay(request, keyed_request)
-        if first is not None:
-            return first
         (body,) = keyed_request.fill_event_ids([body])
     try:
         envelope = validate_event(body, now_ms=_now_ms(), limits=state.settings.event_limits())
@@ -99,11 +98,9 @@ async def publish_batch(
     guard = state.guard
     caller = guard.writer(request)
     body = await read_json(request, settings.max_batch_bytes)
-    keyed_request = keyed(request, caller, body)
-    if keyed_request is not None:
-        first = replay(request, keyed_request)
-        if first is not None:
-            return first
+    keyed_request, first = check_key(request, caller, body)
+    if first is not None:
+        return first
     items = _batch_items(body, settings.max_batch_events)
     if keyed_request is not None:
         items = keyed_request.fill_event_ids(items)
