@@ -45,6 +45,11 @@ def _walk(
             it.next()
 
 
+SCAN_BUDGET = 20_000
+"""History keys one request examines at most: filters that skip many events (a prefix over long
+histories with a recent ``since``, a rare stream) end a page early, with a cursor to go on."""
+
+
 class _Descending:
     """Reverses the order of a key for :func:`heapq.merge` (``reverse=True`` needs sorted inputs too)."""
 
@@ -88,7 +93,10 @@ class HistoryStore:
             merged = heapq.merge(*streams)
         page: list[dict[str, Any]] = []
         last: bytes | None = None
-        for key, value in merged:
+        for examined, (key, value) in enumerate(merged):
+            if examined == SCAN_BUDGET:  # a bounded request: the next page goes on from here
+                return page, last
+            last = key
             if query.entity is None:
                 _, timestamp, _ = split_history_key(key)
                 if not query.since <= timestamp <= query.until:
@@ -98,11 +106,15 @@ class HistoryStore:
                 continue
             if query.sources is not None and event.get("source") not in query.sources:
                 continue
-            if len(page) == query.limit:
-                return page, last
             page.append(event)
-            last = key
+            if len(page) == query.limit:
+                return page, key if self._more(merged) else None
         return page, None
+
+    @staticmethod
+    def _more(merged: Iterator[tuple[bytes, bytes]]) -> bool:
+        """Whether anything follows in ``merged`` (a next page may still turn out empty after filters)."""
+        return next(merged, None) is not None
 
     def entity_at(self, entity_id: str, at: int) -> dict[str, Any] | None:
         """The entity as it was at ``at`` (its events with timestamp <= at, folded); None if absent then."""
