@@ -153,10 +153,6 @@ class EntityStore:
             counts[namespace] = base + delta
         return [(NAMESPACE_COUNT_PREFIX + ns, str(count).encode()) for ns, count in counts.items()]
 
-    def has(self, partition: int, key: bytes) -> bool:
-        """Whether ``key`` is stored on ``partition`` (for the reducer's duplicate check)."""
-        return self.db(partition).get(key) is not None
-
     async def write(
         self,
         partition: int,
@@ -266,8 +262,11 @@ class EntityStore:
             key = it.key()
             if not key.startswith(prefix):
                 break
-            if not key.startswith(INTERNAL_KEY_PREFIXES):
-                yield key, it.value()
+            internal = next((p for p in INTERNAL_KEY_PREFIXES if key.startswith(p)), None)
+            if internal is not None:  # history, marks, totals: skip the whole range in one seek
+                it.seek(internal[:-1] + b"\x01")
+                continue
+            yield key, it.value()
             it.next()
 
     def iter_prefix(self, prefix: str) -> Iterator[StoredEntity]:

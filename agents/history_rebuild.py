@@ -23,8 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.entity_store import HISTORY_OFFSET_KEY, EntityStore
 from flux.config import Settings
-from flux.events import encode
-from flux.history import history_key, seen_key
+from flux.history import index_entry
 from flux.records import decode_record
 from flux.state import PartitionUnavailable
 
@@ -70,8 +69,9 @@ class HistoryRebuilder:
         for partition in partitions:
             db = self._store.db(partition)
             pending = db.get(REBUILD_KEY)
-            if pending is not None:
+            if pending is not None:  # resume, up to the newest commit (the partition may have moved meanwhile)
                 start, end = orjson.loads(pending)
+                end = max(end, committed.get(partition, 0))
             else:
                 reached = db.get(HISTORY_OFFSET_KEY)
                 start, end = (int(reached) if reached is not None else 0), committed.get(partition, 0)
@@ -161,11 +161,10 @@ class HistoryRebuilder:
                 limits=limits,
             )
             for envelope in decoded.events:
-                entity_id = envelope["payload"]["entity_id"]
-                mark = seen_key(entity_id, envelope["eventId"])
+                mark, history_key, stored = index_entry(envelope)
                 if mark in marks or db.get(mark) is not None:
                     continue
                 marks.add(mark)
-                batch.put(history_key(entity_id, envelope["timestamp"], envelope["eventId"]), encode(envelope))
+                batch.put(history_key, stored)
                 batch.put(mark, b"")
         db.write(batch)

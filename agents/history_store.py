@@ -85,6 +85,8 @@ class HistoryStore:
 
     def events(self, query: HistoryQuery) -> tuple[list[dict[str, Any]], bytes | None]:
         """Up to ``query.limit`` events and the cursor of the next page (None: no more)."""
+        if "\0" in (query.entity or "") or "\0" in (query.prefix or ""):
+            return [], None  # ids never contain NUL (validation refuses it)
         low, high, partitions = self._range(query)
         streams = [_walk(self._db(p), low, high, query.descending, query.after) for p in partitions]
         if query.descending:
@@ -118,6 +120,8 @@ class HistoryStore:
 
     def entity_at(self, entity_id: str, at: int) -> dict[str, Any] | None:
         """The entity as it was at ``at`` (its events with timestamp <= at, folded); None if absent then."""
+        if "\0" in entity_id:
+            return None  # ids never contain NUL (validation refuses it)
         db = self._db(partition_for(entity_id, self._partitions))
         events = [
             orjson.loads(value)

@@ -21,7 +21,7 @@ from agents.entity_store import EntityStore, decode_state
 from flux.changes import ChangeRecord, EntityChange, encode_ops
 from flux.config import Settings
 from flux.events import encode
-from flux.history import history_key, seen_key
+from flux.history import index_entry
 from flux.metrics import Metrics
 from flux.records import DecodedRecord, dead_letter, decode_record
 from flux.reducer import Change, State, apply_event, exists, new_state, to_entity
@@ -98,7 +98,7 @@ class BatchReducer:
                 topic=message.topic,
                 partition=message.partition,
                 offset=message.offset,
-                timestamp_ms=int((message.timestamp or 0) * 1000),
+                timestamp_ms=round((message.timestamp or 0) * 1000),  # Faust gives seconds; Kafka has ms
                 partitions=self._settings.partitions,
                 limits=self._limits,
             )
@@ -109,17 +109,14 @@ class BatchReducer:
             batch.applied = max(batch.applied, message.offset + 1)
             entities = batch.entities
             for envelope in decoded.events:
-                entity_id = envelope["payload"]["entity_id"]
-                mark = seen_key(entity_id, envelope["eventId"])
-                if mark in batch.seen or self._store.has(partition, mark):
+                mark, history_key, stored = index_entry(envelope)
+                if mark in batch.seen or self._store.load(partition, mark) is not None:
                     duplicates += 1  # a re-sent event: applied and stored once
                     continue
                 batch.seen.add(mark)
-                batch.history.append(
-                    (history_key(entity_id, envelope["timestamp"], envelope["eventId"]), encode(envelope))
-                )
+                batch.history.append((history_key, stored))
                 batch.events += 1
-                key = entity_id.encode()
+                key = envelope["payload"]["entity_id"].encode()
                 entity = entities.get(key)
                 if entity is None:
                     entity = entities[key] = _Touched(self._store.load(partition, key))

@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import IO, Any
 import httpx
 import orjson
 
-BACKFILL_NAMESPACE = uuid.UUID("6f1d2a7e-3c4b-4b8e-9a51-0f3e2d1c4b5a")
 RETRY_STATUSES = (429, 502, 503, 504)
 
 
@@ -54,17 +52,17 @@ class BackfillAborted(RuntimeError):
     """The API refused the whole run (e.g. a bad token); nothing more can be sent."""
 
 
-def derived_event_id(index: int, text: str) -> str:
-    """The eventId of an event that has none: the same for the same position and content."""
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    return str(uuid.uuid5(BACKFILL_NAMESPACE, f"{index}:{digest}"))
+def file_event_id(index: int, text: str) -> str:
+    """The eventId of a file's event that has none: the same for the same position and content,
+    and in file order (ties between equal timestamps go to the greater eventId)."""
+    return f"backfill-{index:012d}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
 
 def _item(index: int, text: str, value: Any) -> Item:
     if not isinstance(value, dict):
         return Item(index, text, None, "an event must be a JSON object")
     if value.get("eventId") is None:
-        value = {**value, "eventId": derived_event_id(index, text)}
+        value = {**value, "eventId": file_event_id(index, text)}
     return Item(index, text, value)
 
 

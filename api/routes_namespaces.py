@@ -99,7 +99,6 @@ async def rotate_token(request: Request, name: str) -> JSON:
     """Give the namespace a new token (admin); the old one stops working at once."""
     state = request.app.state
     state.guard.admin(request)
-    _holder(request, name)
     try:
         namespace, token = await state.namespaces.rotate_token(name)
     except UnknownNamespace as exc:
@@ -133,13 +132,19 @@ async def _purge(request: Request, name: str) -> int:
 async def delete_namespace(
     request: Request, name: str, purge: bool = Query(False, description="Also delete every entity of the namespace")
 ) -> JSON:
-    """Remove a namespace (admin): its token stops working; with purge=true its entities are deleted too."""
+    """Remove a namespace (admin): its token stops working; with purge=true its entities are deleted too.
+
+    A purge first locks the tenant out (a new token nobody sees), then deletes the entities, then
+    the namespace: if it fails part-way (503), the namespace is still there to retry with.
+    """
     state = request.app.state
     state.guard.admin(request)
-    _holder(request, name)
     try:
+        deleted = 0
+        if purge:
+            await state.namespaces.rotate_token(name)
+            deleted = await _purge(request, name)
         namespace = await state.namespaces.delete(name)
     except UnknownNamespace as exc:
         raise ApiError(404, f"no namespace named {name!r}") from exc
-    deleted = await _purge(request, name) if purge else 0
     return JSON({"namespaceId": namespace.namespace_id, "name": name, "purged": purge, "entitiesDeleted": deleted})

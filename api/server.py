@@ -38,6 +38,8 @@ from flux.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
 
+REBUILD_CHECK_TIMEOUT_S = 15.0
+
 
 class _EmbeddedUvicorn(uvicorn.Server):
     """uvicorn without its own signal handling: the Faust worker owns the process's signals."""
@@ -58,6 +60,7 @@ class HttpService(mode.Service):
         relay: ChangeRelay,
         logs: list[CompactedLog],
         ticker: MetricsTicker,
+        rebuilder: HistoryRebuilder,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,6 +69,7 @@ class HttpService(mode.Service):
         self._publisher = publisher
         self._relay = relay
         self._logs = logs
+        self._rebuilder = rebuilder
         self._ticker = ticker
         self._server: _EmbeddedUvicorn | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -104,6 +108,7 @@ class HttpService(mode.Service):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._serving, timeout=10)
         await self._ticker.stop()
+        await self._rebuilder.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._relay.stop(), timeout=10)
         for shared in self._logs:
@@ -169,7 +174,10 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
 
     async def _after_rebalance(sender: Any, **_: Any) -> None:
         store.forget_counts()
-        await rebuilder.check(store.active_partitions())
+        try:  # Faust awaits this before it declares recovery done: never let it fail or hang
+            await asyncio.wait_for(rebuilder.check(store.active_partitions()), REBUILD_CHECK_TIMEOUT_S)
+        except Exception:
+            log.exception("could not check whether partitions need their history rebuilt")
 
     app.on_rebalance_complete.connect(_after_rebalance)  # type: ignore[arg-type]
 
@@ -182,7 +190,9 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     http_app = create_app(settings, publisher, store, metrics, applied, namespaces, history, idempotency)
     hub = http_app.state.hub
     relay.listen(hub.on_record)
-    return app, HttpService(settings, http_app, publisher, relay, [namespaces, idempotency], MetricsTicker(hub, totals))
+    return app, HttpService(
+        settings, http_app, publisher, relay, [namespaces, idempotency], MetricsTicker(hub, totals), rebuilder
+    )
 
 
 def run_node(settings: Settings) -> None:

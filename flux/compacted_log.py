@@ -98,6 +98,9 @@ class CompactedLog:
                     except ValueError as exc:
                         log.warning("skipping %s record at offset %d: %s", self._name, message.offset, exc)
                     self._position = message.offset + 1
+            # Offsets may have no record (compacted or expired away, transaction markers): the
+            # consumer's position says how far the log is read all the same.
+            self._position = max(self._position, await self._consumer.position(self._partition))
             async with self._advanced:
                 self._advanced.notify_all()
 

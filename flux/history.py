@@ -17,6 +17,7 @@ import base64
 import binascii
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -55,6 +56,17 @@ def split_history_key(key: bytes) -> tuple[str, int, str]:
     nul = body.index(b"\0")
     (timestamp,) = _TS.unpack_from(body, nul + 1)
     return body[:nul].decode(), timestamp, body[nul + 1 + _TS.size :].decode()
+
+
+def index_entry(envelope: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
+    """(applied-once mark, history key, stored value) of one validated envelope."""
+    entity_id = envelope["payload"]["entity_id"]
+    event_id = envelope["eventId"]
+    return (
+        seen_key(entity_id, event_id),
+        history_key(entity_id, envelope["timestamp"], event_id),
+        orjson.dumps(envelope),
+    )
 
 
 def encode_cursor(last_key: bytes) -> str:

@@ -45,8 +45,10 @@ def body_hash(body: Any) -> str:
 
 
 def event_id_for(scope: str, key: str, index: int) -> str:
-    """The eventId of the ``index``-th event of a keyed request that sent none."""
-    return str(uuid.uuid5(KEY_NAMESPACE, f"{scope}\0{key}\0{index}"))
+    """The eventId of the ``index``-th event of a keyed request that sent none: the same on every
+    retry, and in request order (ties between equal timestamps go to the greater eventId)."""
+    request = uuid.uuid5(KEY_NAMESPACE, scope + "\0" + key)
+    return f"{request}-{index:08d}"
 
 
 def record_key(scope: str, key: str, path: str) -> bytes:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 
 class RateLimiter:
-    """Token buckets by key; :meth:`take` answers how long to wait when a request does not fit."""
+    """Token buckets by key (namespace names: registered, so bounded); :meth:`take` answers how long
+    to wait when a request does not fit."""
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
@@ -34,13 +35,5 @@ class RateLimiter:
         level = self._level(key, now)
         if level >= events:
             self._buckets[key] = (level - events, now)
-            if len(self._buckets) > 100_000:
-                self._forget_full(now)
             return 0.0
         return (events - level) / self._rate
-
-    def _forget_full(self, now: float) -> None:
-        """Drop buckets that have refilled completely: they are the same as no bucket."""
-        full = [key for key in self._buckets if self._level(key, now) >= self.per_minute]
-        for key in full:
-            del self._buckets[key]

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from api.backfill import Checkpoint, derived_event_id, read_items
+from api.backfill import Checkpoint, file_event_id, read_items
 from tests.conftest import NodeFactory
 
 T0 = 1_600_000_000_000
@@ -41,8 +41,8 @@ def test_events_without_an_id_get_one_from_position_and_content() -> None:
     first = next(read_items(io.StringIO(text)))
     again = next(read_items(io.StringIO(text)))
     assert first.event is not None and again.event is not None
-    assert first.event["eventId"] == again.event["eventId"] == derived_event_id(0, text)
-    assert derived_event_id(1, text) != derived_event_id(0, text)
+    assert first.event["eventId"] == again.event["eventId"] == file_event_id(0, text)
+    assert file_event_id(0, text) < file_event_id(1, text)  # file order
     kept = next(read_items(io.StringIO(orjson.dumps(event(1, "x", eventId="mine")).decode())))
     assert kept.event is not None and kept.event["eventId"] == "mine"
 
