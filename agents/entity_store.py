@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -160,12 +160,13 @@ class EntityStore:
         applied: int,
         events: int,
         history: Sequence[tuple[bytes, bytes]] = (),
-        seen: Iterable[bytes] = (),
+        seen: Mapping[bytes, int] | None = None,
     ) -> PartitionStats:
         """Persist changed states ``{key: (value, existence delta)}`` of one partition; returns its totals.
 
-        ``history`` (key, event) entries and ``seen`` marks (see :mod:`flux.history`) go into the
-        same WriteBatch but not to the changelog: the events topic holds them already.
+        ``history`` (key, event) entries and ``seen`` marks (see :mod:`flux.history`; each with the
+        events-topic offset after its event) go into the same WriteBatch but not to the changelog:
+        the events topic holds them already.
 
         ``applied`` is the events-topic offset the partition is folded up to, ``events`` how many
         events this batch folded. The states and the partition's totals go to the changelog as
@@ -193,8 +194,8 @@ class EntityStore:
             batch.put(key, value)
         for key, value in history:
             batch.put(key, value)
-        for key in seen:
-            batch.put(key, b"")
+        for key, offset in (seen or {}).items():
+            batch.put(key, str(offset).encode())
         batch.put(HISTORY_OFFSET_KEY, str(applied).encode())
         self.db(partition).write(batch)
         self._stats[partition] = stats

@@ -166,5 +166,5 @@ class HistoryRebuilder:
                     continue
                 marks.add(mark)
                 batch.put(history_key, stored)
-                batch.put(mark, b"")
+                batch.put(mark, str(message.offset + 1).encode())
         db.write(batch)

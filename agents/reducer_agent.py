@@ -43,13 +43,12 @@ class _Touched:
         self.existed = exists(self.state)
         self.changes: list[Change] = []
 
-    def encode(self, applied: int) -> bytes | None:
-        """The new stored value, stamped with ``applied``; None if the batch changed nothing."""
+    def encode(self, applied: int) -> bytes:
+        """The new stored value, stamped with ``applied`` even when the batch changed no property:
+        the stamp says which events the state includes (see :meth:`BatchReducer.apply`)."""
         state = self.state
         previous = state.get("o")
         value = orjson.dumps(state)
-        if value == self.stored:
-            return None
         state["o"] = applied
         tail = f',"o":{previous}}}'.encode()
         if previous is None or not value.endswith(tail):
@@ -69,7 +68,7 @@ class _PartitionBatch:
         self.events = 0
         self.sources: set[str] = set()
         self.history: list[tuple[bytes, bytes]] = []
-        self.seen: set[bytes] = set()
+        self.seen: dict[bytes, int] = {}  # applied-once mark -> events-topic offset after its event
 
 
 class BatchReducer:
@@ -110,16 +109,17 @@ class BatchReducer:
             entities = batch.entities
             for envelope in decoded.events:
                 mark, history_key, stored = index_entry(envelope)
-                if mark in batch.seen or self._store.load(partition, mark) is not None:
-                    duplicates += 1  # a re-sent event: applied and stored once
-                    continue
-                batch.seen.add(mark)
-                batch.history.append((history_key, stored))
-                batch.events += 1
                 key = envelope["payload"]["entity_id"].encode()
                 entity = entities.get(key)
                 if entity is None:
-                    entity = entities[key] = _Touched(self._store.load(partition, key))
+                    entity = _Touched(self._store.load(partition, key))
+                if mark in batch.seen or self._already_applied(partition, mark, entity):
+                    duplicates += 1  # a re-sent event: applied and stored once
+                    continue
+                entities[key] = entity
+                batch.seen[mark] = message.offset + 1
+                batch.history.append((history_key, stored))
+                batch.events += 1
                 entity.changes += apply_event(entity.state, envelope)
                 batch.sources.add(envelope["source"])
             applied += len(decoded.events)
@@ -142,14 +142,24 @@ class BatchReducer:
         self._metrics.rejected(len(dead))
         return applied - duplicates
 
+    def _already_applied(self, partition: int, mark: bytes, entity: _Touched) -> bool:
+        """Whether the entity's state includes the event ``mark`` stands for.
+
+        A mark holds the events-topic offset just after its event; the state's stamp ``o`` the
+        offset its last batch reached (every batch that applies an event to an entity stamps it).
+        After a crash, recovery from the changelog can bring back an older state than the marks
+        (which are not changelogged): then the stamp is below the mark, the mark is stale, and the
+        event is applied again when its record is read again, as it must be.
+        """
+        marked = self._store.load(partition, mark)
+        return marked is not None and int(entity.state.get("o", -1)) >= int(marked)
+
     async def _write(self, partition: int, batch: _PartitionBatch) -> None:
         """Store what the batch changed in ``partition``, then announce it on the change feed."""
         changed: dict[bytes, tuple[bytes, int]] = {}
         feed: list[EntityChange] = []
         for key, entity in batch.entities.items():
             value = entity.encode(batch.applied)
-            if value is None:
-                continue
             changed[key] = (value, int(exists(entity.state)) - int(entity.existed))
             if entity.changes:
                 entity_id = key.decode()
