@@ -110,6 +110,10 @@ class EntityStore:
         """The events-topic offset up to which this node wrote ``partition``'s state (-1: none yet)."""
         return self._applied.get(partition, -1)
 
+    def partition_events(self, partition: int) -> int:
+        """How many events the table of ``partition`` has folded."""
+        return self._partition_stats(partition).events
+
     def _partition_stats(self, partition: int) -> PartitionStats:
         stats = self._stats.get(partition)
         if stats is None:
@@ -139,7 +143,9 @@ class EntityStore:
         raw = self.db(partition).get(NAMESPACE_COUNT_PREFIX + namespace)
         return 0 if raw is None else int(raw)
 
-    def _namespace_counts(self, partition: int, states: dict[bytes, tuple[bytes, int]]) -> list[tuple[bytes, bytes]]:
+    def _namespace_counts(
+        self, partition: int, states: dict[bytes, tuple[bytes | None, int]]
+    ) -> list[tuple[bytes, bytes]]:
         """The count records of the namespaces whose entity count ``states`` change (all, after a scan)."""
         deltas: dict[bytes, int] = {}
         for key, (_, change) in states.items():
@@ -156,13 +162,15 @@ class EntityStore:
     async def write(
         self,
         partition: int,
-        states: dict[bytes, tuple[bytes, int]],
+        states: dict[bytes, tuple[bytes | None, int]],
         applied: int,
         events: int,
         history: Sequence[tuple[bytes, bytes]] = (),
         seen: Mapping[bytes, int] | None = None,
     ) -> PartitionStats:
         """Persist changed states ``{key: (value, existence delta)}`` of one partition; returns its totals.
+
+        A value of None removes the key (a tombstone in the changelog; only a replay removes keys).
 
         ``history`` (key, event) entries and ``seen`` marks (see :mod:`flux.history`; each with the
         events-topic offset after its event) go into the same WriteBatch but not to the changelog:
@@ -185,13 +193,16 @@ class EntityStore:
             return stats
         entities = stats.entities + sum(change for _, change in states.values())
         stats = PartitionStats(stats.events + events, entities, True)
-        records = [(key, value) for key, (value, _) in states.items()]
+        records: list[tuple[bytes, bytes | None]] = [(key, value) for key, (value, _) in states.items()]
         records.extend(self._namespace_counts(partition, states))
         records.append((STATS_KEY, orjson.dumps(list(stats))))
         futures = await self._send_changelog(partition, records)
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in records:
-            batch.put(key, value)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
         for key, value in history:
             batch.put(key, value)
         for key, offset in (seen or {}).items():
@@ -226,7 +237,7 @@ class EntityStore:
             self._persisted[partition] = offset
             self.db(partition).put(OFFSET_KEY, str(offset).encode())
 
-    async def _send_changelog(self, partition: int, records: list[tuple[bytes, bytes]]) -> list[Any]:
+    async def _send_changelog(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> list[Any]:
         """Enqueue ``(key, value)`` records as changelog batches; returns the batches' delivery futures."""
         producer = self._app.producer._ensure_producer()  # the Faust app's started aiokafka producer
         futures = []

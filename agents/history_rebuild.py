@@ -19,9 +19,10 @@ from typing import Any
 
 import orjson
 import rocksdict
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from agents.entity_store import HISTORY_OFFSET_KEY, EntityStore
+from agents.log_reader import committed_offsets, log_consumer
 from flux.config import Settings
 from flux.history import index_entry
 from flux.records import decode_record
@@ -65,7 +66,7 @@ class HistoryRebuilder:
         self.progress.clear()
         if not partitions:
             return
-        committed = await self._committed(partitions)
+        committed = await committed_offsets(self._settings, partitions)
         for partition in partitions:
             db = self._store.db(partition)
             pending = db.get(REBUILD_KEY)
@@ -89,35 +90,10 @@ class HistoryRebuilder:
             with contextlib.suppress(BaseException):
                 await task
 
-    async def _committed(self, partitions: list[int]) -> dict[int, int]:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
-            group_id=self._settings.app_id,
-            enable_auto_commit=False,
-            client_id=f"{self._settings.app_id}-history-check",
-        )
-        await consumer.start()
-        try:
-            found = {}
-            for partition in partitions:
-                offset = await consumer.committed(TopicPartition(self._settings.events_topic, partition))
-                if offset is not None:
-                    found[partition] = offset
-            return found
-        finally:
-            await consumer.stop()
-
     async def _rebuild(self, partition: int, start: int, end: int) -> None:
         settings = self._settings
         topic = TopicPartition(settings.events_topic, partition)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            client_id=f"{settings.app_id}-history-rebuild",
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
+        consumer = log_consumer(settings, "history-rebuild")
         await consumer.start()
         try:
             consumer.assign([topic])

@@ -81,9 +81,18 @@ class BatchReducer:
         self._settings = settings
         self._limits = settings.event_limits()
         self._metrics = metrics
+        self._writing = asyncio.Lock()
+
+    def paused(self) -> asyncio.Lock:
+        """Hold this (``async with``) to keep the reducer from applying batches meanwhile."""
+        return self._writing
 
     async def apply(self, records: Sequence[Any]) -> int:
         """Fold ``records`` (Faust events) into the table; returns how many events were applied."""
+        async with self._writing:
+            return await self._apply(records)
+
+    async def _apply(self, records: Sequence[Any]) -> int:
         batches: dict[int, _PartitionBatch] = {}
         forwards: list[tuple[int, bytes | None, bytes]] = []
         dead: list[bytes] = []
@@ -156,7 +165,7 @@ class BatchReducer:
 
     async def _write(self, partition: int, batch: _PartitionBatch) -> None:
         """Store what the batch changed in ``partition``, then announce it on the change feed."""
-        changed: dict[bytes, tuple[bytes, int]] = {}
+        changed: dict[bytes, tuple[bytes | None, int]] = {}
         feed: list[EntityChange] = []
         for key, entity in batch.entities.items():
             value = entity.encode(batch.applied)

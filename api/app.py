@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api import (
+    routes_admin,
     routes_delete,
     routes_events,
     routes_health,
@@ -27,6 +28,7 @@ from flux.idempotency import IdempotencyLog
 from flux.metrics import Metrics
 from flux.namespace_log import NamespaceLog
 from flux.publisher import EventPublisher
+from flux.replay import Replays
 from flux.state import HistoryReader, StateReader
 
 
@@ -39,6 +41,7 @@ def create_app(
     namespaces: NamespaceLog,
     history: HistoryReader,
     idempotency: IdempotencyLog,
+    replays: Replays,
 ) -> FastAPI:
     """A Flux HTTP app. Starting and stopping the publisher, the reader, the namespace log and the
     change relay is the caller's job.
@@ -59,6 +62,7 @@ def create_app(
     app.state.namespaces = namespaces
     app.state.history = history
     app.state.idempotency = idempotency
+    app.state.replays = replays
     app.state.guard = Guard(settings, namespaces)
     app.state.hub = websocket.Hub(settings, reader, metrics)
     install_error_handlers(app)
@@ -67,6 +71,7 @@ def create_app(
     app.include_router(routes_delete.router)
     app.include_router(routes_namespaces.router)
     app.include_router(routes_history.router)
+    app.include_router(routes_admin.router)
     app.include_router(websocket.router)
     app.include_router(routes_health.router)
 

@@ -1,5 +1,5 @@
 """The ``flux`` command: ``flux serve`` runs a node, ``flux backfill`` publishes a file of events,
-``flux kafka start|stop|status`` manages a local broker."""
+``flux replay`` re-derives state from the log, ``flux kafka start|stop|status`` manages a local broker."""
 
 from __future__ import annotations
 
@@ -114,6 +114,24 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0 if summary.rejected == 0 else 3
 
 
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Re-derive state from the events topic on a running node (see :mod:`api.replay_command`)."""
+    import httpx
+
+    from api.replay_command import ReplayFailed, request_body, run_replay
+
+    settings = Settings()
+    token = args.token or os.environ.get("FLUX_TOKEN") or settings.admin_token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = request_body(args.from_beginning, args.from_timestamp, args.from_offset, args.to_timestamp)
+    with httpx.Client(base_url=args.url or settings.url, headers=headers, timeout=60) as client:
+        try:
+            return run_replay(client, body)
+        except (ReplayFailed, httpx.HTTPError) as exc:
+            print(f"\nflux: {exc}", file=sys.stderr)
+            return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``flux`` command."""
     parser = argparse.ArgumentParser(prog="flux", description="Flux: event-sourced world state on Kafka")
@@ -136,6 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     backfill.add_argument("--rejects", default=None, help="where refused events go (default FILE.rejects.jsonl)")
     backfill.add_argument("--restart", action="store_true", help="ignore the checkpoint and send the whole file")
     backfill.set_defaults(func=cmd_backfill)
+    replay = commands.add_parser("replay", help="re-derive state from the events topic, then switch to it")
+    start = replay.add_mutually_exclusive_group(required=True)
+    start.add_argument("--from-beginning", action="store_true", help="every event the topic still has")
+    start.add_argument("--from-timestamp", metavar="T", help="from the first record the log received at or after T")
+    start.add_argument("--from-offset", metavar="P:O[,P:O]", help="only these partitions, each from an offset")
+    replay.add_argument("--to-timestamp", metavar="T", help="stop at the last record received at or before T")
+    replay.add_argument("--url", default=None, help="Flux URL (default FLUX_URL or http://localhost:3000)")
+    replay.add_argument("--token", default=None, help="admin token (default FLUX_TOKEN, then FLUX_ADMIN_TOKEN)")
+    replay.set_defaults(func=cmd_replay)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

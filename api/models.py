@@ -180,6 +180,66 @@ class ReadyOut(BaseModel):
     detail: str
 
 
+Time = Annotated[int | str, Field(description="Unix epoch ms, or RFC 3339 with a zone (2026-02-23T10:30:00Z)")]
+
+
+class ReplayIn(BaseModel):
+    """What to replay: exactly one of the three starts, and optionally an end time (a rollback)."""
+
+    fromBeginning: bool | None = Field(default=None, description="true: every event the topic still has")
+    fromTimestamp: Time | None = Field(
+        default=None, description="The first record the log received at or after this time (Kafka record time)"
+    )
+    fromOffsets: dict[str, Annotated[int, Field(ge=0)]] | str | None = Field(
+        default=None,
+        description='Only these partitions, each from an offset: {"3": 1200} or "3:1200,4:0"',
+    )
+    toTimestamp: Time | None = Field(
+        default=None,
+        description="Stop at the last record received at or before this time: state rolls back to it "
+        "(later events stay in the log and in history)",
+    )
+
+
+class ReplayPartition(BaseModel):
+    """One partition of a replay job."""
+
+    partition: int
+    start: int = Field(description="First offset folded")
+    position: int = Field(description="Offset reached")
+    end: int = Field(description="Offset the job folds up to (moves with the live table until the switch)")
+
+
+class ReplayReport(BaseModel):
+    """What a finished replay did."""
+
+    seconds: float
+    entities: int = Field(description="Entities existing after the switch")
+    entitiesChanged: int = Field(description="Entities whose state the switch replaced (removed ones included)")
+    entitiesRemoved: int = Field(description="Entities the new generation does not have")
+    writesPausedMs: float = Field(description="How long live writes waited for the switch")
+
+
+class ReplayJobOut(BaseModel):
+    """A replay job."""
+
+    jobId: str
+    status: Literal["running", "catching-up", "switching", "done", "failed", "cancelled"]
+    from_: Literal["beginning", "timestamp", "offsets"] = Field(alias="from")
+    fromTimestamp: str | None = None
+    fromOffsets: dict[str, int] | None = None
+    toTimestamp: str | None = None
+    startedAt: str
+    finishedAt: str | None
+    partitions: list[ReplayPartition]
+    events: int = Field(description="Events folded into the new generation")
+    eventsPerSecond: int
+    percent: float
+    etaSeconds: float | None
+    error: str | None
+    report: ReplayReport | None
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut, "description": "Malformed JSON or an invalid field (the message names it)"},
     413: {"model": ErrorOut, "description": "Body larger than the configured limit"},
@@ -218,7 +278,7 @@ def ref(model: str) -> dict[str, str]:
 
 
 # Request bodies are parsed by hand (fast, with per-field errors); these models document them.
-REQUEST_MODELS: list[type[BaseModel]] = [EventIn, BatchIn, BatchDeleteIn, NamespaceIn]
+REQUEST_MODELS: list[type[BaseModel]] = [EventIn, BatchIn, BatchDeleteIn, NamespaceIn, ReplayIn]
 
 
 def request_schemas() -> dict[str, Any]:

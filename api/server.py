@@ -25,6 +25,7 @@ from agents.entity_store import EntityStore
 from agents.history_rebuild import HistoryRebuilder
 from agents.history_store import HistoryStore
 from agents.reducer_agent import BatchReducer, install_reducer
+from agents.replay import ReplayJobs
 from api.app import create_app
 from api.applied import AppliedOffsets
 from api.relay import ChangeRelay, FeedTotals
@@ -60,7 +61,7 @@ class HttpService(mode.Service):
         relay: ChangeRelay,
         logs: list[CompactedLog],
         ticker: MetricsTicker,
-        rebuilder: HistoryRebuilder,
+        jobs: list[HistoryRebuilder | ReplayJobs],
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -69,7 +70,7 @@ class HttpService(mode.Service):
         self._publisher = publisher
         self._relay = relay
         self._logs = logs
-        self._rebuilder = rebuilder
+        self._jobs = jobs
         self._ticker = ticker
         self._server: _EmbeddedUvicorn | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -108,7 +109,8 @@ class HttpService(mode.Service):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._serving, timeout=10)
         await self._ticker.stop()
-        await self._rebuilder.stop()
+        for job in self._jobs:
+            await job.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._relay.stop(), timeout=10)
         for shared in self._logs:
@@ -166,9 +168,9 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     )
     store = EntityStore(app, table, settings.partitions, broker_check=publisher.broker_reachable)
     feed = ChangeFeed(app, settings.changes_topic)
-    install_reducer(
-        app, events_topic, BatchReducer(app, store, feed, settings, metrics), settings.flush_interval_ms / 1000
-    )
+    reducer = BatchReducer(app, store, feed, settings, metrics)
+    install_reducer(app, events_topic, reducer, settings.flush_interval_ms / 1000)
+    replays = ReplayJobs(settings, store, reducer, feed)
 
     rebuilder = HistoryRebuilder(settings, store)
 
@@ -187,11 +189,17 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     namespaces = NamespaceLog(settings)
     history = HistoryStore(store, settings.partitions, rebuilder)
     idempotency = IdempotencyLog(settings)
-    http_app = create_app(settings, publisher, store, metrics, applied, namespaces, history, idempotency)
+    http_app = create_app(settings, publisher, store, metrics, applied, namespaces, history, idempotency, replays)
     hub = http_app.state.hub
     relay.listen(hub.on_record)
     return app, HttpService(
-        settings, http_app, publisher, relay, [namespaces, idempotency], MetricsTicker(hub, totals), rebuilder
+        settings,
+        http_app,
+        publisher,
+        relay,
+        [namespaces, idempotency],
+        MetricsTicker(hub, totals),
+        [rebuilder, replays],
     )
 
 

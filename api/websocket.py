@@ -34,7 +34,7 @@ from starlette.websockets import WebSocketDisconnect
 from api.auth import OPEN, Caller
 from api.errors import ApiError
 from api.subscriptions import Pattern, SubscriptionIndex
-from flux.changes import OP_DELETED, ChangeRecord, EntityChange
+from flux.changes import OP_DELETED, OP_REMOVED, ChangeRecord, EntityChange
 from flux.config import Settings
 from flux.metrics import Metrics
 from flux.reducer import rfc3339_ms
@@ -63,6 +63,8 @@ def change_messages(change: EntityChange, form: str) -> list[str]:
     for op in change.ops:
         if op[0] == OP_DELETED:
             messages.append(_text({"type": "entity_deleted", "entity_id": change.id, "timestamp": rfc3339_ms(op[1])}))
+        elif form == FORMAT_PROPERTY and op[0] == OP_REMOVED:
+            messages.append(_text({"type": "property_removed", "entity_id": change.id, "property": op[1]}))
         elif form == FORMAT_PROPERTY:
             _, name, value, timestamp = op
             messages.append(

@@ -14,7 +14,8 @@ offset to fold): readers use it for read-your-writes (``?wait=true``) and, with 
 snapshot to the live stream without a gap or a duplicate. ``events`` and ``entities`` are the
 partition's running totals (events folded, entities existing), ``sources`` the event sources of
 the batch. ``ops`` are the visible changes in the order they were applied: ``u`` a property
-took a new value, ``d`` the entity was deleted; ``entity`` is the entity after the batch.
+took a new value, ``d`` the entity was deleted, ``x`` a property was removed (only a replay does
+that); ``entity`` is the entity after the batch.
 """
 
 from __future__ import annotations
@@ -24,22 +25,26 @@ from typing import Any
 
 import orjson
 
-from flux.reducer import Change, EntityDeleted
+from flux.reducer import Change, EntityDeleted, PropertyRemoved
 
 CHUNK_ENTITIES = 1000
 
 OP_UPDATE = "u"
 OP_DELETED = "d"
+OP_REMOVED = "x"
 
 
 def encode_ops(changes: list[Change]) -> list[list[Any]]:
     """Reducer changes as feed ops, in order."""
-    return [
-        [OP_DELETED, change.timestamp]
-        if isinstance(change, EntityDeleted)
-        else [OP_UPDATE, change.property, change.value, change.timestamp]
-        for change in changes
-    ]
+    ops: list[list[Any]] = []
+    for change in changes:
+        if isinstance(change, EntityDeleted):
+            ops.append([OP_DELETED, change.timestamp])
+        elif isinstance(change, PropertyRemoved):
+            ops.append([OP_REMOVED, change.property])
+        else:
+            ops.append([OP_UPDATE, change.property, change.value, change.timestamp])
+    return ops
 
 
 @dataclass

@@ -38,7 +38,13 @@ class EntityDeleted(NamedTuple):
     timestamp: int
 
 
-Change = PropertyChanged | EntityDeleted
+class PropertyRemoved(NamedTuple):
+    """A property the entity no longer has (only a replay that re-derives state can drop one)."""
+
+    property: str
+
+
+Change = PropertyChanged | EntityDeleted | PropertyRemoved
 
 
 def new_state() -> State:
@@ -106,6 +112,30 @@ def fold(events: list[Envelope], state: State | None = None) -> State:
     for event in events:
         apply_event(current, event)
     return current
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a == b and type(a) is type(b))
+
+
+def diff_states(old: State | None, new: State | None, now_ms: int) -> list[Change]:
+    """The visible changes that turn entity state ``old`` into ``new`` (when a replay replaces it).
+
+    An entity that stops existing is deleted (at its tombstone's time, else at ``now_ms``); one
+    that starts existing gets all its properties; otherwise properties that disappeared are
+    removed and properties whose value differs are changed.
+    """
+    was, now = exists(old), exists(new)
+    if not now:
+        tombstone = None if new is None else new["t"]
+        return [EntityDeleted(tombstone[0] if tombstone else now_ms)] if was else []
+    assert new is not None
+    before: dict[str, Any] = old["p"] if was and old is not None else {}
+    changes: list[Change] = [PropertyRemoved(name) for name in before if name not in new["p"]]
+    for name, value in new["p"].items():
+        if name not in before or not _same(before[name], value):
+            changes.append(PropertyChanged(name, value, new["v"][name][0]))
+    return changes
 
 
 def rfc3339_ms(unix_ms: int) -> str:

@@ -1,0 +1,38 @@
+"""Reading the events topic directly, outside the Faust worker (history rebuilds, replays)."""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from flux.config import Settings
+
+FETCH_BYTES = 8 * 1024 * 1024
+
+
+def log_consumer(settings: Settings, purpose: str, group_id: str | None = None) -> AIOKafkaConsumer:
+    """An unstarted consumer of committed records, in no group unless ``group_id`` is given."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",  # an offset below the log start (retention) means the oldest record
+        isolation_level="read_committed",
+        client_id=f"{settings.app_id}-{purpose}",
+        max_partition_fetch_bytes=FETCH_BYTES,
+        fetch_max_bytes=4 * FETCH_BYTES,
+    )
+
+
+async def committed_offsets(settings: Settings, partitions: list[int]) -> dict[int, int]:
+    """The Flux consumer group's committed events-topic offsets of ``partitions`` (absent if none)."""
+    consumer = log_consumer(settings, "offsets", group_id=settings.app_id)
+    await consumer.start()
+    try:
+        found = {}
+        for partition in partitions:
+            offset = await consumer.committed(TopicPartition(settings.events_topic, partition))
+            if offset is not None:
+                found[partition] = offset
+        return found
+    finally:
+        await consumer.stop()

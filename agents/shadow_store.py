@@ -1,0 +1,90 @@
+"""A new generation of one partition's entity table, folded from the events topic by a replay.
+
+It lives in its own RocksDB directory, apart from the table Faust serves, and holds what the live
+table holds for the same events: entity states (without the ``o`` stamp, which the switch adds),
+applied-once marks (the first occurrence of an eventId wins, as in the live reducer) and the
+count of events folded. It is not changelogged: the switch (:mod:`agents.replay`) writes what
+differs from the live table through the live table's own changelog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import rocksdict
+
+from flux.config import Settings
+from flux.history import seen_key
+from flux.records import decode_record
+from flux.reducer import State, apply_event, new_state
+
+EVENTS_KEY = b"__flux\0replay-events__"
+
+
+def open_shadow(path: Path) -> rocksdict.Rdict:
+    """The RocksDB store of one partition's new generation at ``path`` (created if missing)."""
+    options = rocksdict.Options(raw_mode=True)
+    options.create_if_missing(True)
+    return rocksdict.Rdict(str(path), options=options)
+
+
+def shadow_events(db: rocksdict.Rdict) -> int:
+    """How many events the generation in ``db`` folded."""
+    raw = db.get(EVENTS_KEY)
+    return 0 if raw is None else int(raw)
+
+
+class ShadowPartition:
+    """Folds records of one events-topic partition into a new generation, one WriteBatch per call."""
+
+    def __init__(self, db: rocksdict.Rdict, settings: Settings) -> None:
+        self.db = db
+        self.events = shadow_events(db)
+        self._partitions = settings.partitions
+        self._limits = settings.event_limits()
+
+    def fold(self, messages: Sequence[Any]) -> int:
+        """Apply the events of ``messages`` (aiokafka records, in offset order); returns how many applied.
+
+        Invalid events and events on the wrong partition are skipped: the live reducer sent them
+        to the dead-letter topic, or forwarded them to their partition, where they are folded.
+        """
+        db = self.db
+        states: dict[bytes, State] = {}
+        marks: set[bytes] = set()
+        applied = 0
+        for message in messages:
+            decoded = decode_record(
+                message.value,
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                timestamp_ms=int(message.timestamp or 0),
+                partitions=self._partitions,
+                limits=self._limits,
+            )
+            for envelope in decoded.events:
+                entity_id = envelope["payload"]["entity_id"]
+                mark = seen_key(entity_id, envelope["eventId"])
+                if mark in marks or db.get(mark) is not None:
+                    continue
+                marks.add(mark)
+                key = entity_id.encode()
+                state = states.get(key)
+                if state is None:
+                    stored = db.get(key)
+                    state = states[key] = new_state() if stored is None else orjson.loads(stored)
+                apply_event(state, envelope)
+                applied += 1
+        self.events += applied
+        batch = rocksdict.WriteBatch(raw_mode=True)
+        for key, state in states.items():
+            batch.put(key, orjson.dumps(state))
+        for mark in marks:
+            batch.put(mark, b"")
+        batch.put(EVENTS_KEY, str(self.events).encode())
+        db.write(batch)
+        return applied

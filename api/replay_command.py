@@ -1,0 +1,77 @@
+"""``flux replay``: start a replay job on a running node, show its progress, print its report."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, Any
+
+import httpx
+
+POLL_S = 0.5
+
+
+class ReplayFailed(RuntimeError):
+    """The node refused the job, or the job did not finish as done."""
+
+
+def request_body(
+    from_beginning: bool, from_timestamp: str | None, from_offsets: str | None, to_timestamp: str | None
+) -> dict[str, Any]:
+    """The ``POST /api/admin/replay`` body of the command's options (the node checks them)."""
+    body: dict[str, Any] = {}
+    if from_beginning:
+        body["fromBeginning"] = True
+    if from_timestamp is not None:
+        body["fromTimestamp"] = from_timestamp
+    if from_offsets is not None:
+        body["fromOffsets"] = from_offsets
+    if to_timestamp is not None:
+        body["toTimestamp"] = to_timestamp
+    return body
+
+
+def progress_line(job: dict[str, Any]) -> str:
+    """One line: share, events, rate, ETA, offsets per partition and status."""
+    eta = job.get("etaSeconds")
+    offsets = " ".join(f"p{p['partition']}:{p['position']:,}/{p['end']:,}" for p in job["partitions"][:8])
+    more = f" (+{len(job['partitions']) - 8} partitions)" if len(job["partitions"]) > 8 else ""
+    return (
+        f"replay: {job['percent']:5.1f}%  {job['events']:,} events  {job['eventsPerSecond']:,} events/s"
+        f"  ETA {'-' if eta is None else f'{eta:,.0f} s'}  [{job['status']}]  {offsets}{more}"
+    )
+
+
+def report_lines(job: dict[str, Any]) -> list[str]:
+    """The final report of a finished job."""
+    report = job["report"]
+    return [
+        f"replayed {job['events']:,} events in {report['seconds']:,.1f} s ({job['eventsPerSecond']:,} events/s)",
+        f"{report['entities']:,} entities, {report['entitiesChanged']:,} entities changed"
+        f" ({report['entitiesRemoved']:,} removed); live writes paused {report['writesPausedMs']:,.0f} ms",
+    ]
+
+
+def run_replay(client: httpx.Client, body: dict[str, Any], out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
+    """Start the job and follow it to its end; Ctrl-C cancels it. Returns the exit status."""
+    response = client.post("/api/admin/replay", json=body)
+    if response.status_code != 202:
+        raise ReplayFailed(f"{response.status_code}: {response.json().get('error', response.text)}")
+    job = response.json()
+    location = response.headers["location"]
+    try:
+        while job["status"] not in ("done", "failed", "cancelled"):
+            err.write("\r" + progress_line(job))
+            err.flush()
+            time.sleep(POLL_S)
+            job = client.get(location).json()
+    except KeyboardInterrupt:
+        job = client.delete(location).json()
+        err.write(f"\nreplay {job['jobId']}: {job['status']}; the current state stays\n")
+        return 130
+    err.write("\r" + progress_line(job) + "\n")
+    if job["status"] != "done":
+        raise ReplayFailed(f"replay {job['jobId']} {job['status']}: {job.get('error') or 'no reason given'}")
+    for line in report_lines(job):
+        out.write(line + "\n")
+    return 0

@@ -1,0 +1,295 @@
+"""Replays (POST /api/admin/replay, ``flux replay``): state re-derived from the log, on a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from flux.partitioning import partition_for
+from tests.conftest import NodeFactory
+from tests.flux_process import FluxProcess
+from tests.ws_client import Subscriber
+
+pytestmark = pytest.mark.e2e
+
+T0 = 1_700_000_000_000
+
+
+def event(entity_id: str, ts: int, event_id: str | None = None, op: str | None = None, **props: Any) -> dict:
+    body: dict[str, Any] = {
+        "stream": "s",
+        "source": "replay-test",
+        "timestamp": ts,
+        "payload": {"entity_id": entity_id, "properties": props},
+    }
+    if event_id is not None:
+        body["eventId"] = event_id
+    if op is not None:
+        body["op"] = op
+        del body["payload"]["properties"]
+    return body
+
+
+def publish_all(flux: FluxProcess, events: list[dict], wait: bool = True) -> None:
+    response = flux.client.post("/api/events/batch", json=events, params={"wait": str(wait).lower()})
+    assert response.status_code == 200, response.text[:500]
+    assert response.json()["failed"] == 0, [r for r in response.json()["results"] if r["error"]][:3]
+
+
+def snapshot(flux: FluxProcess) -> dict[str, dict]:
+    """Every entity the node serves, by id."""
+    found: dict[str, dict] = {}
+    offset = 0
+    while True:
+        response = flux.client.get("/api/state/entities", params={"limit": 10000, "offset": offset})
+        assert response.status_code == 200, response.text
+        page = response.json()
+        found.update({entity["id"]: entity for entity in page})
+        if len(page) < 10000:
+            return found
+        offset += len(page)
+
+
+def start_replay(flux: FluxProcess, **body: Any) -> dict:
+    response = flux.client.post("/api/admin/replay", json=body)
+    assert response.status_code == 202, response.text
+    assert response.headers["location"] == f"/api/admin/replay/{response.json()['jobId']}"
+    return response.json()  # type: ignore[no-any-return]
+
+
+def finished(flux: FluxProcess, job_id: str, timeout: float = 120.0) -> dict:
+    def probe() -> dict | None:
+        job = flux.client.get(f"/api/admin/replay/{job_id}").json()
+        return job if job["status"] in ("done", "failed", "cancelled") else None
+
+    job = flux.wait_for(probe, timeout, f"replay {job_id}")
+    return job  # type: ignore[no-any-return]
+
+
+def replay(flux: FluxProcess, **body: Any) -> dict:
+    job = finished(flux, start_replay(flux, **body)["jobId"])
+    assert job["status"] == "done", job
+    return job
+
+
+def end_offsets(flux: FluxProcess) -> dict[int, int]:
+    async def read() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=flux.bootstrap)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(flux.events_topic, p) for p in range(flux.partitions)]
+            return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(read())
+
+
+def test_a_replay_of_an_unchanged_log_changes_nothing_and_reports_what_it_did(new_flux: NodeFactory) -> None:
+    flux = new_flux(partitions=2)
+    events = [event(f"e-{i % 30}", T0 + i, f"ev-{i}", n=i, parity=i % 2) for i in range(3000)]
+    events += [event("e-7", T0 + 5000, op="delete"), event("e-8", T0 + 10, op="delete")]
+    publish_all(flux, events)
+    before = snapshot(flux)
+    assert len(before) == 29 and "e-7" not in before
+
+    job = replay(flux, fromBeginning=True)
+
+    assert snapshot(flux) == before
+    assert job["events"] == 3002
+    assert job["report"]["entitiesChanged"] == 0
+    assert job["report"]["entities"] == 29
+    assert job["percent"] == 100.0 and job["etaSeconds"] is None
+    assert [p["partition"] for p in job["partitions"]] == [0, 1]
+    assert all(p["position"] == p["end"] and p["start"] == 0 for p in job["partitions"])
+    listed = flux.client.get("/api/admin/replay").json()
+    assert [j["jobId"] for j in listed] == [job["jobId"]]
+
+
+def test_a_replay_to_a_time_rolls_state_back_and_tells_subscribers(new_flux: NodeFactory) -> None:
+    flux = new_flux(partitions=2)
+    publish_all(flux, [event("x", T0, a=1), event("y", T0, a=1)])
+    time.sleep(0.05)
+    cut = int(time.time() * 1000)
+    time.sleep(0.05)
+    publish_all(flux, [event("x", T0 + 1, a=2, b=2), event("z", T0 + 1, a=2), event("y", T0 + 2, op="delete")])
+
+    async def watch() -> tuple[dict, list[dict]]:
+        async with Subscriber(flux.url) as subscriber:
+            await subscriber.subscribe("*")
+            job = await asyncio.to_thread(replay, flux, fromBeginning=True, toTimestamp=cut)
+            messages = await subscriber.collect(lambda got: len(got) >= 4, timeout=10)
+            messages += await subscriber.quiet_for(0.5)
+            return job, messages
+
+    job, messages = asyncio.run(watch())
+
+    assert snapshot(flux) == {
+        "x": {"id": "x", "properties": {"a": 1}, "lastUpdated": "2023-11-14T22:13:20.000Z"},
+        "y": {"id": "y", "properties": {"a": 1}, "lastUpdated": "2023-11-14T22:13:20.000Z"},
+    }
+    assert job["report"] | {"seconds": 0, "writesPausedMs": 0} == {
+        "seconds": 0,
+        "writesPausedMs": 0,
+        "entities": 2,
+        "entitiesChanged": 3,
+        "entitiesRemoved": 1,
+    }
+    seen = {(m["type"], m["entity_id"], m.get("property"), m.get("value")) for m in messages}
+    assert seen == {
+        ("property_removed", "x", "b", None),
+        ("state_update", "x", "a", 1),
+        ("state_update", "y", "a", 1),
+        ("entity_deleted", "z", None, None),
+    }
+    assert len(messages) == 4
+    # the rolled-back events stay in history, and new events apply on top of the rolled-back state
+    history = flux.client.get("/api/events", params={"entity": "x", "since": "0"}).json()
+    assert [e["payload"]["properties"] for e in history] == [{"a": 1}, {"a": 2, "b": 2}]
+    publish_all(flux, [event("x", T0 + 3, c=3)])
+    assert flux.entity("x").json()["properties"] == {"a": 1, "c": 3}
+
+
+def test_a_replay_from_offsets_rebuilds_those_partitions_from_there_only(new_flux: NodeFactory) -> None:
+    flux = new_flux(partitions=2)
+    ids = [f"k-{i}" for i in range(20)]
+    publish_all(flux, [event(entity_id, T0, v=1) for entity_id in ids])
+    middle = end_offsets(flux)
+    publish_all(flux, [event(entity_id, T0 + 1, w=2) for entity_id in ids[::2]])
+    before = snapshot(flux)
+
+    job = replay(flux, fromOffsets=f"0:{middle[0]}")
+
+    after = snapshot(flux)
+    on_0 = {entity_id for entity_id in ids if partition_for(entity_id, 2) == 0}
+    assert on_0 and len(on_0) < len(ids)
+    for entity_id in ids:
+        if entity_id not in on_0:
+            assert after[entity_id] == before[entity_id]
+        elif entity_id in ids[::2]:
+            assert after[entity_id]["properties"] == {"w": 2}
+        else:
+            assert entity_id not in after
+    assert [p["partition"] for p in job["partitions"]] == [0]
+    assert job["partitions"][0]["start"] == middle[0]
+    assert job["report"]["entitiesChanged"] == len(on_0)
+    assert job["report"]["entitiesRemoved"] == len(on_0 - set(ids[::2]))
+
+
+def test_a_replay_while_events_arrive_loses_none_of_them(new_flux: NodeFactory) -> None:
+    flux = new_flux(partitions=4)
+    publish_all(flux, [event(f"live-{i % 40}", T0 + i, base=i) for i in range(20000)], wait=False)
+    sent: list[int] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        n = 0
+        while not stop.is_set():
+            batch = [event(f"live-{(n + j) % 40}", T0 + 100_000 + n + j, **{f"p{n + j}": n + j}) for j in range(50)]
+            publish_all(flux, batch, wait=False)
+            sent.extend(range(n, n + 50))
+            n += 50
+
+    writer = threading.Thread(target=traffic)
+    writer.start()
+    try:
+        time.sleep(0.5)
+        job = replay(flux, fromBeginning=True)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        writer.join()
+    publish_all(flux, [event("live-0", T0 + 10**9, last=True)])
+
+    properties: dict[str, Any] = {}
+    for entity in snapshot(flux).values():
+        properties.update(entity["properties"])
+    missing = [n for n in sent if properties.get(f"p{n}") != n]
+    assert not missing, f"{len(missing)} of {len(sent)} events lost, e.g. {missing[:5]}"
+    assert job["status"] == "done" and job["events"] >= 20000
+    assert len(sent) > 500, "live traffic flowed during the replay"
+    # and the live state is exactly the fold of the log
+    again = replay(flux, fromBeginning=True)
+    assert again["report"]["entitiesChanged"] == 0
+
+
+def test_replay_requests_are_checked(new_flux: NodeFactory) -> None:
+    flux = new_flux(partitions=2)
+    cases = [
+        ({}, 400, "exactly one of"),
+        ({"fromBeginning": True, "fromTimestamp": 5}, 400, "exactly one of"),
+        ({"fromTimestamp": "yesterday"}, 400, "RFC 3339"),
+        ({"fromTimestamp": "2026-01-01T00:00:00"}, 400, "time zone"),
+        ({"fromOffsets": "0:5,x"}, 400, "PARTITION:OFFSET"),
+        ({"fromOffsets": {"7": 0}}, 400, "not served by this node"),
+        ({"fromBeginning": True, "speed": 3}, 400, "unknown field"),
+        ({"fromTimestamp": 10, "toTimestamp": 5}, 400, "before fromTimestamp"),
+    ]
+    for body, status, message in cases:
+        response = flux.client.post("/api/admin/replay", json=body)
+        assert response.status_code == status, (body, response.text)
+        assert message in response.json()["error"], (body, response.text)
+    assert flux.client.post("/api/admin/replay", content=b"{").status_code == 400
+    missing = flux.client.get("/api/admin/replay/nope")
+    assert missing.status_code == 404 and "nope" in missing.json()["error"]
+    assert flux.client.delete("/api/admin/replay/nope").status_code == 404
+
+
+def test_a_running_replay_can_be_cancelled_and_blocks_a_second_one(new_flux: NodeFactory) -> None:
+    flux = new_flux(partitions=2)
+    for chunk in range(10):
+        publish_all(flux, [event(f"c-{i % 500}", T0 + chunk * 10000 + i, v=i) for i in range(10000)], wait=False)
+    publish_all(flux, [event("c-last", T0, v=1)])
+    before = snapshot(flux)
+
+    job = start_replay(flux, fromBeginning=True)
+    busy = flux.client.post("/api/admin/replay", json={"fromBeginning": True})
+    cancelled = flux.client.delete(f"/api/admin/replay/{job['jobId']}")
+
+    assert busy.status_code == 409 and "already running" in busy.json()["error"]
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "cancelled"
+    assert cancelled.json()["report"] is None
+    assert snapshot(flux) == before
+    assert not any((flux.workdir / "data" / "replay").glob("*")), "the new generation's files are removed"
+    again = flux.client.delete(f"/api/admin/replay/{job['jobId']}")
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+
+
+def test_replay_needs_the_admin_token_when_auth_is_on(new_flux: NodeFactory) -> None:
+    admin = "a" * 40
+    flux = new_flux(partitions=1, FLUX_AUTH_ENABLED="true", FLUX_ADMIN_TOKEN=admin)
+    assert flux.client.post("/api/admin/replay", json={"fromBeginning": True}).status_code == 401
+    assert flux.client.get("/api/admin/replay").status_code == 401
+    created = flux.client.post("/api/namespaces", json={"name": "tenant"}, headers={"Authorization": f"Bearer {admin}"})
+    tenant = {"Authorization": f"Bearer {created.json()['token']}"}
+    assert flux.client.post("/api/admin/replay", json={"fromBeginning": True}, headers=tenant).status_code == 403
+    response = flux.client.post(
+        "/api/admin/replay", json={"fromBeginning": True}, headers={"Authorization": f"Bearer {admin}"}
+    )
+    assert response.status_code == 202, response.text
+
+
+def test_the_replay_command_shows_progress_and_a_report(new_flux: NodeFactory) -> None:
+    flux = new_flux(partitions=2)
+    publish_all(flux, [event(f"cli-{i % 10}", T0 + i, v=i) for i in range(2000)])
+
+    run = subprocess.run(
+        [sys.executable, "-m", "api.cli", "replay", "--from-beginning", "--url", flux.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FLUX_URL": "http://127.0.0.1:1"},
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert "replay: 100.0%" in run.stderr and "[done]" in run.stderr
+    assert "2,000 events" in run.stdout and "0 entities changed" in run.stdout
