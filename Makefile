@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit lint fuzz kafka-start kafka-stop bench bench-ws bench-auth bench-history clean
+.PHONY: install run test unit lint fuzz kafka-start kafka-stop bench bench-ws bench-auth bench-history bench-replay clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,9 @@ bench-ws: install
 
 bench-history: install
 	$(BIN)/python bench/bench_history.py
+
+bench-replay: install
+	$(BIN)/python bench/bench_replay.py
 
 bench-auth: install
 	$(BIN)/python bench/bench_auth.py

@@ -79,6 +79,7 @@ class EntityStore:
         self._applied: dict[int, int] = {}
         self._persisted: dict[int, int] = {}
         self._changelog_error: RuntimeError | None = None
+        self.rebalances = 0  # bumped by every rebalance: a replay that spans one starts again
 
     # -- partitions -------------------------------------------------------------------------
     def active_partitions(self) -> list[int]:
@@ -143,9 +144,7 @@ class EntityStore:
         raw = self.db(partition).get(NAMESPACE_COUNT_PREFIX + namespace)
         return 0 if raw is None else int(raw)
 
-    def _namespace_counts(
-        self, partition: int, states: dict[bytes, tuple[bytes | None, int]]
-    ) -> list[tuple[bytes, bytes]]:
+    def _namespace_counts(self, partition: int, states: dict[bytes, tuple[bytes, int]]) -> list[tuple[bytes, bytes]]:
         """The count records of the namespaces whose entity count ``states`` change (all, after a scan)."""
         deltas: dict[bytes, int] = {}
         for key, (_, change) in states.items():
@@ -162,15 +161,13 @@ class EntityStore:
     async def write(
         self,
         partition: int,
-        states: dict[bytes, tuple[bytes | None, int]],
+        states: dict[bytes, tuple[bytes, int]],
         applied: int,
         events: int,
         history: Sequence[tuple[bytes, bytes]] = (),
         seen: Mapping[bytes, int] | None = None,
     ) -> PartitionStats:
         """Persist changed states ``{key: (value, existence delta)}`` of one partition; returns its totals.
-
-        A value of None removes the key (a tombstone in the changelog; only a replay removes keys).
 
         ``history`` (key, event) entries and ``seen`` marks (see :mod:`flux.history`; each with the
         events-topic offset after its event) go into the same WriteBatch but not to the changelog:
@@ -193,16 +190,13 @@ class EntityStore:
             return stats
         entities = stats.entities + sum(change for _, change in states.values())
         stats = PartitionStats(stats.events + events, entities, True)
-        records: list[tuple[bytes, bytes | None]] = [(key, value) for key, (value, _) in states.items()]
+        records = [(key, value) for key, (value, _) in states.items()]
         records.extend(self._namespace_counts(partition, states))
         records.append((STATS_KEY, orjson.dumps(list(stats))))
         futures = await self._send_changelog(partition, records)
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in records:
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
+            batch.put(key, value)
         for key, value in history:
             batch.put(key, value)
         for key, offset in (seen or {}).items():
@@ -237,7 +231,7 @@ class EntityStore:
             self._persisted[partition] = offset
             self.db(partition).put(OFFSET_KEY, str(offset).encode())
 
-    async def _send_changelog(self, partition: int, records: list[tuple[bytes, bytes | None]]) -> list[Any]:
+    async def _send_changelog(self, partition: int, records: list[tuple[bytes, bytes]]) -> list[Any]:
         """Enqueue ``(key, value)`` records as changelog batches; returns the batches' delivery futures."""
         producer = self._app.producer._ensure_producer()  # the Faust app's started aiokafka producer
         futures = []
@@ -322,10 +316,18 @@ class EntityStore:
             return sum(stats.entities for stats in self._stats.values())
         return sum(self._partition_stats(p).entities for p in self.active_partitions())
 
-    def forget_counts(self) -> None:
-        """Drop cached totals (after a rebalance moved partitions)."""
+    def on_rebalance(self) -> None:
+        """Forget what a rebalance may have made stale: cached totals, and the applied offsets of
+        partitions this node no longer serves (another node may fold them meanwhile)."""
         self._stats.clear()
         self._seeded.clear()
+        served = set(self.active_partitions())
+        self._applied = {p: offset for p, offset in self._applied.items() if p in served}
+        self.rebalances += 1
+
+    async def commit_source_offsets(self) -> None:
+        """Have the worker commit the events-topic offsets of what the reducer applied so far."""
+        await self._app.consumer.commit()
 
     async def readiness(self) -> Readiness:
         """Ready when the broker answers and recovery is done."""

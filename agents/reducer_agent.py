@@ -165,7 +165,7 @@ class BatchReducer:
 
     async def _write(self, partition: int, batch: _PartitionBatch) -> None:
         """Store what the batch changed in ``partition``, then announce it on the change feed."""
-        changed: dict[bytes, tuple[bytes | None, int]] = {}
+        changed: dict[bytes, tuple[bytes, int]] = {}
         feed: list[EntityChange] = []
         for key, entity in batch.entities.items():
             value = entity.encode(batch.applied)

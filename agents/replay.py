@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import sys
 import time
@@ -37,7 +38,7 @@ from agents.reducer_agent import BatchReducer
 from agents.shadow_store import open_shadow, shadow_events
 from flux.changes import ChangeRecord, EntityChange, encode_ops
 from flux.config import Settings
-from flux.reducer import State, diff_states, exists, to_entity
+from flux.reducer import State, diff_states, exists, new_state, to_entity
 from flux.replay import (
     CANCELLED,
     CATCHING_UP,
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 
 SWITCH_LAG = 5_000  # records the new generation may be behind when the reducer pauses for the switch
 LIVE_WAIT_S = 120.0  # how long a rollback waits for the live table to pass its end
+SWITCH_FOLD_TIMEOUT_S = 30.0  # the longest live writes wait for the last records to be folded
 KEEP_JOBS = 20
 YIELD_EVERY_KEYS = 2_000
 
@@ -102,11 +104,15 @@ def _joined(
 
 
 class _Worker:
-    """The child process folding one job, and the JSON lines it exchanges with it."""
+    """One child process folding some of a job's partitions, and the JSON lines it exchanges."""
 
-    def __init__(self, process: asyncio.subprocess.Process, job: ReplayJob) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, job: ReplayJob, partitions: list[int]) -> None:
         self.process = process
         self.job = job
+        self.partitions = partitions
+        self.last: dict[int, int] = {}  # partition -> offset after the last record folded
+        self.events = 0
+        self.siblings: list[_Worker] = [self]
 
     async def send(self, command: dict[str, Any]) -> None:
         assert self.process.stdin is not None
@@ -120,24 +126,53 @@ class _Worker:
             line = await self.process.stdout.readline()
             if not line:
                 code = await self.process.wait()
-                raise RuntimeError(f"the replay worker exited ({code}) before {event}")
+                raise RuntimeError(f"a replay worker exited ({code}) before it said {event!r}")
             message = orjson.loads(line)
-            self.job.events = message.get("events", self.job.events)
+            if "events" in message:
+                self.events = message["events"]
+                self.job.events = sum(w.events for w in self.siblings)
             for p, offset in (message.get("positions") or message.get("reached") or {}).items():
                 self.job.partitions[int(p)].position = offset
+            self.last.update({int(p): offset for p, offset in message.get("last", {}).items()})
             if event in message:
                 return message
-
-    async def fold_to(self, ends: dict[int, int]) -> None:
-        for p, end in ends.items():
-            self.job.partitions[p].end = max(self.job.partitions[p].start, end)
-        await self.send({"ends": {str(p): end for p, end in ends.items()}})
-        await self.until("reached")
 
     async def kill(self) -> None:
         if self.process.returncode is None:
             self.process.kill()
-            await self.process.wait()
+        await self.process.wait()
+
+
+class _Workers:
+    """The child processes of one job: the job's partitions spread over them."""
+
+    def __init__(self, workers: list[_Worker]) -> None:
+        self.workers = workers
+        for worker in workers:
+            worker.siblings = workers
+
+    async def reached(self) -> None:
+        await asyncio.gather(*(w.until("reached") for w in self.workers))
+
+    async def fold_to(self, ends: dict[int, int]) -> None:
+        """Fold every partition up to ``ends`` (each worker its own partitions)."""
+        for worker in self.workers:
+            for p in worker.partitions:
+                worker.job.partitions[p].end = max(worker.job.partitions[p].start, ends[p])
+            await worker.send({"ends": {str(p): ends[p] for p in worker.partitions}})
+        await self.reached()
+
+    async def close(self) -> None:
+        """Have every worker close its stores (it exits on its own afterwards)."""
+        for worker in self.workers:
+            await worker.send({"stop": True})
+        await asyncio.gather(*(w.until("closed") for w in self.workers))
+
+    def last(self) -> dict[int, int]:
+        return {p: o for w in self.workers for p, o in w.last.items()}
+
+    async def kill(self) -> None:
+        await asyncio.gather(*(w.kill() for w in self.workers), return_exceptions=True)
 
 
 class ReplayJobs:
@@ -158,23 +193,23 @@ class ReplayJobs:
         """Start a job over the partitions this node serves (or those ``fromOffsets`` names)."""
         if any(job.status not in FINISHED for job in self._jobs.values()):
             raise ReplayBusy("a replay is already running on this node")
-        if not self._store.recovered():
+        served = self._store.active_partitions() if self._store.recovered() else []
+        if not served:
             raise PartitionUnavailable(-1)
-        served = self._store.active_partitions()
         partitions = served
         if replay_range.from_offsets is not None:
             foreign = sorted(set(replay_range.from_offsets) - set(served))
             if foreign:
                 raise InvalidReplay(
                     f"partition(s) {', '.join(map(str, foreign))} not served by this node "
-                    f"(it serves {', '.join(map(str, served)) or 'none'}; the events topic has "
-                    f"{self._settings.partitions})"
+                    f"(it serves {', '.join(map(str, served))}; the events topic has {self._settings.partitions})"
                 )
             partitions = sorted(replay_range.from_offsets)
         job = ReplayJob(uuid.uuid4().hex[:16], replay_range)
         self._jobs[job.job_id] = job
         for old in [j for j in self._jobs.values() if j.status in FINISHED][:-KEEP_JOBS]:
             del self._jobs[old.job_id]
+            self._tasks.pop(old.job_id, None)
         self._tasks[job.job_id] = asyncio.create_task(self._run(job, partitions), name=f"flux-replay-{job.job_id}")
         return job
 
@@ -200,38 +235,48 @@ class ReplayJobs:
         return job
 
     async def stop(self) -> None:
-        """Cancel every running job (the live table stays as it is)."""
-        for task in self._tasks.values():
-            task.cancel()
+        """Cancel running jobs (the live table stays as it is); a switch in progress is finished first."""
+        for job_id, task in self._tasks.items():
+            if self._jobs[job_id].status != SWITCHING:
+                task.cancel()
             with contextlib.suppress(BaseException):
                 await task
 
     # -- a job ----------------------------------------------------------------------------
     async def _run(self, job: ReplayJob, partitions: list[int]) -> None:
         directory = self._root / job.job_id
-        worker: _Worker | None = None
+        workers: _Workers | None = None
+        rebalances = self._store.rebalances
         try:
             starts, stops = await self._bounds(job.range, partitions)
             live = await self._live_positions(partitions)
             ends = stops if stops is not None else live
             job.partitions = {p: PartitionProgress(starts[p], starts[p], max(starts[p], ends[p])) for p in partitions}
             log.warning("replay %s: %s over partitions %s", job.job_id, job.range.public(), partitions)
-            worker = await self._spawn(job, directory)
-            await worker.until("reached")
+            workers = await self._spawn(job, directory)
+            await workers.reached()
+            job.folded = time.time()
             if stops is None:
-                await self._catch_up(job, worker, partitions)
+                await self._catch_up(job, workers, partitions)
             else:
-                await self._wait_for_live(job, partitions)
-            job.status = SWITCHING
+                await self._wait_for_live(job, workers.last(), partitions)
+            committed = await self._committed(partitions)  # read before pausing: it is a broker round trip
             paused = time.monotonic()
             async with self._reducer.paused():
-                positions = await self._live_positions(partitions)
-                if stops is None:
-                    await worker.fold_to(positions)
-                await worker.send({"stop": True})
-                await worker.until("closed")
-                await worker.process.wait()
-                report = await self._switch(positions, directory)
+                positions = self._positions(partitions, committed)
+                async with asyncio.timeout(SWITCH_FOLD_TIMEOUT_S):  # on expiry the job fails, writes resume
+                    if stops is None:
+                        await workers.fold_to(positions)
+                    await workers.close()
+                if self._store.rebalances != rebalances:
+                    raise RuntimeError("a rebalance happened during the replay; run it again")
+                job.status = SWITCHING
+                switch = asyncio.create_task(self._switch(positions, directory, rebalances))
+                try:
+                    report = await asyncio.shield(switch)
+                except asyncio.CancelledError:
+                    report = await switch  # never resume writes in the middle of a switch
+                    raise
             report.pause_ms = (time.monotonic() - paused) * 1000
             job.report = report
             job.status = DONE
@@ -244,30 +289,38 @@ class ReplayJobs:
             job.error = str(exc) or repr(exc)
             log.exception("replay %s failed; the current generation stays", job.job_id)
         finally:
-            if worker is not None:
-                await worker.kill()
+            if workers is not None:
+                await workers.kill()
             shutil.rmtree(directory, ignore_errors=True)
             job.finished = time.time()
 
-    async def _spawn(self, job: ReplayJob, directory: Path) -> _Worker:
+    async def _spawn(self, job: ReplayJob, directory: Path) -> _Workers:
+        """Start the worker processes, each with a share of the job's partitions."""
         directory.mkdir(parents=True, exist_ok=True)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agents.replay_worker",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=1 << 20,
-        )
-        worker = _Worker(process, job)
-        await worker.send(
-            {
-                "settings": self._settings.model_dump(mode="json"),
-                "dir": str(directory),
-                "partitions": {str(p): [b.start, b.end] for p, b in job.partitions.items()},
-            }
-        )
-        return worker
+        count = self._settings.replay_workers or os.cpu_count() or 1
+        partitions = sorted(job.partitions)
+        shares = [partitions[k :: min(count, len(partitions))] for k in range(min(count, len(partitions)))]
+        workers = []
+        for share in shares:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "agents.replay_worker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                limit=1 << 20,
+                start_new_session=True,  # a Ctrl-C meant for the node does not reach it
+            )
+            worker = _Worker(process, job, share)
+            workers.append(worker)
+            await worker.send(
+                {
+                    "settings": self._settings.model_dump(mode="json"),
+                    "dir": str(directory),
+                    "partitions": {str(p): [job.partitions[p].start, job.partitions[p].end] for p in share},
+                }
+            )
+        return _Workers(workers)
 
     async def _bounds(
         self, replay_range: ReplayRange, partitions: list[int]
@@ -298,47 +351,54 @@ class ReplayJobs:
         finally:
             await consumer.stop()
 
-    async def _live_positions(self, partitions: list[int]) -> dict[int, int]:
-        """The events-topic offset each partition's live table holds events up to."""
-        positions = {p: self._store.applied_offset(p) for p in partitions}
-        unknown = [p for p, offset in positions.items() if offset < 0]
-        if unknown:  # nothing folded since this node started: the table is where the group committed
-            committed = await committed_offsets(self._settings, unknown)
-            positions.update({p: committed.get(p, 0) for p in unknown})
-        return positions
+    async def _committed(self, partitions: list[int]) -> dict[int, int]:
+        """The group's committed offsets of the partitions the reducer has not folded since this node started."""
+        unknown = [p for p in partitions if self._store.applied_offset(p) < 0]
+        found = await committed_offsets(self._settings, unknown) if unknown else {}
+        return {p: found.get(p, 0) for p in unknown}
 
-    async def _catch_up(self, job: ReplayJob, worker: _Worker, partitions: list[int]) -> None:
+    def _positions(self, partitions: list[int], committed: dict[int, int]) -> dict[int, int]:
+        """The events-topic offset each partition's live table holds the events up to."""
+        positions = {p: self._store.applied_offset(p) for p in partitions}
+        return {p: committed.get(p, 0) if offset < 0 else offset for p, offset in positions.items()}
+
+    async def _live_positions(self, partitions: list[int]) -> dict[int, int]:
+        return self._positions(partitions, await self._committed(partitions))
+
+    async def _catch_up(self, job: ReplayJob, workers: _Workers, partitions: list[int]) -> None:
         """Let the new generation follow the live table until it is less than :data:`SWITCH_LAG` behind."""
         job.status = CATCHING_UP
         while True:
             live = await self._live_positions(partitions)
             if sum(max(0, live[p] - job.partitions[p].position) for p in partitions) <= SWITCH_LAG:
                 return
-            await worker.fold_to(live)
+            await workers.fold_to(live)
 
-    async def _wait_for_live(self, job: ReplayJob, partitions: list[int]) -> None:
-        """A rollback switches once the live table has folded at least up to the rollback's end."""
+    async def _wait_for_live(self, job: ReplayJob, folded: dict[int, int], partitions: list[int]) -> None:
+        """A rollback switches once the live table has folded every record the new generation holds."""
+        job.status = CATCHING_UP
         deadline = time.monotonic() + LIVE_WAIT_S
         while True:
             live = await self._live_positions(partitions)
-            if all(live[p] >= job.partitions[p].end for p in partitions):
+            if all(live[p] >= folded.get(p, 0) for p in partitions):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the live table did not reach the replay's end within {LIVE_WAIT_S:.0f} s")
             await asyncio.sleep(0.1)
 
-    async def _switch(self, positions: dict[int, int], directory: Path) -> SwitchReport:
+    async def _switch(self, positions: dict[int, int], directory: Path, rebalances: int) -> SwitchReport:
         """Make the live table equal to the new generation, one partition (one WriteBatch) at a time;
         ``positions`` are the offsets both generations hold the events up to."""
-        if not self._store.recovered() or not set(positions) <= set(self._store.active_partitions()):
-            raise RuntimeError("partitions moved to another node during the replay; run it again")
         report = SwitchReport()
         for partition, offset in positions.items():
+            if self._store.rebalances != rebalances or partition not in self._store.active_partitions():
+                raise RuntimeError(f"partition {partition} moved during the switch; run the replay again")
             shadow = open_shadow(directory / f"p{partition}")
             try:
                 await self._switch_partition(partition, offset, shadow, report)
             finally:
                 shadow.close()
+        await self._store.commit_source_offsets()  # a restart must not fold again what the switch replaced
         return report
 
     async def _switch_partition(
@@ -346,7 +406,7 @@ class ReplayJobs:
     ) -> None:
         store = self._store
         live = store.db(partition)
-        changed: dict[bytes, tuple[bytes | None, int]] = {}
+        changed: dict[bytes, tuple[bytes, int]] = {}
         feed: list[EntityChange] = []
         now_ms = int(time.time() * 1000)
         pairs = _joined(store.iter_partition(live, b""), store.iter_partition(shadow, b""))
@@ -359,17 +419,18 @@ class ReplayJobs:
             new = None if new_raw is None else decode_state(new_raw)
             if old is not None:
                 old.pop("o", None)
-            if old == new:
+            if old == new or (new is None and old == new_state()):
                 continue
             entity_id = key.decode()
             report.changed += 1
-            report.removed += int(new is None)
-            changed[key] = (None if new is None else stamped(new, offset), int(exists(new)) - int(exists(old)))
+            report.removed += int(exists(old) and not exists(new))
+            # an entity the new generation lacks keeps a stamped empty state: its marks stay valid
+            changed[key] = (stamped(new or new_state(), offset), int(exists(new)) - int(exists(old)))
             ops = encode_ops(diff_states(old, new, now_ms))
             if ops:
                 feed.append(EntityChange(entity_id, offset, ops, to_entity(entity_id, new)))
         events = shadow_events(shadow) - store.partition_events(partition)
         stats = await store.write(partition, changed, offset, events)
         report.entities += stats.entities
-        if feed:
+        if changed or events:
             await self._feed.publish(ChangeRecord(partition, offset, stats.events, stats.entities, [], feed))

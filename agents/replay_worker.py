@@ -7,8 +7,10 @@ while a replay runs. The node talks to it in JSON lines::
                              {"ends": {"0": end, ...}}     fold further, up to these offsets
                              {"stop": true}                close the stores and exit
     worker -> node (stdout): {"positions": {"0": offset, ...}, "events": n}   progress, a few times a second
-                             {"reached": {"0": offset, ...}, "events": n}     every partition is at its end
-                             {"closed": true}
+                             {"reached": {"0": offset, ...}, "last": {"0": offset, ...}, "events": n}
+                                 every partition is at its end; "last" is the offset after the
+                                 last record folded (before transaction markers), or the start
+                             {"closed": true}                              the stores are closed
 
 The worker exits when its stdin closes or its parent dies, so a killed node leaves no orphan.
 """
@@ -55,6 +57,7 @@ async def run(spec: dict[str, Any]) -> None:
     topics = {p: TopicPartition(settings.events_topic, p) for p in bounds}
     shadows = {p: ShadowPartition(open_shadow(Path(spec["dir"]) / f"p{p}"), settings) for p in bounds}
     positions = {p: start for p, (start, _) in bounds.items()}
+    last = dict(positions)
     ends = {p: max(start, end) for p, (start, end) in bounds.items()}
     consumer = log_consumer(settings, "replay")
     await consumer.start()
@@ -67,7 +70,7 @@ async def run(spec: dict[str, Any]) -> None:
         while os.getppid() == parent:
             behind = [topics[p] for p in topics if positions[p] < ends[p]]
             if not behind:
-                _say({"reached": _by_partition(positions), "events": events})
+                _say({"reached": _by_partition(positions), "last": _by_partition(last), "events": events})
                 command = await _read_command()
                 if command is None or command.get("stop"):
                     break
@@ -82,6 +85,7 @@ async def run(spec: dict[str, Any]) -> None:
                 within = [m for m in messages if m.offset < ends[p]]
                 if within:
                     events += shadows[p].fold(within)
+                    last[p] = within[-1].offset + 1
                 if len(within) < len(messages):  # read past the end: come back to it if the end moves
                     consumer.seek(tp, ends[p])
                     positions[p] = ends[p]
@@ -94,10 +98,10 @@ async def run(spec: dict[str, Any]) -> None:
                 reported = now
                 _say({"positions": _by_partition(positions), "events": events})
     finally:
-        await consumer.stop()
         for shadow in shadows.values():
             shadow.db.close()
-    _say({"closed": True})
+        _say({"closed": True})  # the node may open the stores now, before the consumer is down
+        await consumer.stop()
 
 
 def main() -> None:

@@ -214,6 +214,7 @@ class ReplayReport(BaseModel):
     """What a finished replay did."""
 
     seconds: float
+    foldSeconds: float | None = Field(description="Until the new generation first reached the live table")
     entities: int = Field(description="Entities existing after the switch")
     entitiesChanged: int = Field(description="Entities whose state the switch replaced (removed ones included)")
     entitiesRemoved: int = Field(description="Entities the new generation does not have")

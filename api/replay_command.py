@@ -8,6 +8,8 @@ from typing import IO, Any
 
 import httpx
 
+from flux.replay import FINISHED
+
 POLL_S = 0.5
 
 
@@ -52,23 +54,36 @@ def report_lines(job: dict[str, Any]) -> list[str]:
     ]
 
 
+def _job(response: httpx.Response) -> dict[str, Any]:
+    """The job in a response, or :class:`ReplayFailed` with the node's reason."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"error": response.text[:200]}
+    if response.status_code >= 400 or not isinstance(body, dict) or "status" not in body:
+        reason = body.get("error", body) if isinstance(body, dict) else body
+        raise ReplayFailed(f"{response.status_code} from {response.request.url.path}: {reason}")
+    return body
+
+
 def run_replay(client: httpx.Client, body: dict[str, Any], out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
     """Start the job and follow it to its end; Ctrl-C cancels it. Returns the exit status."""
     response = client.post("/api/admin/replay", json=body)
-    if response.status_code != 202:
-        raise ReplayFailed(f"{response.status_code}: {response.json().get('error', response.text)}")
-    job = response.json()
+    job = _job(response)
     location = response.headers["location"]
     try:
-        while job["status"] not in ("done", "failed", "cancelled"):
+        while job["status"] not in FINISHED:
             err.write("\r" + progress_line(job))
             err.flush()
             time.sleep(POLL_S)
-            job = client.get(location).json()
+            job = _job(client.get(location))
     except KeyboardInterrupt:
-        job = client.delete(location).json()
-        err.write(f"\nreplay {job['jobId']}: {job['status']}; the current state stays\n")
-        return 130
+        job = _job(client.delete(location))
+        if job["status"] == "done":  # it finished before the cancel arrived
+            err.write("\n")
+        else:
+            err.write(f"\nreplay {job['jobId']}: {job['status']}; the current state stays\n")
+            return 130
     err.write("\r" + progress_line(job) + "\n")
     if job["status"] != "done":
         raise ReplayFailed(f"replay {job['jobId']} {job['status']}: {job.get('error') or 'no reason given'}")

@@ -175,7 +175,7 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     rebuilder = HistoryRebuilder(settings, store)
 
     async def _after_rebalance(sender: Any, **_: Any) -> None:
-        store.forget_counts()
+        store.on_rebalance()
         try:  # Faust awaits this before it declares recovery done: never let it fail or hang
             await asyncio.wait_for(rebuilder.check(store.active_partitions()), REBUILD_CHECK_TIMEOUT_S)
         except Exception:

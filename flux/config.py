@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = Field(default=86_400, ge=1)
     changes_retention_ms: int = Field(default=3_600_000, ge=60_000)
     partitions: int = Field(default=8, ge=1, le=1024)
+    replay_workers: int = Field(default=0, ge=0, le=64)  # processes folding a replay; 0: one per CPU core
     replication_factor: int = Field(default=1, ge=1)
     events_retention_ms: int = -1
     session_timeout_s: float = Field(default=10.0, gt=0)

@@ -102,23 +102,36 @@ class ReplayRange:
         return shown
 
 
-def parse_replay_request(body: Any) -> ReplayRange:
-    """The range of a ``POST /api/admin/replay`` body; raises :class:`InvalidReplay`."""
+def _given(value: Any) -> bool:
+    return value is not None and value is not False
+
+
+def parse_replay_request(body: Any, now_ms: int | None = None) -> ReplayRange:
+    """The range of a ``POST /api/admin/replay`` body; raises :class:`InvalidReplay`.
+
+    Times after ``now_ms`` are refused: a start in the future would replay nothing (and leave
+    every served entity out of the new generation), an end in the future is no end.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if not isinstance(body, dict):
         raise InvalidReplay('body must be a JSON object such as {"fromBeginning": true}')
     unknown = set(body) - {"fromBeginning", "fromTimestamp", "fromOffsets", "toTimestamp"}
     if unknown:
         raise InvalidReplay(f"unknown field(s): {', '.join(sorted(unknown))}")
-    starts = [name for name in ("fromBeginning", "fromTimestamp", "fromOffsets") if body.get(name) not in (None, False)]
+    starts = [name for name in ("fromBeginning", "fromTimestamp", "fromOffsets") if _given(body.get(name))]
     if len(starts) != 1:
         raise InvalidReplay("give exactly one of fromBeginning (true), fromTimestamp or fromOffsets")
     to = None if body.get("toTimestamp") is None else parse_time(body["toTimestamp"], "toTimestamp")
+    if to is not None and to > now_ms:
+        raise InvalidReplay("toTimestamp is in the future; leave it out to replay up to now")
     if starts == ["fromBeginning"]:
         if body["fromBeginning"] is not True:
             raise InvalidReplay("fromBeginning must be true")
         return ReplayRange(FROM_BEGINNING, to_timestamp=to)
     if starts == ["fromTimestamp"]:
         since = parse_time(body["fromTimestamp"], "fromTimestamp")
+        if since > now_ms:
+            raise InvalidReplay("fromTimestamp is in the future: the new generation would hold no event")
         if to is not None and to < since:
             raise InvalidReplay("toTimestamp is before fromTimestamp")
         return ReplayRange(FROM_TIMESTAMP, from_timestamp=since, to_timestamp=to)
@@ -155,6 +168,7 @@ class ReplayJob:
     events: int = 0
     started: float = field(default_factory=time.time)
     finished: float | None = None
+    folded: float | None = None  # when the new generation first reached the live table's position
     error: str | None = None
     report: SwitchReport | None = None
 
@@ -191,6 +205,7 @@ class ReplayJob:
         if self.report is not None:
             shown["report"] = {
                 "seconds": round(elapsed, 3),
+                "foldSeconds": None if self.folded is None else round(self.folded - self.started, 3),
                 "entities": self.report.entities,
                 "entitiesChanged": self.report.changed,
                 "entitiesRemoved": self.report.removed,

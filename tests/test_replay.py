@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -39,7 +40,8 @@ def event(entity_id: str, ts: int, event_id: str | None = None, op: str | None =
 
 
 def publish_all(flux: FluxProcess, events: list[dict], wait: bool = True) -> None:
-    response = flux.client.post("/api/events/batch", json=events, params={"wait": str(wait).lower()})
+    params = {"wait": str(wait).lower(), "wait_timeout_ms": "60000"}
+    response = flux.client.post("/api/events/batch", json=events, params=params)
     assert response.status_code == 200, response.text[:500]
     assert response.json()["failed"] == 0, [r for r in response.json()["results"] if r["error"]][:3]
 
@@ -112,6 +114,9 @@ def test_a_replay_of_an_unchanged_log_changes_nothing_and_reports_what_it_did(ne
     assert all(p["position"] == p["end"] and p["start"] == 0 for p in job["partitions"])
     listed = flux.client.get("/api/admin/replay").json()
     assert [j["jobId"] for j in listed] == [job["jobId"]]
+    # up to now: the end of every partition lies past its last record (a transaction marker)
+    until_now = replay(flux, fromBeginning=True, toTimestamp=int(time.time() * 1000))
+    assert until_now["report"]["entitiesChanged"] == 0 and snapshot(flux) == before
 
 
 def test_a_replay_to_a_time_rolls_state_back_and_tells_subscribers(new_flux: NodeFactory) -> None:
@@ -120,7 +125,7 @@ def test_a_replay_to_a_time_rolls_state_back_and_tells_subscribers(new_flux: Nod
     time.sleep(0.05)
     cut = int(time.time() * 1000)
     time.sleep(0.05)
-    publish_all(flux, [event("x", T0 + 1, a=2, b=2), event("z", T0 + 1, a=2), event("y", T0 + 2, op="delete")])
+    publish_all(flux, [event("x", T0 + 1, a=2, b=2), event("z", T0 + 1, "z1", a=2), event("y", T0 + 2, op="delete")])
 
     async def watch() -> tuple[dict, list[dict]]:
         async with Subscriber(flux.url) as subscriber:
@@ -136,8 +141,9 @@ def test_a_replay_to_a_time_rolls_state_back_and_tells_subscribers(new_flux: Nod
         "x": {"id": "x", "properties": {"a": 1}, "lastUpdated": "2023-11-14T22:13:20.000Z"},
         "y": {"id": "y", "properties": {"a": 1}, "lastUpdated": "2023-11-14T22:13:20.000Z"},
     }
-    assert job["report"] | {"seconds": 0, "writesPausedMs": 0} == {
+    assert job["report"] | {"seconds": 0, "foldSeconds": 0, "writesPausedMs": 0} == {
         "seconds": 0,
+        "foldSeconds": 0,
         "writesPausedMs": 0,
         "entities": 2,
         "entitiesChanged": 3,
@@ -154,8 +160,9 @@ def test_a_replay_to_a_time_rolls_state_back_and_tells_subscribers(new_flux: Nod
     # the rolled-back events stay in history, and new events apply on top of the rolled-back state
     history = flux.client.get("/api/events", params={"entity": "x", "since": "0"}).json()
     assert [e["payload"]["properties"] for e in history] == [{"a": 1}, {"a": 2, "b": 2}]
-    publish_all(flux, [event("x", T0 + 3, c=3)])
+    publish_all(flux, [event("x", T0 + 3, c=3), event("z", T0 + 1, "z1", a=2)])
     assert flux.entity("x").json()["properties"] == {"a": 1, "c": 3}
+    assert flux.entity("z").status_code == 404, "a rolled-back event re-sent with its eventId stays applied once"
 
 
 def test_a_replay_from_offsets_rebuilds_those_partitions_from_there_only(new_flux: NodeFactory) -> None:
@@ -243,12 +250,26 @@ def test_replay_requests_are_checked(new_flux: NodeFactory) -> None:
     assert flux.client.delete("/api/admin/replay/nope").status_code == 404
 
 
-def test_a_running_replay_can_be_cancelled_and_blocks_a_second_one(new_flux: NodeFactory) -> None:
-    flux = new_flux(partitions=2)
-    for chunk in range(10):
-        publish_all(flux, [event(f"c-{i % 500}", T0 + chunk * 10000 + i, v=i) for i in range(10000)], wait=False)
-    publish_all(flux, [event("c-last", T0, v=1)])
+def publish_everywhere(flux: FluxProcess, tag: str) -> None:
+    """One event on every partition, waited for: the node has applied everything published before."""
+    ids = {partition_for(f"{tag}-{i}", flux.partitions): f"{tag}-{i}" for i in range(200)}
+    publish_all(flux, [event(entity_id, T0, done=True) for entity_id in ids.values()])
+
+
+def test_a_replay_of_200k_events_equals_the_live_state_and_can_be_cancelled_first(new_flux: NodeFactory) -> None:
+    flux = new_flux(partitions=4)
+    rng = random.Random(7)
+    for _ in range(40):
+        batch = [
+            event(f"big-{rng.randrange(5000)}", T0 + rng.randrange(10**6), **{f"p{rng.randrange(20)}": rng.random()})
+            if rng.random() > 0.01
+            else event(f"big-{rng.randrange(5000)}", T0 + rng.randrange(10**6), op="delete")
+            for _ in range(5000)
+        ]
+        publish_all(flux, batch, wait=False)
+    publish_everywhere(flux, "settled")
     before = snapshot(flux)
+    assert len(before) > 4000
 
     job = start_replay(flux, fromBeginning=True)
     busy = flux.client.post("/api/admin/replay", json={"fromBeginning": True})
@@ -256,12 +277,18 @@ def test_a_running_replay_can_be_cancelled_and_blocks_a_second_one(new_flux: Nod
 
     assert busy.status_code == 409 and "already running" in busy.json()["error"]
     assert cancelled.status_code == 200, cancelled.text
-    assert cancelled.json()["status"] == "cancelled"
-    assert cancelled.json()["report"] is None
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["report"] is None
     assert snapshot(flux) == before
     assert not any((flux.workdir / "data" / "replay").glob("*")), "the new generation's files are removed"
     again = flux.client.delete(f"/api/admin/replay/{job['jobId']}")
     assert again.status_code == 200 and again.json()["status"] == "cancelled"
+
+    done = replay(flux, fromBeginning=True)
+
+    assert snapshot(flux) == before
+    assert done["events"] == 200_000 + flux.partitions
+    assert done["report"]["entitiesChanged"] == 0
+    assert done["report"]["entities"] == len(before)
 
 
 def test_replay_needs_the_admin_token_when_auth_is_on(new_flux: NodeFactory) -> None:
