@@ -80,6 +80,7 @@ class EntityStore:
         self._persisted: dict[int, int] = {}
         self._changelog_error: RuntimeError | None = None
         self.rebalances = 0  # bumped by every rebalance: a replay that spans one starts again
+        self._watches: list[dict[int, set[bytes]]] = []
 
     # -- partitions -------------------------------------------------------------------------
     def active_partitions(self) -> list[int]:
@@ -158,6 +159,16 @@ class EntityStore:
             counts[namespace] = base + delta
         return [(NAMESPACE_COUNT_PREFIX + ns, str(count).encode()) for ns, count in counts.items()]
 
+    def watch(self) -> dict[int, set[bytes]]:
+        """From now on, collect the keys :meth:`write` writes, per partition, until :meth:`unwatch`."""
+        watched: dict[int, set[bytes]] = {}
+        self._watches.append(watched)
+        return watched
+
+    def unwatch(self, watched: dict[int, set[bytes]]) -> None:
+        """Stop collecting into ``watched``."""
+        self._watches.remove(watched)
+
     async def write(
         self,
         partition: int,
@@ -184,6 +195,8 @@ class EntityStore:
         """
         if self._changelog_error is not None:
             raise self._changelog_error
+        for watched in self._watches:
+            watched.setdefault(partition, set()).update(states)
         stats = self._partition_stats(partition)
         if not states and not events:
             self._applied[partition] = max(applied, self._applied.get(partition, -1))

@@ -13,6 +13,7 @@ while a replay runs. The node talks to it in JSON lines::
                              {"closed": true}                              the stores are closed
 
 The worker exits when its stdin closes or its parent dies, so a killed node leaves no orphan.
+:class:`WorkerPool` is the node's side: it starts the workers and keeps a job's progress.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from aiokafka import TopicPartition
 from agents.log_reader import log_consumer
 from agents.shadow_store import ShadowPartition, open_shadow
 from flux.config import Settings
+from flux.replay import ReplayJob
 
 PROGRESS_EVERY_S = 0.25
 MAX_RECORDS_PER_FETCH = 20_000
@@ -102,6 +104,112 @@ async def run(spec: dict[str, Any]) -> None:
             shadow.db.close()
         _say({"closed": True})  # the node may open the stores now, before the consumer is down
         await consumer.stop()
+
+
+class _Worker:
+    """One worker process folding some of a job's partitions, seen from the node."""
+
+    def __init__(self, process: asyncio.subprocess.Process, job: ReplayJob, partitions: list[int]) -> None:
+        self.process = process
+        self.job = job
+        self.partitions = partitions
+        self.last: dict[int, int] = {}  # partition -> offset after the last record folded
+        self.events = 0
+        self.siblings: list[_Worker] = [self]
+
+    async def send(self, command: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(orjson.dumps(command) + b"\n")
+        await self.process.stdin.drain()
+
+    async def until(self, event: str) -> dict[str, Any]:
+        """Read progress lines into the job until the line carrying ``event``."""
+        assert self.process.stdout is not None
+        while True:
+            line = await self.process.stdout.readline()
+            if not line:
+                code = await self.process.wait()
+                raise RuntimeError(f"a replay worker exited ({code}) before it said {event!r}")
+            message = orjson.loads(line)
+            if "events" in message:
+                self.events = message["events"]
+                self.job.events = sum(w.events for w in self.siblings)
+            for p, offset in (message.get("positions") or message.get("reached") or {}).items():
+                self.job.partitions[int(p)].position = offset
+            self.last.update({int(p): offset for p, offset in message.get("last", {}).items()})
+            if event in message:
+                return message
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
+
+
+class WorkerPool:
+    """The worker processes of one job, the job's partitions spread over them (one per core by default)."""
+
+    def __init__(self, workers: list[_Worker]) -> None:
+        self.workers = workers
+        for worker in workers:
+            worker.siblings = workers
+
+    @classmethod
+    async def start(cls, settings: Settings, job: ReplayJob, directory: Path) -> WorkerPool:
+        """Start workers folding ``job``'s partitions from their start to their end into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        partitions = sorted(job.partitions)
+        count = min(settings.replay_workers or os.cpu_count() or 1, len(partitions))
+        pool = cls([])
+        try:
+            for share in (partitions[k::count] for k in range(count)):
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "agents.replay_worker",
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    limit=1 << 20,
+                    start_new_session=True,  # a Ctrl-C meant for the node does not reach it
+                )
+                pool.workers.append(_Worker(process, job, share))
+                spec = {
+                    "settings": settings.model_dump(mode="json"),
+                    "dir": str(directory),
+                    "partitions": {str(p): [job.partitions[p].start, job.partitions[p].end] for p in share},
+                }
+                await pool.workers[-1].send(spec)
+        except BaseException:
+            await pool.kill()
+            raise
+        return cls(pool.workers)
+
+    async def reached(self) -> None:
+        """Wait until every worker folded its partitions up to their ends."""
+        await asyncio.gather(*(w.until("reached") for w in self.workers))
+
+    async def fold_to(self, ends: dict[int, int]) -> None:
+        """Fold every partition further, up to ``ends``."""
+        for worker in self.workers:
+            for p in worker.partitions:
+                worker.job.partitions[p].end = max(worker.job.partitions[p].start, ends[p])
+            await worker.send({"ends": {str(p): ends[p] for p in worker.partitions}})
+        await self.reached()
+
+    async def close(self) -> None:
+        """Have every worker close its stores, then end the processes."""
+        for worker in self.workers:
+            await worker.send({"stop": True})
+        await asyncio.gather(*(w.until("closed") for w in self.workers))
+        await self.kill()
+
+    def last(self) -> dict[int, int]:
+        """Per partition, the offset after the last record folded."""
+        return {p: o for w in self.workers for p, o in w.last.items()}
+
+    async def kill(self) -> None:
+        """End every worker process now."""
+        await asyncio.gather(*(w.kill() for w in self.workers), return_exceptions=True)
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ class ShadowPartition:
     def __init__(self, db: rocksdict.Rdict, settings: Settings) -> None:
         self.db = db
         self.events = shadow_events(db)
+        self.touched: set[bytes] = set()  # the entity keys the last fold wrote
         self._partitions = settings.partitions
         self._limits = settings.event_limits()
 
@@ -80,6 +81,7 @@ class ShadowPartition:
                 apply_event(state, envelope)
                 applied += 1
         self.events += applied
+        self.touched = set(states)
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, state in states.items():
             batch.put(key, orjson.dumps(state))

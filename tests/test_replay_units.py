@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.replay import _joined, stamped, unstamped
+from agents.replay_switch import joined, stamped, unstamped
 from agents.shadow_store import ShadowPartition, open_shadow, shadow_events
 from flux.config import Settings
 from flux.events import encode
@@ -105,7 +105,7 @@ def test_a_stamp_is_removed_only_when_it_is_the_last_key() -> None:
 def test_the_join_pairs_equal_keys_and_keeps_order() -> None:
     live = iter([(b"a", b"1"), (b"c", b"3"), (b"d", b"4")])
     new = iter([(b"b", b"2"), (b"c", b"33"), (b"e", b"5")])
-    assert list(_joined(live, new)) == [
+    assert list(joined(live, new)) == [
         (b"a", b"1", None),
         (b"b", None, b"2"),
         (b"c", b"3", b"33"),
