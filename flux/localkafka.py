@@ -140,8 +140,15 @@ def default_controller_port() -> int:
 
 
 def new_cluster_id() -> str:
-    """A fresh KRaft cluster id: 16 random bytes, base64url without padding (22 characters)."""
-    return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode("ascii").rstrip("=")
+    """A fresh KRaft cluster id: 16 random bytes, base64url without padding (22 characters).
+
+    As Kafka's own ``Uuid.randomUuid()``, never one starting with '-': the storage tool would read
+    it as an option (1 format in 64 failed before).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode("ascii").rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def quorum_voters(voters: Sequence[tuple[int, str, int]]) -> str:

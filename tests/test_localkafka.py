@@ -15,11 +15,12 @@ from flux.localkafka import LocalKafka, LocalKafkaError, new_cluster_id, quorum_
 # --- no broker needed ----------------------------------------------------------------------------------------------
 
 
-def test_cluster_id_is_22_chars_of_base64url() -> None:
-    ids = {new_cluster_id() for _ in range(50)}
-    assert len(ids) == 50
+def test_cluster_id_is_22_chars_of_base64url_never_starting_with_a_dash() -> None:
+    ids = {new_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
     for cid in ids:
         assert len(cid) == 22
+        assert not cid.startswith("-"), "the storage tool would take it for an option"
         assert set(cid) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
