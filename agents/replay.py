@@ -3,7 +3,7 @@
 A job folds its range of the log (:mod:`flux.replay`) into a new generation in worker processes
 (:mod:`agents.replay_worker`, one per core) while the live table keeps serving reads and folding
 live events. The new generation follows the live table's position (each partition's applied
-offset) until it is less than :data:`SWITCH_LAG` records behind; then the workers stop and the
+offset) until a round of catching up is short (:data:`SHORT_ROUND_S`); then the workers stop and the
 new generation is compared with the live table and switched in (:mod:`agents.replay_switch`),
 with the reducer paused only for the last records and the entities that differ. Entities that
 are equal are not touched, so replaying an unchanged log writes nothing.
@@ -49,7 +49,9 @@ from flux.state import PartitionUnavailable
 
 log = logging.getLogger(__name__)
 
-SWITCH_LAG = 5_000  # records the new generation may be behind when the reducer pauses for the switch
+SWITCH_LAG = 100  # records behind the live table at which the new generation is caught up for sure
+SHORT_ROUND_S = 0.25  # a round of catching up this short leaves a tail that is quick to fold while paused
+MAX_ROUNDS = 20
 LIVE_WAIT_S = 120.0  # how long a rollback waits for the live table to pass its end
 SWITCH_FOLD_TIMEOUT_S = 30.0  # the longest live writes wait for the last records to be folded
 KEEP_JOBS = 20
@@ -230,13 +232,17 @@ class ReplayJobs:
         return self._positions(partitions, await self._committed(partitions))
 
     async def _catch_up(self, job: ReplayJob, workers: WorkerPool, partitions: list[int]) -> None:
-        """Let the new generation follow the live table until it is less than :data:`SWITCH_LAG` behind."""
+        """Let the new generation follow the live table until what is left to fold is small: fewer
+        than :data:`SWITCH_LAG` records, or what arrived during a round shorter than :data:`SHORT_ROUND_S`."""
         job.status = CATCHING_UP
-        while True:
+        for _ in range(MAX_ROUNDS):
             live = await self._live_positions(partitions)
             if sum(max(0, live[p] - job.partitions[p].position) for p in partitions) <= SWITCH_LAG:
                 return
+            started = time.monotonic()
             await workers.fold_to(live)
+            if time.monotonic() - started < SHORT_ROUND_S:
+                return
 
     async def _wait_for_live(self, job: ReplayJob, folded: dict[int, int], partitions: list[int]) -> None:
         """A rollback switches once the live table has folded every record the new generation holds."""

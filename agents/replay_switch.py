@@ -4,7 +4,7 @@
    RocksDB iterator each, a consistent view); the keys that differ are the candidates, and from
    the moment the comparison starts, the keys the reducer writes are watched.
 2. With the reducer paused, the records the live table folded after the new generation's position
-   (a few thousand at most, see :data:`agents.replay.SWITCH_LAG`) are folded into it here, so
+   (what arrived during a short last round of catching up, see :mod:`agents.replay`) are folded here, so
    that both hold exactly the same offsets. Only the candidates, the watched keys and the keys
    those last records touched can differ now: each is compared again, and what differs is
    written through the live table's changelog in one RocksDB write per partition, stamped with
