@@ -6,9 +6,12 @@ import io
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -114,3 +117,81 @@ def test_a_backfill_publishes_a_file_resumes_without_duplicates_and_reports_reje
     assert node.client.get(f"/api/state/entities/{ns}/dev-19", params={"at": str(T0 + 19_000)}).json()[
         "properties"
     ] == {"reading": 19}
+
+
+@pytest.mark.e2e
+def test_50k_historic_events_backfilled_while_live_events_arrive_merge_by_time(
+    new_flux: NodeFactory, tmp_path: Path, uid: str
+) -> None:
+    node = new_flux(4)
+    ns = f"i{uid}"
+    entities = 500
+    path = tmp_path / "history.jsonl"
+    # historic: old timestamps; each entity's "level" and its own "old" reading
+    historic = [
+        {
+            "stream": "archive",
+            "source": "backfill",
+            "timestamp": T0 + i,
+            "payload": {"entity_id": f"{ns}/dev-{i % entities}", "properties": {"level": -i, "old": i}},
+        }
+        for i in range(50_000)
+    ]
+    path.write_text("\n".join(orjson.dumps(e).decode() for e in historic) + "\n")
+    live_sent: list[int] = []
+    stop = threading.Event()
+
+    def live() -> None:
+        now = int(time.time() * 1000)
+        with httpx.Client(base_url=node.url, timeout=30) as client:
+            k = 0
+            while not stop.is_set():
+                batch = [
+                    {
+                        "stream": "live",
+                        "source": "sensor",
+                        "timestamp": now + k + j,
+                        "payload": {"entity_id": f"{ns}/dev-{(k + j) % entities}", "properties": {"level": k + j}},
+                    }
+                    for j in range(100)
+                ]
+                assert client.post("/api/events/batch", json=batch).status_code == 200
+                live_sent.extend(range(k, k + 100))
+                k += 100
+
+    writer = threading.Thread(target=live)
+    writer.start()
+    try:
+        done = run_backfill(path, node.url, "--batch-size", "1000")
+    finally:
+        stop.set()
+        writer.join()
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "accepted 50,000, rejected 0" in done.stdout
+    assert len(live_sent) >= 1000, "live events flowed during the backfill"
+    newest_live = {f"{ns}/dev-{i % entities}": i for i in live_sent}
+    newest_old = {f"{ns}/dev-{i % entities}": i for i in range(50_000)}
+
+    def merged() -> bool:
+        found = node.client.get("/api/state/entities", params={"namespace": ns, "limit": 10_000}).json()
+        return len(found) == entities and all(
+            e["properties"] == {"level": newest_live.get(e["id"], -newest_old[e["id"]]), "old": newest_old[e["id"]]}
+            for e in found
+        )
+
+    node.wait_for(merged, timeout=60, what="live values kept, historic values merged")
+    one = f"{ns}/dev-7"
+    history, response = [], node.client.get("/api/events", params={"entity": one, "since": "0", "limit": 1000})
+    while True:
+        history += response.json()
+        link = response.headers.get("link")
+        if link is None:
+            break
+        response = node.client.get(link[1 : link.index(">")])
+    expected = 50_000 // entities + sum(1 for i in live_sent if i % entities == 7)
+    assert len(history) == expected
+    assert [e["timestamp"] for e in history] == sorted(e["timestamp"] for e in history)
+    at_past = node.client.get(f"/api/state/entities/{one}", params={"at": str(T0 + 10_000)}).json()
+    last = max(i for i in range(10_001) if i % entities == 7)  # no live event is that old
+    assert at_past["properties"] == {"level": -last, "old": last}

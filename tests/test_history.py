@@ -5,11 +5,15 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from flux.reducer import fold, to_entity
 from tests.flux_process import FluxProcess
 
 pytestmark = pytest.mark.e2e
@@ -200,6 +204,47 @@ def test_at_before_a_deletion_shows_the_entity_and_after_it_404(flux: FluxProces
     assert (
         flux.client.get(f"/api/state/entities/{entity}", params={"at": str(tombstone["timestamp"])}).status_code == 404
     )
+
+
+timeline = st.lists(
+    st.tuples(
+        st.integers(0, 30),  # timestamp offset: ties happen, eventIds break them
+        st.one_of(st.none(), st.dictionaries(st.sampled_from("abc"), st.integers(0, 9), min_size=1, max_size=2)),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(items=timeline, order=st.randoms(use_true_random=False), cuts=st.lists(st.integers(-1, 31), max_size=4))
+def test_at_any_time_is_the_fold_of_the_events_up_to_it_whatever_the_publish_order(
+    flux: FluxProcess, items: list[tuple[int, dict[str, int] | None]], order: Any, cuts: list[int]
+) -> None:
+    entity = f"prop-{uuid.uuid4().hex[:10]}"
+    envelopes: list[dict[str, Any]] = []
+    for i, (offset, props) in enumerate(items):
+        body: dict[str, Any] = {"stream": "s", "source": "p", "timestamp": T0 + offset, "eventId": f"e{i:03d}"}
+        if props is None:
+            body.update(op="delete", payload={"entity_id": entity})
+        else:
+            body["payload"] = {"entity_id": entity, "properties": props}
+        envelopes.append(body)
+    shuffled = envelopes[:]
+    order.shuffle(shuffled)
+    for chunk in (shuffled[: len(shuffled) // 2], shuffled[len(shuffled) // 2 :]):  # two batches, any order
+        if chunk:
+            publish_all(flux, chunk)
+
+    def expected(until: int | None) -> dict[str, Any] | None:
+        return to_entity(entity, fold([e for e in envelopes if until is None or e["timestamp"] <= until]))
+
+    current = flux.entity(entity)
+    assert (current.json() if current.status_code == 200 else None) == expected(None)
+    for cut in [*cuts, *(offset for offset, _ in items)]:
+        at = flux.client.get(f"/api/state/entities/{entity}", params={"at": str(T0 + max(0, cut))})
+        assert at.status_code in (200, 404), at.text
+        assert (at.json() if at.status_code == 200 else None) == expected(T0 + max(0, cut)), cut
 
 
 def test_a_list_at_a_past_time(flux: FluxProcess, uid: str) -> None:
