@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from flux.events import MAX_TIMESTAMP_MS
+from flux.replay import OFFSETS_PATTERN, RFC3339_PATTERN
 
 
 class EventPayload(BaseModel):
@@ -180,25 +181,48 @@ class ReadyOut(BaseModel):
     detail: str
 
 
-Time = Annotated[int | str, Field(description="Unix epoch ms, or RFC 3339 with a zone (2026-02-23T10:30:00Z)")]
-
-
-class ReplayIn(BaseModel):
-    """What to replay: exactly one of the three starts, and optionally an end time (a rollback)."""
-
-    fromBeginning: bool | None = Field(default=None, description="true: every event the topic still has")
-    fromTimestamp: Time | None = Field(
-        default=None, description="The first record the log received at or after this time (Kafka record time)"
-    )
-    fromOffsets: dict[str, Annotated[int, Field(ge=0)]] | str | None = Field(
-        default=None,
-        description='Only these partitions, each from an offset: {"3": 1200} or "3:1200,4:0"',
-    )
-    toTimestamp: Time | None = Field(
-        default=None,
+Time = Annotated[
+    Annotated[int, Field(ge=0, le=MAX_TIMESTAMP_MS)] | Annotated[str, Field(pattern=RFC3339_PATTERN)],
+    Field(description="Unix epoch ms, or RFC 3339 with a zone (2026-02-23T10:30:00Z); not in the future"),
+]
+ToTime = Annotated[
+    Time | None,
+    Field(
         description="Stop at the last record received at or before this time: state rolls back to it "
-        "(later events stay in the log and in history)",
-    )
+        "(later events stay in the log and in history)"
+    ),
+]
+
+
+class ReplayFromBeginning(BaseModel):
+    """Replay every event the topic still has."""
+
+    model_config = ConfigDict(extra="forbid")
+    fromBeginning: Literal[True]
+    toTimestamp: ToTime = None
+
+
+class ReplayFromTimestamp(BaseModel):
+    """Replay from the first record the log received at or after a time (Kafka record time)."""
+
+    model_config = ConfigDict(extra="forbid")
+    fromTimestamp: Time
+    toTimestamp: ToTime = None
+
+
+class ReplayFromOffsets(BaseModel):
+    """Replay only some partitions (served by this node), each from an offset."""
+
+    model_config = ConfigDict(extra="forbid")
+    fromOffsets: (
+        Annotated[dict[Annotated[str, Field(pattern=r"^[0-9]+$")], Annotated[int, Field(ge=0)]], Field(min_length=1)]
+        | Annotated[str, Field(pattern=OFFSETS_PATTERN)]
+    ) = Field(description='{"3": 1200} or "3:1200,4:0"')
+    toTimestamp: ToTime = None
+
+
+class ReplayIn(RootModel[ReplayFromBeginning | ReplayFromTimestamp | ReplayFromOffsets]):
+    """What to replay: exactly one of the three starts, and optionally an end time (a rollback)."""
 
 
 class ReplayPartition(BaseModel):

@@ -31,7 +31,11 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 FINISHED = (DONE, FAILED, CANCELLED)
 
-_OFFSET_ITEM = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
+_OFFSET_ITEM = re.compile(r"\s*([0-9]+)\s*:\s*([0-9]+)\s*")
+RFC3339_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+OFFSETS_PATTERN = r"^\s*[0-9]+\s*:\s*[0-9]+\s*(,\s*[0-9]+\s*:\s*[0-9]+\s*)*$"
+_RFC3339 = re.compile(RFC3339_PATTERN)
+_PARTITION = re.compile(r"[0-9]+")
 
 
 class InvalidReplay(ValueError):
@@ -42,15 +46,17 @@ def parse_time(value: Any, name: str) -> int:
     """A time as Unix epoch ms, from Unix ms (int or digits) or RFC 3339 text with a zone."""
     if isinstance(value, bool):
         raise InvalidReplay(f"{name} must be Unix epoch milliseconds or an RFC 3339 time")
-    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-        unix_ms = int(value)
+    if isinstance(value, int):
+        unix_ms = value
     elif isinstance(value, str):
+        if _RFC3339.fullmatch(value + "Z"):
+            raise InvalidReplay(f"{name} needs a time zone (e.g. a trailing Z for UTC)")
+        if not _RFC3339.fullmatch(value):
+            raise InvalidReplay(f"{name}: {value[:40]!r} is not an RFC 3339 time such as 2026-02-23T10:30:00Z")
         try:
             parsed = datetime.fromisoformat(value.replace("z", "Z"))
         except ValueError:
             raise InvalidReplay(f"{name}: {value!r} is not an RFC 3339 time such as 2026-02-23T10:30:00Z") from None
-        if parsed.tzinfo is None:
-            raise InvalidReplay(f"{name} needs a time zone (e.g. a trailing Z for UTC)")
         unix_ms = max(0, int(parsed.timestamp() * 1000))
     else:
         raise InvalidReplay(f"{name} must be Unix epoch milliseconds or an RFC 3339 time")
@@ -67,10 +73,9 @@ def parse_offsets(value: Any) -> dict[int, int]:
             raise InvalidReplay("fromOffsets must look like PARTITION:OFFSET[,PARTITION:OFFSET...], e.g. 0:1200,3:0")
         pairs = [(int(m.group(1)), int(m.group(2))) for m in items if m]
     elif isinstance(value, dict) and value:
-        try:
-            pairs = [(int(p), o) for p, o in value.items()]
-        except ValueError:
-            raise InvalidReplay("fromOffsets keys must be partition numbers") from None
+        if not all(_PARTITION.fullmatch(p) for p in value):
+            raise InvalidReplay("fromOffsets keys must be partition numbers")
+        pairs = [(int(p), o) for p, o in value.items()]
         if not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 and p >= 0 for p, o in pairs):
             raise InvalidReplay("fromOffsets must map partition numbers to offsets >= 0")
     else:
@@ -102,10 +107,6 @@ class ReplayRange:
         return shown
 
 
-def _given(value: Any) -> bool:
-    return value is not None and value is not False
-
-
 def parse_replay_request(body: Any, now_ms: int | None = None) -> ReplayRange:
     """The range of a ``POST /api/admin/replay`` body; raises :class:`InvalidReplay`.
 
@@ -118,7 +119,7 @@ def parse_replay_request(body: Any, now_ms: int | None = None) -> ReplayRange:
     unknown = set(body) - {"fromBeginning", "fromTimestamp", "fromOffsets", "toTimestamp"}
     if unknown:
         raise InvalidReplay(f"unknown field(s): {', '.join(sorted(unknown))}")
-    starts = [name for name in ("fromBeginning", "fromTimestamp", "fromOffsets") if _given(body.get(name))]
+    starts = [name for name in ("fromBeginning", "fromTimestamp", "fromOffsets") if name in body]
     if len(starts) != 1:
         raise InvalidReplay("give exactly one of fromBeginning (true), fromTimestamp or fromOffsets")
     to = None if body.get("toTimestamp") is None else parse_time(body["toTimestamp"], "toTimestamp")
