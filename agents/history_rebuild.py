@@ -22,10 +22,9 @@ import rocksdict
 from aiokafka import TopicPartition
 
 from agents.entity_store import HISTORY_OFFSET_KEY, EntityStore
-from agents.log_reader import committed_offsets, log_consumer
+from agents.log_reader import committed_offsets, decode_message, log_consumer
 from flux.config import Settings
 from flux.history import index_entry
-from flux.records import decode_record
 from flux.state import PartitionUnavailable
 
 log = logging.getLogger(__name__)
@@ -127,15 +126,7 @@ class HistoryRebuilder:
         marks: set[bytes] = set()
         limits = self._settings.event_limits()
         for message in messages:
-            decoded = decode_record(
-                message.value,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                timestamp_ms=int(message.timestamp or 0),
-                partitions=self._settings.partitions,
-                limits=limits,
-            )
+            decoded = decode_message(message, self._settings.partitions, limits)
             for envelope in decoded.events:
                 mark, history_key, stored = index_entry(envelope)
                 if mark in marks or db.get(mark) is not None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flux.config import Settings
+from flux.events import EventLimits
+from flux.records import DecodedRecord, decode_record
 
 FETCH_BYTES = 8 * 1024 * 1024
 
@@ -36,3 +40,16 @@ async def committed_offsets(settings: Settings, partitions: list[int]) -> dict[i
         return found
     finally:
         await consumer.stop()
+
+
+def decode_message(message: Any, partitions: int, limits: EventLimits) -> DecodedRecord:
+    """The events of one record read by an aiokafka consumer (timestamps in ms)."""
+    return decode_record(
+        message.value,
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        timestamp_ms=int(message.timestamp or 0),
+        partitions=partitions,
+        limits=limits,
+    )

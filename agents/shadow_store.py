@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import rocksdict
 
+from agents.log_reader import decode_message
 from flux.config import Settings
 from flux.history import seen_key
-from flux.records import decode_record
 from flux.reducer import State, apply_event, new_state
 
 EVENTS_KEY = b"__flux\0replay-events__"
@@ -58,15 +58,7 @@ class ShadowPartition:
         marks: set[bytes] = set()
         applied = 0
         for message in messages:
-            decoded = decode_record(
-                message.value,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                timestamp_ms=int(message.timestamp or 0),
-                partitions=self._partitions,
-                limits=self._limits,
-            )
+            decoded = decode_message(message, self._partitions, self._limits)
             for envelope in decoded.events:
                 entity_id = envelope["payload"]["entity_id"]
                 mark = seen_key(entity_id, envelope["eventId"])
