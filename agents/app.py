@@ -26,11 +26,18 @@ def broker_urls(bootstrap_servers: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()]
 
 
-def quiet_logging(level: str) -> None:
-    """Keep Faust, mode and aiokafka quiet: their debug paths cost CPU on every send."""
-    numeric = logging.getLevelName(level.upper())
-    for name in ("faust", "mode", "aiokafka", "kafka", "rocksdict"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, numeric if isinstance(numeric, int) else 30))
+def quiet_logging(level: str, faust_level: str = "WARNING") -> None:
+    """Keep Faust, mode and aiokafka quiet: their debug paths cost CPU on every send. Faust and
+    mode may log at ``faust_level`` down to INFO (rebalances, recovery), never DEBUG."""
+
+    def numeric(name: str) -> int:
+        value = logging.getLevelName(name.upper())
+        return value if isinstance(value, int) else logging.WARNING
+
+    for name in ("aiokafka", "kafka", "rocksdict"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, numeric(level)))
+    for name in ("faust", "mode"):
+        logging.getLogger(name).setLevel(max(logging.INFO, numeric(faust_level)))
 
 
 def create_faust_app(settings: Settings) -> tuple[FluxApp, Any, Any]:

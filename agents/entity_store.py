@@ -81,6 +81,7 @@ class EntityStore:
         self._changelog_error: RuntimeError | None = None
         self.rebalances = 0  # bumped by every rebalance: a replay that spans one starts again
         self._watches: list[dict[int, set[bytes]]] = []
+        self.stalled_partitions: list[int] = []  # set by agents.stall_watch: served but not advancing
 
     # -- partitions -------------------------------------------------------------------------
     def active_partitions(self) -> list[int]:
@@ -350,6 +351,9 @@ class EntityStore:
         recovered = self.recovered()
         partitions = self.active_partitions() if recovered else []
         detail = "" if recovered else "table recovery or rebalance in progress"
+        stalled = self.stalled_partitions if recovered else []
+        if stalled:
+            detail = f"partitions {stalled} do not advance although the log has records for them; restart this node"
         if not broker:
             detail = "Kafka broker not reachable"
-        return Readiness(broker and recovered, broker, recovered, partitions, detail)
+        return Readiness(broker and recovered and not stalled, broker, recovered, partitions, detail)

@@ -26,6 +26,7 @@ from agents.history_rebuild import HistoryRebuilder
 from agents.history_store import HistoryStore
 from agents.reducer_agent import BatchReducer, install_reducer
 from agents.replay import ReplayJobs
+from agents.stall_watch import StallWatch
 from api.app import create_app
 from api.applied import AppliedOffsets
 from api.relay import ChangeRelay, FeedTotals
@@ -62,6 +63,7 @@ class HttpService(mode.Service):
         logs: list[CompactedLog],
         ticker: MetricsTicker,
         jobs: list[HistoryRebuilder | ReplayJobs],
+        watch: StallWatch,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -71,6 +73,7 @@ class HttpService(mode.Service):
         self._relay = relay
         self._logs = logs
         self._jobs = jobs
+        self._watch = watch
         self._ticker = ticker
         self._server: _EmbeddedUvicorn | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -82,6 +85,7 @@ class HttpService(mode.Service):
             await shared.start()
         await self._relay.start()
         self._ticker.start()
+        self._watch.start()
         config = uvicorn.Config(
             self._http_app,
             host=self._settings.host,
@@ -109,6 +113,7 @@ class HttpService(mode.Service):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._serving, timeout=10)
         await self._ticker.stop()
+        await self._watch.stop()
         for job in self._jobs:
             await job.stop()
         with contextlib.suppress(Exception):
@@ -160,7 +165,7 @@ class _Worker(faust.Worker):
 
 def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     """The Faust app with its reducer agent, and the HTTP service reading its table."""
-    quiet_logging(settings.log_level)
+    quiet_logging(settings.log_level, settings.faust_log_level)
     app, events_topic, table = create_faust_app(settings)
     metrics = Metrics()
     publisher = EventPublisher(
@@ -200,6 +205,7 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
         [namespaces, idempotency],
         MetricsTicker(hub, totals),
         [rebuilder, replays],
+        StallWatch(app, settings, store, metrics, reducer.paused()),
     )
 
 

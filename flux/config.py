@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     public_reads: bool = True
     rate_limit_per_minute: int = Field(default=10_000, ge=1)
     log_level: str = "WARNING"
+    faust_log_level: str = "WARNING"  # Faust's and mode's own loggers (INFO shows rebalances and recovery)
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092",

@@ -59,6 +59,7 @@ class Metrics:
         self.events_duplicate = 0
         self.websocket_connections = 0
         self.websocket_dropped = 0
+        self.partition_stalls = 0
         self._sources = RecentSources()
 
     def published(self, count: int, sources: Iterable[str]) -> None:
@@ -77,6 +78,10 @@ class Metrics:
     def rejected(self, count: int) -> None:
         """Record ``count`` records sent to the dead-letter topic."""
         self.events_rejected += count
+
+    def stalled(self, count: int) -> None:
+        """Record ``count`` partitions found not advancing while the log had records for them."""
+        self.partition_stalls += count
 
     def active_publishers(self) -> int:
         """Distinct sources published through this process in the last minute."""
@@ -97,6 +102,9 @@ class Metrics:
             "# HELP flux_events_duplicate_total Re-sent events (known eventId) applied and stored only once.",
             "# TYPE flux_events_duplicate_total counter",
             f"flux_events_duplicate_total {self.events_duplicate}",
+            "# HELP flux_partition_stalls_total Served partitions found not advancing behind the log (let flow again).",
+            "# TYPE flux_partition_stalls_total counter",
+            f"flux_partition_stalls_total {self.partition_stalls}",
             "# HELP flux_entities Entities in the partitions this process serves.",
             "# TYPE flux_entities gauge",
             f"flux_entities {entities}",

@@ -58,6 +58,7 @@ class FluxProcess:
             FLUX_PARTITIONS=str(self.partitions),
             FLUX_DATA_DIR=str(self.workdir / "data"),
             FLUX_LOG_LEVEL="WARNING",
+            FLUX_FAUST_LOG_LEVEL="INFO",  # rebalances and recovery in flux.log, for failure messages
         )
         env.update(self.extra_env)
         return env

@@ -55,7 +55,9 @@ def _assert_contains_all(node: FluxProcess, tag: str, acked: list[int]) -> None:
         node.wait_for(all_there, timeout=60, what=f"{len(acked)} acknowledged events in state")
     except AssertionError as exc:
         ready = node.client.get("/ready").text
-        raise AssertionError(f"{exc}; {len(missing)} missing, e.g. {missing[:8]}; /ready: {ready}") from None
+        raise AssertionError(
+            f"{exc}; {len(missing)} missing, e.g. {missing[:8]}; /ready: {ready}; log:\n{node.log_tail(80)}"
+        ) from None
 
 
 def test_a_graceful_restart_keeps_every_acknowledged_event(new_flux, uid):

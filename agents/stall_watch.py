@@ -1,0 +1,156 @@
+"""Noticing a reducer that stopped folding while its partitions have committed records to fold.
+
+Every few seconds, for each partition this node serves, the watch compares the events-topic
+offset the table holds the events up to with the partition's last stable offset. A partition
+behind it whose position has not moved for :data:`STALL_S` is stalled: the watch logs what
+Faust's consumer holds about it (active, paused and buffer-full partitions, flow control, the
+fetch position) and has it read again from that position. If it still does not move after
+another :data:`STALL_S`, the node reports itself not ready with the reason, so that an operator
+(or an orchestrator) restarts it; no acknowledged event is at risk meanwhile: its offset is not
+committed.
+
+This module and :mod:`agents.entity_store` are the places that touch Faust's internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from agents.entity_store import EntityStore
+from agents.log_reader import committed_offsets, log_consumer
+from flux.config import Settings
+from flux.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY_S = 2.0
+STALL_S = 10.0
+
+
+class StallWatch:
+    """Watches the served partitions' progress; see the module docstring."""
+
+    def __init__(
+        self, app: Any, settings: Settings, store: EntityStore, metrics: Metrics, paused: asyncio.Lock
+    ) -> None:
+        self._app = app
+        self._paused = paused  # held while a replay switches: the reducer waits on purpose
+        self._settings = settings
+        self._store = store
+        self._metrics = metrics
+        self._since: dict[int, tuple[int, float]] = {}  # partition -> (position, when it was first seen)
+        self._nudged: dict[int, float] = {}  # partition -> when it was read again
+        self._committed: dict[int, int] = {}  # partition -> the group's offset, while nothing is folded
+        self._rebalances = -1
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start watching in the background."""
+        self._task = asyncio.create_task(self._run(), name="flux-stall-watch")
+
+    async def stop(self) -> None:
+        """Stop watching."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+    async def _run(self) -> None:
+        consumer = log_consumer(self._settings, "stall-watch")
+        await consumer.start()
+        try:
+            while True:
+                await asyncio.sleep(CHECK_EVERY_S)
+                try:
+                    await self.check(consumer)
+                except Exception as exc:  # the broker may be away; the next round tries again
+                    log.info("progress check skipped: %r", exc)
+        finally:
+            await consumer.stop()
+
+    async def check(self, consumer: Any) -> None:
+        """One round: find partitions behind the log that do not move, and act on them."""
+        if not self._store.recovered() or self._paused.locked() or self._rebalances != self._store.rebalances:
+            self._rebalances = self._store.rebalances
+            self._committed.clear()
+            self._since.clear()
+            self._nudged.clear()
+            self._store.stalled_partitions = []
+            return
+        partitions = self._store.active_partitions()
+        topic = self._settings.events_topic
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        # the group's commits move only after the reducer folded something, so one read per
+        # assignment serves the partitions it has not folded yet
+        unknown = [p for p in partitions if self._store.applied_offset(p) < 0 and p not in self._committed]
+        if unknown:
+            found = await committed_offsets(self._settings, unknown)
+            self._committed.update({p: found.get(p, 0) for p in unknown})
+        committed = self._committed
+        now = time.monotonic()
+        stalled = []
+        for p in partitions:
+            applied = self._store.applied_offset(p)
+            position = applied if applied >= 0 else committed.get(p, 0)
+            seen = self._since.get(p)
+            if seen is None or seen[0] != position or ends[TopicPartition(topic, p)] <= position:
+                self._since[p] = (position, now)
+                self._nudged.pop(p, None)
+                continue
+            if now - seen[1] < STALL_S:
+                continue
+            nudged = self._nudged.get(p)
+            if nudged is None:
+                await self._nudge(p, position, ends[TopicPartition(topic, p)])
+                self._nudged[p] = now
+            elif now - nudged >= STALL_S:
+                stalled.append(p)
+        if stalled and stalled != self._store.stalled_partitions:
+            log.error("partitions %s still do not advance; this node reports itself not ready", stalled)
+        self._store.stalled_partitions = stalled
+
+    async def _nudge(self, partition: int, position: int, end: int) -> None:
+        """Log what Faust holds about a stalled partition, then read it again from ``position``."""
+        consumer = self._app.consumer
+        topic = self._settings.events_topic
+        tp = next((tp for tp in consumer.assignment() if tp.topic == topic and tp.partition == partition), None)
+        fetcher = _fetch_state(consumer, tp)
+        log.warning(
+            "partition %d has not advanced from offset %d for %.0f s while the log reaches %d "
+            "(assigned: %s, active: %s, paused: %s, buffer full: %s, flow active: %s, fetch position: %s); "
+            "reading it again from offset %d",
+            partition,
+            position,
+            STALL_S,
+            end,
+            tp is not None,
+            tp in (consumer._active_partitions or set()),
+            tp in consumer._paused_partitions,
+            tp in consumer._buffered_partitions,
+            consumer.flow_active,
+            fetcher,
+            position,
+        )
+        self._metrics.stalled(1)
+        if tp is None:
+            return
+        consumer._buffered_partitions.discard(tp)
+        consumer.resume_partitions([tp])
+        consumer.resume_flow()
+        self._app.flow_control.resume()
+        await consumer.seek(tp, position)  # the first offset the table does not hold yet
+
+
+def _fetch_state(consumer: Any, tp: Any) -> str:
+    """The aiokafka consumer's fetch position of ``tp``, for the log (best effort)."""
+    try:
+        state = consumer._thread._ensure_consumer()._subscription.subscription.assignment.state_value(tp)
+        return f"{state.position} (paused: {state.paused})"
+    except Exception as exc:
+        return f"unknown ({type(exc).__name__})"

@@ -1,0 +1,90 @@
+"""The stall watch: a served partition behind the log that does not move is read again, then reported."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+
+from agents import stall_watch
+from agents.stall_watch import STALL_S, StallWatch
+from flux.config import Settings
+from flux.metrics import Metrics
+
+TOPIC = "flux.events"
+
+
+class Store:
+    def __init__(self) -> None:
+        self.applied = {0: 5, 1: 7}
+        self.stalled_partitions: list[int] = []
+        self.rebalances = 0
+
+    def recovered(self) -> bool:
+        return True
+
+    def active_partitions(self) -> list[int]:
+        return [0, 1]
+
+    def applied_offset(self, partition: int) -> int:
+        return self.applied[partition]
+
+
+class FaustConsumer:
+    def __init__(self) -> None:
+        self.tps = {TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)}
+        self._active_partitions = {TopicPartition(TOPIC, 1)}
+        self._paused_partitions = {TopicPartition(TOPIC, 0)}
+        self._buffered_partitions: set[Any] = set()
+        self.flow_active = True
+        self.seeks: list[tuple[int, int]] = []
+
+    def assignment(self) -> set[Any]:
+        return self.tps
+
+    def resume_partitions(self, tps: list[Any]) -> None:
+        self._paused_partitions.difference_update(tps)
+        self._active_partitions.update(tps)
+
+    def resume_flow(self) -> None:
+        self.flow_active = True
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.seeks.append((tp.partition, offset))
+
+
+class Log:
+    async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return {tp: {0: 10, 1: 7}[tp.partition] for tp in tps}
+
+
+def test_a_partition_behind_the_log_that_does_not_move_is_read_again_then_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(stall_watch.time, "monotonic", lambda: clock[0])
+    store, consumer, metrics = Store(), FaustConsumer(), Metrics()
+    app = SimpleNamespace(consumer=consumer, flow_control=SimpleNamespace(resume=lambda: None))
+    watch = StallWatch(app, Settings(events_topic=TOPIC), store, metrics, asyncio.Lock())  # type: ignore[arg-type]
+
+    def check_at(t: float) -> None:
+        clock[0] = 1000.0 + t
+        asyncio.run(watch.check(Log()))
+
+    check_at(-1)  # the first round only notes the rebalance
+    check_at(0)
+    check_at(STALL_S - 1)
+    assert metrics.partition_stalls == 0 and TopicPartition(TOPIC, 0) in consumer._paused_partitions
+    check_at(STALL_S + 1)  # partition 0 is behind (5 < 10) and still: let it flow again
+    assert metrics.partition_stalls == 1
+    assert TopicPartition(TOPIC, 0) in consumer._active_partitions
+    assert consumer.seeks == [(0, 5)]  # read again from the first offset the table does not hold
+    assert store.stalled_partitions == []
+    check_at(2 * STALL_S + 2)  # still not moving: reported; partition 1 is caught up, never stalled
+    assert store.stalled_partitions == [0]
+    store.applied[0] = 8  # it moves again
+    check_at(2 * STALL_S + 3)
+    assert store.stalled_partitions == []
