@@ -2,7 +2,8 @@
 
 Every few seconds, for each partition this node serves, the watch compares the events-topic
 offset the table holds the events up to with the partition's last stable offset. A partition
-behind it whose position has not moved for :data:`STALL_S` is stalled: the watch logs what
+behind it whose position has not moved for :data:`STALL_S`, with committed records (not just a
+transaction marker) ahead of it, is stalled: the watch logs what
 Faust's consumer holds about it (active, paused and buffer-full partitions, flow control, the
 fetch position) and has it read again from that position. If it still does not move after
 another :data:`STALL_S`, the node reports itself not ready with the reason, so that an operator
@@ -105,6 +106,9 @@ class StallWatch:
                 continue
             if now - seen[1] < STALL_S:
                 continue
+            if not await self._has_records(consumer, p, position, ends[TopicPartition(topic, p)]):
+                self._since[p] = (position, now)  # only transaction markers lie ahead: caught up
+                continue
             nudged = self._nudged.get(p)
             if nudged is None:
                 await self._nudge(p, position, ends[TopicPartition(topic, p)])
@@ -114,6 +118,14 @@ class StallWatch:
         if stalled and stalled != self._store.stalled_partitions:
             log.error("partitions %s still do not advance; this node reports itself not ready", stalled)
         self._store.stalled_partitions = stalled
+
+    async def _has_records(self, consumer: Any, partition: int, position: int, end: int) -> bool:
+        """Whether committed records (not just transaction markers) lie between ``position`` and ``end``."""
+        tp = TopicPartition(self._settings.events_topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, position)
+        fetched = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
+        return any(record.offset < end for record in fetched.get(tp, []))
 
     async def _nudge(self, partition: int, position: int, end: int) -> None:
         """Log what Faust holds about a stalled partition, then read it again from ``position``."""

@@ -57,8 +57,22 @@ class FaustConsumer:
 
 
 class Log:
+    """Partition 0 has records from offset 5 on; partition 1 only a transaction marker at 7."""
+
+    def __init__(self) -> None:
+        self.at: dict[Any, int] = {}
+
     async def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
-        return {tp: {0: 10, 1: 7}[tp.partition] for tp in tps}
+        return {tp: {0: 10, 1: 8}[tp.partition] for tp in tps}
+
+    def assign(self, tps: list[Any]) -> None:
+        pass
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.at[tp] = offset
+
+    async def getmany(self, tp: Any, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+        return {tp: [SimpleNamespace(offset=self.at[tp])]} if tp.partition == 0 else {}
 
 
 def test_a_partition_behind_the_log_that_does_not_move_is_read_again_then_reported(
@@ -70,9 +84,11 @@ def test_a_partition_behind_the_log_that_does_not_move_is_read_again_then_report
     app = SimpleNamespace(consumer=consumer, flow_control=SimpleNamespace(resume=lambda: None))
     watch = StallWatch(app, Settings(events_topic=TOPIC), store, metrics, asyncio.Lock())  # type: ignore[arg-type]
 
+    log = Log()
+
     def check_at(t: float) -> None:
         clock[0] = 1000.0 + t
-        asyncio.run(watch.check(Log()))
+        asyncio.run(watch.check(log))
 
     check_at(-1)  # the first round only notes the rebalance
     check_at(0)
@@ -83,7 +99,7 @@ def test_a_partition_behind_the_log_that_does_not_move_is_read_again_then_report
     assert TopicPartition(TOPIC, 0) in consumer._active_partitions
     assert consumer.seeks == [(0, 5)]  # read again from the first offset the table does not hold
     assert store.stalled_partitions == []
-    check_at(2 * STALL_S + 2)  # still not moving: reported; partition 1 is caught up, never stalled
+    check_at(2 * STALL_S + 2)  # still not moving: reported; partition 1 has only a marker ahead, never stalled
     assert store.stalled_partitions == [0]
     store.applied[0] = 8  # it moves again
     check_at(2 * STALL_S + 3)
