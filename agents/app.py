@@ -26,18 +26,26 @@ def broker_urls(bootstrap_servers: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in bootstrap_servers.split(",") if server.strip()]
 
 
-def quiet_logging(level: str, faust_level: str = "WARNING") -> None:
-    """Keep Faust, mode and aiokafka quiet: their debug paths cost CPU on every send. Faust and
-    mode may log at ``faust_level`` down to INFO (rebalances, recovery), never DEBUG."""
+def _numeric(level: str) -> int:
+    value = logging.getLevelName(level.upper())
+    return value if isinstance(value, int) else logging.WARNING
 
-    def numeric(name: str) -> int:
-        value = logging.getLevelName(name.upper())
-        return value if isinstance(value, int) else logging.WARNING
 
+def quiet_logging(level: str, faust_level: str = "WARNING") -> str:
+    """Set the loggers' levels and return the level the worker's log handler needs.
+
+    Flux's own loggers log at ``level``; Faust and mode at ``faust_level``, down to INFO
+    (rebalances, recovery), never DEBUG; aiokafka at WARNING or above: their debug paths cost CPU
+    on every send.
+    """
+    for name in ("flux", "agents", "api", "uvicorn"):
+        logging.getLogger(name).setLevel(_numeric(level))
     for name in ("aiokafka", "kafka", "rocksdict"):
-        logging.getLogger(name).setLevel(max(logging.WARNING, numeric(level)))
+        logging.getLogger(name).setLevel(max(logging.WARNING, _numeric(level)))
+    faust = max(logging.INFO, _numeric(faust_level))
     for name in ("faust", "mode"):
-        logging.getLogger(name).setLevel(max(logging.INFO, numeric(faust_level)))
+        logging.getLogger(name).setLevel(faust)
+    return logging.getLevelName(min(_numeric(level), faust))  # type: ignore[no-any-return]
 
 
 def create_faust_app(settings: Settings) -> tuple[FluxApp, Any, Any]:

@@ -165,7 +165,6 @@ class _Worker(faust.Worker):
 
 def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     """The Faust app with its reducer agent, and the HTTP service reading its table."""
-    quiet_logging(settings.log_level, settings.faust_log_level)
     app, events_topic, table = create_faust_app(settings)
     metrics = Metrics()
     publisher = EventPublisher(
@@ -216,7 +215,7 @@ def run_node(settings: Settings) -> None:
         settings.shutdown_timeout_s,
         app,
         http,
-        loglevel=settings.log_level,
+        loglevel=quiet_logging(settings.log_level, settings.faust_log_level),
         quiet=True,
         redirect_stdouts=False,
     )
