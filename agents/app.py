@@ -57,6 +57,7 @@ def create_faust_app(settings: Settings) -> tuple[FluxApp, Any, Any]:
         store="rocksdb://",
         datadir=str(settings.data_dir),
         web_enabled=False,
+        canonical_url=settings.node_url(),  # what the group's assignment says serves a partition
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,

@@ -89,6 +89,13 @@ class EntityStore:
         actives = self._app.assignor.assigned_actives()
         return sorted(tp.partition for tp in actives if tp.topic == self._changelog)
 
+    def owner_url(self, partition: int) -> str | None:
+        """The URL of the node serving ``partition`` in the group's current assignment (None: nobody)."""
+        for url, topics in self._app.assignor.table_metadata(self._changelog).items():
+            if partition in topics.get(self._changelog, ()):
+                return str(url).rstrip("/")
+        return None
+
     def recovered(self) -> bool:
         """Whether Faust finished replaying the changelog into the local stores."""
         # tables.actives_ready is reset on every rebalance (recovery.completed is never cleared).

@@ -20,6 +20,7 @@ from api import (
 from api.applied import AppliedOffsets
 from api.auth import Guard
 from api.errors import install_error_handlers
+from api.forward import Forwarder
 from api.openapi import describe_configuration
 from api.responses import JSON
 from flux import __version__
@@ -64,6 +65,7 @@ def create_app(
     app.state.idempotency = idempotency
     app.state.replays = replays
     app.state.guard = Guard(settings, namespaces)
+    app.state.forwarder = Forwarder(settings.node_url(), settings.forward_timeout_s)
     app.state.hub = websocket.Hub(settings, reader, metrics)
     install_error_handlers(app)
     app.include_router(routes_events.router)

@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.routing import Match
 
+from api.forward import Forwarder, OwnerUnreachable
 from api.responses import JSON
 from flux.publisher import PublishFailed
 from flux.state import PartitionUnavailable
@@ -63,6 +65,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status, exc.message, exc.extra, headers=exc.headers)
 
     @app.exception_handler(PartitionUnavailable)
+    async def _elsewhere(request: Request, exc: PartitionUnavailable) -> Response:
+        """A partition another node serves: relay the read there (see :mod:`api.forward`)."""
+        forwarder: Forwarder = request.app.state.forwarder
+        owner = request.app.state.reader.owner_url(exc.partition) if exc.partition >= 0 else None
+        target = forwarder.target(request, owner)
+        if target is not None:
+            try:
+                return await forwarder.forward(request, target)
+            except OwnerUnreachable as unreachable:
+                return error_response(503, str(unreachable), headers={"Retry-After": "1"})
+        return error_response(503, str(exc), headers={"Retry-After": "1"})
+
     @app.exception_handler(PublishFailed)  # the broker did not acknowledge in time: nothing is promised
     async def _unavailable(_: Request, exc: Exception) -> JSON:
         return error_response(503, str(exc), headers={"Retry-After": "1"})

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     url: str = "http://localhost:3000"
     host: str = "127.0.0.1"
     port: int = 3000
+    advertised_url: str | None = None  # how other nodes reach this one; default http://host:port
+    forward_timeout_s: float = Field(default=10.0, gt=0)
     auth_enabled: bool = False
     admin_token: str | None = None
     public_reads: bool = True
@@ -73,6 +75,13 @@ class Settings(BaseSettings):
 
     list_default_limit: int = Field(default=1000, ge=1)
     list_max_limit: int = Field(default=10_000, ge=1)
+
+    def node_url(self) -> str:
+        """The URL other nodes reach this node's HTTP API at (``FLUX_ADVERTISED_URL``)."""
+        if self.advertised_url:
+            return self.advertised_url.rstrip("/")
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
 
     def event_limits(self) -> EventLimits:
         """The per-event size limits."""

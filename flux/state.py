@@ -61,6 +61,10 @@ class HistoryReader(Protocol):
 class StateReader(Protocol):
     """Reads of the entity table, in entity-id order."""
 
+    def owner_url(self, partition: int) -> str | None:
+        """The URL of the node serving ``partition`` now, as the group assigned it (None: nobody)."""
+        ...
+
     def get(self, entity_id: str) -> dict[str, Any] | None:
         """The entity ``{id, properties, lastUpdated}``, or None when it does not exist."""
         ...

@@ -1,0 +1,59 @@
+"""Reads for a partition another node serves are forwarded to that node.
+
+Each node serves the partitions the consumer group assigned it. A read that needs one partition
+(an entity, its ``?at=``, its history) raises :class:`flux.state.PartitionUnavailable` on a node
+that does not serve it; the error handler then asks the group's assignment which node does and
+relays the request there, answering with that node's response and ``X-Flux-Served-By``. A
+request is forwarded at most once (``X-Flux-Forwarded-By``), so a partition on the move answers
+503 with ``Retry-After`` instead of bouncing between nodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+
+FORWARDED_BY = "X-Flux-Forwarded-By"
+SERVED_BY = "X-Flux-Served-By"
+FORWARDABLE = ("GET", "HEAD")
+_PASSED_HEADERS = ("authorization", "accept")
+_RETURNED_HEADERS = ("content-type", "link", "retry-after", "www-authenticate")
+
+
+class OwnerUnreachable(RuntimeError):
+    """The node serving a partition did not answer."""
+
+
+class Forwarder:
+    """Relays requests to the node that serves their partition."""
+
+    def __init__(self, node_url: str, timeout_s: float) -> None:
+        self.node_url = node_url
+        self._timeout_s = timeout_s
+        self._client: httpx.AsyncClient | None = None
+
+    def target(self, request: Request, owner: str | None) -> str | None:
+        """The node to forward ``request`` to, or None when it cannot be forwarded."""
+        if owner is None or owner == self.node_url or request.method not in FORWARDABLE:
+            return None
+        if FORWARDED_BY in request.headers:
+            return None  # forwarded once already: the assignment is changing
+        return owner
+
+    async def forward(self, request: Request, owner: str) -> Response:
+        """The owner's answer to ``request``; raises :class:`OwnerUnreachable`."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout_s)
+        headers: dict[str, Any] = {k: v for k, v in request.headers.items() if k.lower() in _PASSED_HEADERS}
+        headers[FORWARDED_BY] = self.node_url
+        url = owner + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        try:
+            answer = await self._client.request(request.method, url, headers=headers)
+        except httpx.HTTPError as exc:
+            raise OwnerUnreachable(f"{owner} serves this partition but did not answer: {exc!r}") from exc
+        returned = {k: v for k, v in answer.headers.items() if k.lower() in _RETURNED_HEADERS}
+        returned[SERVED_BY] = answer.headers.get(SERVED_BY, owner)
+        return Response(answer.content, status_code=answer.status_code, headers=returned)
