@@ -68,8 +68,12 @@ def _stored(entity_id: str, state: State) -> StoredEntity:
 class EntityStore:
     """Reads and batched writes of the entity table; implements :class:`flux.state.StateReader`."""
 
-    def __init__(self, app: Any, table: Any, partitions: int, broker_check: Any = None) -> None:
+    def __init__(
+        self, app: Any, table: Any, partitions: int, broker_check: Any = None, read_committed: Any = None
+    ) -> None:
         self._app = app
+        self._read_committed = read_committed  # async (partitions) -> {partition: the group's committed offset}
+        self._committed: dict[int, int] = {}
         self._table = table
         self._partitions = partitions
         self._changelog = table.changelog_topic.get_topic_name()
@@ -119,6 +123,17 @@ class EntityStore:
     def applied_offset(self, partition: int) -> int:
         """The events-topic offset up to which this node wrote ``partition``'s state (-1: none yet)."""
         return self._applied.get(partition, -1)
+
+    async def positions(self, partitions: list[int]) -> dict[int, int]:
+        """The first events-topic offset each partition's table does not hold: the offset the
+        reducer applied up to, or, for a partition it has not folded since it was assigned, the
+        group's committed offset (0 if none). That is read once per assignment: the group's
+        commits only move after the reducer folded something."""
+        unknown = [p for p in partitions if self.applied_offset(p) < 0 and p not in self._committed]
+        if unknown:
+            found = await self._read_committed(unknown)
+            self._committed.update({p: found.get(p, 0) for p in unknown})
+        return {p: self._committed[p] if self.applied_offset(p) < 0 else self.applied_offset(p) for p in partitions}
 
     def partition_events(self, partition: int) -> int:
         """How many events the table of ``partition`` has folded."""
@@ -342,6 +357,7 @@ class EntityStore:
         partitions this node no longer serves (another node may fold them meanwhile)."""
         self._stats.clear()
         self._seeded.clear()
+        self._committed.clear()
         served = set(self.active_partitions())
         self._applied = {p: offset for p, offset in self._applied.items() if p in served}
         self.rebalances += 1

@@ -25,7 +25,7 @@ from aiokafka import TopicPartition
 
 from agents.change_feed import ChangeFeed
 from agents.entity_store import EntityStore
-from agents.log_reader import committed_offsets, log_consumer
+from agents.log_reader import log_consumer
 from agents.reducer_agent import BatchReducer
 from agents.replay_switch import GenerationSwitch
 from agents.replay_worker import WorkerPool
@@ -149,10 +149,10 @@ class ReplayJobs:
             reached = {p: job.partitions[p].position for p in partitions}
             if stops is None:
                 await switch.open_tail(reached)
-            committed = await self._committed(partitions)  # read before pausing: a broker round trip
+            await self._live_positions(partitions)  # before pausing: any committed offset read is cached
             paused = time.monotonic()
             async with self._reducer.paused():
-                positions = self._positions(partitions, committed)
+                positions = await self._live_positions(partitions)
                 if stops is None:
                     for p, end in positions.items():
                         job.partitions[p].end = max(job.partitions[p].start, end)
@@ -217,19 +217,8 @@ class ReplayJobs:
         finally:
             await consumer.stop()
 
-    async def _committed(self, partitions: list[int]) -> dict[int, int]:
-        """The group's committed offsets of the partitions the reducer has not folded since this node started."""
-        unknown = [p for p in partitions if self._store.applied_offset(p) < 0]
-        found = await committed_offsets(self._settings, unknown) if unknown else {}
-        return {p: found.get(p, 0) for p in unknown}
-
-    def _positions(self, partitions: list[int], committed: dict[int, int]) -> dict[int, int]:
-        """The events-topic offset each partition's live table holds the events up to."""
-        positions = {p: self._store.applied_offset(p) for p in partitions}
-        return {p: committed.get(p, 0) if offset < 0 else offset for p, offset in positions.items()}
-
     async def _live_positions(self, partitions: list[int]) -> dict[int, int]:
-        return self._positions(partitions, await self._committed(partitions))
+        return await self._store.positions(partitions)
 
     async def _catch_up(self, job: ReplayJob, workers: WorkerPool, partitions: list[int]) -> None:
         """Let the new generation follow the live table until what is left to fold is small: fewer

@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from agents.entity_store import EntityStore
-from agents.log_reader import committed_offsets, log_consumer
+from agents.log_reader import log_consumer
 from flux.config import Settings
 from flux.metrics import Metrics
 
@@ -47,7 +47,6 @@ class StallWatch:
         self._metrics = metrics
         self._since: dict[int, tuple[int, float]] = {}  # partition -> (position, when it was first seen)
         self._nudged: dict[int, float] = {}  # partition -> when it was read again
-        self._committed: dict[int, int] = {}  # partition -> the group's offset, while nothing is folded
         self._rebalances = -1
         self._task: asyncio.Task[None] | None = None
 
@@ -79,7 +78,6 @@ class StallWatch:
         """One round: find partitions behind the log that do not move, and act on them."""
         if not self._store.recovered() or self._paused.locked() or self._rebalances != self._store.rebalances:
             self._rebalances = self._store.rebalances
-            self._committed.clear()
             self._since.clear()
             self._nudged.clear()
             self._store.stalled_partitions = []
@@ -87,18 +85,11 @@ class StallWatch:
         partitions = self._store.active_partitions()
         topic = self._settings.events_topic
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
-        # the group's commits move only after the reducer folded something, so one read per
-        # assignment serves the partitions it has not folded yet
-        unknown = [p for p in partitions if self._store.applied_offset(p) < 0 and p not in self._committed]
-        if unknown:
-            found = await committed_offsets(self._settings, unknown)
-            self._committed.update({p: found.get(p, 0) for p in unknown})
-        committed = self._committed
+        positions = await self._store.positions(partitions)
         now = time.monotonic()
         stalled = []
         for p in partitions:
-            applied = self._store.applied_offset(p)
-            position = applied if applied >= 0 else committed.get(p, 0)
+            position = positions[p]
             seen = self._since.get(p)
             if seen is None or seen[0] != position or ends[TopicPartition(topic, p)] <= position:
                 self._since[p] = (position, now)

@@ -24,6 +24,7 @@ from agents.change_feed import ChangeFeed
 from agents.entity_store import EntityStore
 from agents.history_rebuild import HistoryRebuilder
 from agents.history_store import HistoryStore
+from agents.log_reader import committed_offsets
 from agents.reducer_agent import BatchReducer, install_reducer
 from agents.replay import ReplayJobs
 from agents.stall_watch import StallWatch
@@ -170,7 +171,13 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     publisher = EventPublisher(
         settings, transactional_id=f"{settings.app_id}-publisher-{settings.node_id}-{settings.port}"
     )
-    store = EntityStore(app, table, settings.partitions, broker_check=publisher.broker_reachable)
+    store = EntityStore(
+        app,
+        table,
+        settings.partitions,
+        broker_check=publisher.broker_reachable,
+        read_committed=lambda partitions: committed_offsets(settings, partitions),
+    )
     feed = ChangeFeed(app, settings.changes_topic)
     reducer = BatchReducer(app, store, feed, settings, metrics)
     install_reducer(app, events_topic, reducer, settings.flush_interval_ms / 1000)

@@ -32,6 +32,9 @@ class Store:
     def applied_offset(self, partition: int) -> int:
         return self.applied[partition]
 
+    async def positions(self, partitions: list[int]) -> dict[int, int]:
+        return {p: self.applied[p] for p in partitions}
+
 
 class FaustConsumer:
     def __init__(self) -> None:
