@@ -296,10 +296,15 @@ class EntityStore:
         found = self.lookup(entity_id)
         return None if found is None else found.entity
 
-    def iter_partition(self, db: rocksdict.Rdict, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) of the entities of one partition's store whose id starts with ``prefix``."""
+    def iter_partition(
+        self, db: rocksdict.Rdict, prefix: bytes, after: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of the entities of one partition's store whose id starts with ``prefix``
+        (and, given ``after``, sorts after it)."""
         it = db.iter()
-        it.seek(prefix)
+        it.seek(prefix if after is None or after < prefix else after)
+        if after is not None and it.valid() and it.key() == after:
+            it.next()
         while it.valid():
             key = it.key()
             if not key.startswith(prefix):
@@ -311,38 +316,41 @@ class EntityStore:
             yield key, it.value()
             it.next()
 
-    def iter_prefix(self, prefix: str) -> Iterator[StoredEntity]:
-        """Existing entities whose id starts with ``prefix``, in id order, over the served partitions.
+    def serving_dbs(self, partitions: Sequence[int] | None) -> list[rocksdict.Rdict]:
+        """The stores of ``partitions`` (default: every partition served here); raises
+        :class:`PartitionUnavailable` for one this node does not serve now."""
+        if partitions is None:
+            if not self.recovered():
+                raise PartitionUnavailable(-1)
+            partitions = self.active_partitions()
+        return [self.serving_db(p) for p in partitions]
+
+    def iter_prefix(
+        self, prefix: str, partitions: Sequence[int] | None = None, after: str | None = None
+    ) -> Iterator[StoredEntity]:
+        """Existing entities whose id starts with ``prefix`` (and sorts after ``after``), in id order,
+        over ``partitions`` (default: every one served here).
 
         Each partition is read through one RocksDB iterator (a consistent view of that partition
         from the moment the iteration starts), so callers may pause between items.
         """
-        if not self.recovered():
-            raise PartitionUnavailable(-1)
         encoded = prefix.encode()
-        streams = [self.iter_partition(self.db(p), encoded) for p in self.active_partitions()]
+        start = None if after is None else after.encode()
+        streams = [self.iter_partition(db, encoded, start) for db in self.serving_dbs(partitions)]
         for key, raw in heapq.merge(*streams):
             state = decode_state(raw)
             if exists(state):
                 yield _stored(key.decode(), state)
 
-    def scan(self, prefix: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """Entities with ids starting with ``prefix`` in id order, merged over served partitions."""
-        page: list[dict[str, Any]] = []
-        for index, found in enumerate(self.iter_prefix(prefix)):
-            if index < offset:
-                continue
-            if len(page) == limit:
-                return page, True
-            page.append(found.entity)
-        return page, False
-
-    def count_namespace(self, namespace: str) -> int:
-        """Existing entities ``namespace/...`` over the served partitions (from running counts)."""
-        if not self.recovered():
-            raise PartitionUnavailable(-1)
-        partitions = self.active_partitions()
+    def count_namespace(self, namespace: str, partitions: Sequence[int] | None = None) -> int:
+        """Existing entities ``namespace/...`` over ``partitions`` (default: every one served here),
+        from running counts."""
+        if partitions is None:
+            if not self.recovered():
+                raise PartitionUnavailable(-1)
+            partitions = self.active_partitions()
         for partition in partitions:
+            self.serving_db(partition)
             self._partition_stats(partition)  # counts a store from before the counts once
         return sum(self._namespace_count(p, namespace.encode()) for p in partitions)
 

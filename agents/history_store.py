@@ -10,7 +10,7 @@ a time with the pure reducer.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -76,24 +76,32 @@ class HistoryStore:
         self._rebuilder.check_readable(partition)
         return db
 
-    def _range(self, query: HistoryQuery) -> tuple[bytes, bytes, list[int]]:
+    def _range(self, query: HistoryQuery, partitions: Sequence[int] | None) -> tuple[bytes, bytes, list[int]]:
         if query.entity is not None:
             partitions = [partition_for(query.entity, self._partitions)]
             return time_key(query.entity, query.since), time_key(query.entity, query.until + 1), partitions
         low = HISTORY_PREFIX + (query.prefix or "").encode()
-        return low, low + b"\xff", self._store.active_partitions()
+        return low, low + b"\xff", list(self._store.active_partitions() if partitions is None else partitions)
 
     def events(self, query: HistoryQuery) -> tuple[list[dict[str, Any]], bytes | None]:
         """Up to ``query.limit`` events and the cursor of the next page (None: no more)."""
+        page, last = self.page(query)
+        return [event for _, event in page], last
+
+    def page(
+        self, query: HistoryQuery, partitions: Sequence[int] | None = None
+    ) -> tuple[list[tuple[bytes, dict[str, Any]]], bytes | None]:
+        """Up to ``query.limit`` (history key, event) pairs of ``partitions`` (default: every one
+        served here), and the last key examined when more may follow (None: no more)."""
         if "\0" in (query.entity or "") or "\0" in (query.prefix or ""):
             return [], None  # ids never contain NUL (validation refuses it)
-        low, high, partitions = self._range(query)
-        streams = [_walk(self._db(p), low, high, query.descending, query.after) for p in partitions]
+        low, high, served = self._range(query, partitions)
+        streams = [_walk(self._db(p), low, high, query.descending, query.after) for p in served]
         if query.descending:
             merged: Iterator[tuple[bytes, bytes]] = heapq.merge(*streams, key=lambda kv: _Descending(kv[0]))
         else:
             merged = heapq.merge(*streams)
-        page: list[dict[str, Any]] = []
+        page: list[tuple[bytes, dict[str, Any]]] = []
         last: bytes | None = None
         for examined, (key, value) in enumerate(merged):
             if examined == SCAN_BUDGET:  # a bounded request: the next page goes on from here
@@ -108,7 +116,7 @@ class HistoryStore:
                 continue
             if query.sources is not None and event.get("source") not in query.sources:
                 continue
-            page.append(event)
+            page.append((key, event))
             if len(page) == query.limit:
                 return page, key if self._more(merged) else None
         return page, None
@@ -129,27 +137,16 @@ class HistoryStore:
         ]
         return to_entity(entity_id, fold(events, new_state()) if events else None)
 
-    def entities_at(self, prefix: str, at: int, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """Entities whose id starts with ``prefix`` as they were at ``at``, in id order, paged."""
-        page: list[dict[str, Any]] = []
-        index = 0
-        for entity_id in self._known_ids(prefix):
-            entity = self.entity_at(entity_id, at)
-            if entity is None:
-                continue
-            if index >= offset:
-                if len(page) == limit:
-                    return page, True
-                page.append(entity)
-            index += 1
-        return page, False
-
-    def _known_ids(self, prefix: str) -> Iterator[str]:
-        """Ids of every entity the table knows with this prefix, deleted ones included, in id order."""
+    def iter_at(
+        self, prefix: str, at: int, partitions: Sequence[int] | None = None, after: str | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(id, entity as it was at ``at``) of the entities whose id starts with ``prefix`` (and sorts
+        after ``after``) that existed then, in id order, over ``partitions`` (default: served here)."""
         encoded = prefix.encode()
-        streams = [
-            (key for key, _ in self._store.iter_partition(self._db(p), encoded))
-            for p in self._store.active_partitions()
-        ]
+        start = None if after is None else after.encode()
+        served = self._store.active_partitions() if partitions is None else partitions
+        streams = [(key for key, _ in self._store.iter_partition(self._db(p), encoded, start)) for p in served]
         for key in heapq.merge(*streams):
-            yield key.decode()
+            entity = self.entity_at(key.decode(), at)
+            if entity is not None:
+                yield key.decode(), entity

@@ -13,12 +13,14 @@ from api import (
     routes_events,
     routes_health,
     routes_history,
+    routes_internal,
     routes_namespaces,
     routes_state,
     websocket,
 )
 from api.applied import AppliedOffsets
 from api.auth import Guard
+from api.cluster import Cluster
 from api.errors import install_error_handlers
 from api.forward import Forwarder
 from api.openapi import describe_configuration
@@ -66,7 +68,10 @@ def create_app(
     app.state.replays = replays
     app.state.guard = Guard(settings, namespaces)
     app.state.forwarder = Forwarder(settings.node_url(), settings.forward_timeout_s)
-    app.state.hub = websocket.Hub(settings, reader, metrics)
+    app.state.cluster = Cluster(
+        reader, history, settings.node_url(), settings.partitions, settings.forward_timeout_s, settings.rebalance_wait_s
+    )
+    app.state.hub = websocket.Hub(settings, reader, metrics, app.state.cluster)
     install_error_handlers(app)
     app.include_router(routes_events.router)
     app.include_router(routes_state.router)
@@ -74,6 +79,7 @@ def create_app(
     app.include_router(routes_namespaces.router)
     app.include_router(routes_history.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_internal.router)
     app.include_router(websocket.router)
     app.include_router(routes_health.router)
 

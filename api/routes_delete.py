@@ -59,7 +59,9 @@ async def delete_entity(
     timeout = wait_timeout(state.settings, wait_timeout_ms)
     caller = state.guard.writer(request)
     state.guard.check_entity(caller, unquote(entity_id), "delete")
-    stored = state.reader.lookup(unquote(entity_id))
+    stored = (await state.cluster.lookup([unquote(entity_id)], request.headers.get("authorization"))).get(
+        unquote(entity_id)
+    )
     if stored is None:
         raise ApiError(404, "Entity not found")
     state.guard.charge(caller, 1)
@@ -95,7 +97,7 @@ def _one_filter(body: Any) -> tuple[str, Any]:
 
 async def _matching(request: Request, prefix: str, limit: int) -> list[StoredEntity]:
     found: list[StoredEntity] = []
-    for stored in request.app.state.reader.iter_prefix(prefix):
+    async for stored in request.app.state.cluster.entities(prefix, request.headers.get("authorization"), limit + 1):
         found.append(stored)
         if len(found) > limit:
             raise ApiError(
@@ -130,17 +132,16 @@ async def delete_entities(
         ids = list(dict.fromkeys(value))
         if len(ids) > limit:
             raise ApiError(400, f"entity_ids has {len(ids)} ids; the limit is {limit} (FLUX_DELETE_BATCH_LIMIT)")
-        targets = []
+        allowed = []
         for entity_id in ids:
             refused = guard.entity_error(caller, entity_id, "delete")
-            if refused is not None:
-                errors.append({"entity_id": entity_id, "error": refused.message})
-                continue
-            stored = state.reader.lookup(entity_id)
-            if stored is None:
-                errors.append({"entity_id": entity_id, "error": "Entity not found"})
+            if refused is None:
+                allowed.append(entity_id)
             else:
-                targets.append(stored)
+                errors.append({"entity_id": entity_id, "error": refused.message})
+        found = await state.cluster.lookup(allowed, request.headers.get("authorization"))
+        targets = [found[i] for i in allowed if i in found]
+        errors.extend({"entity_id": i, "error": "Entity not found"} for i in allowed if i not in found)
     else:
         prefix = value if name == "prefix" else f"{value}/"
         guard.check_prefix(caller, prefix, "delete")

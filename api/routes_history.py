@@ -76,7 +76,11 @@ async def list_events(
         streams=None if stream is None else frozenset([stream]),
         sources=None if source is None else frozenset([source]),
     )
-    events, last = request.app.state.history.events(query)
+    if entity is not None:
+        await request.app.state.cluster.settle(entity)  # served here, else forwarded (api.forward)
+        events, last = request.app.state.history.events(query)
+    else:
+        events, last = await request.app.state.cluster.history(query, request.headers.get("authorization"))
     headers = {}
     if last is not None:
         params = {k: v for k, v in request.query_params.items() if k != "cursor"}

@@ -33,8 +33,11 @@ MAX_NAME_BODY_BYTES = 4096
 PURGE_CHUNK = 1000
 
 
-def _described(request: Request, namespace: Namespace) -> dict[str, Any]:
-    return {**namespace.public(), "entityCount": request.app.state.reader.count_namespace(namespace.name)}
+async def _described(request: Request, namespaces: list[Namespace]) -> list[dict[str, Any]]:
+    """The namespaces' public views with their entity counts, gathered over the cluster."""
+    auth = request.headers.get("authorization")
+    counts = await request.app.state.cluster.count_namespaces([ns.name for ns in namespaces], auth)
+    return [{**ns.public(), "entityCount": counts[ns.name]} for ns in namespaces]
 
 
 def _visible(caller: Caller, namespace: Namespace) -> bool:
@@ -76,7 +79,7 @@ async def list_namespaces(request: Request) -> JSON:
     """Every namespace (name, id, creation time, entity count; never tokens), by name."""
     caller = request.app.state.guard.reader(request)
     found = [ns for ns in request.app.state.namespaces.registry.all() if _visible(caller, ns)]
-    return JSON([_described(request, ns) for ns in found])
+    return JSON(await _described(request, found))
 
 
 @router.get("/api/namespaces/{name}", response_model=NamespaceOut, responses={**NOT_FOUND, **AUTH_ERRORS})
@@ -86,7 +89,7 @@ async def show_namespace(request: Request, name: str) -> JSON:
     namespace = _holder(request, name)
     if not _visible(caller, namespace):
         raise ApiError(403, f"the token of namespace {caller.scope()[:-1]!r} cannot read namespace {name!r}")
-    return JSON(_described(request, namespace))
+    return JSON((await _described(request, [namespace]))[0])
 
 
 @router.post(
@@ -111,7 +114,7 @@ async def _purge(request: Request, name: str) -> int:
     publisher = request.app.state.publisher
     deleted = 0
     chunk: list[StoredEntity] = []
-    for stored in request.app.state.reader.iter_prefix(f"{name}/"):
+    async for stored in request.app.state.cluster.entities(f"{name}/", request.headers.get("authorization")):
         chunk.append(stored)
         if len(chunk) == PURGE_CHUNK:
             await publisher.publish_batch([tombstone(s) for s in chunk])

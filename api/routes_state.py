@@ -36,10 +36,9 @@ async def list_entities(
     caller = request.app.state.guard.reader(request)
     scope = effective_prefix(prefix, namespace) or caller.scope()  # a tenant's unfiltered list is its own
     request.app.state.guard.check_prefix(caller, scope, "read")
-    if at is None:
-        entities, more = request.app.state.reader.scan(scope, offset, page_size)
-    else:
-        entities, more = request.app.state.history.entities_at(scope, query_time(at, "at", 0), offset, page_size)
+    moment = None if at is None else query_time(at, "at", 0)
+    auth = request.headers.get("authorization")
+    entities, more = await request.app.state.cluster.page(scope, offset, page_size, auth, moment)
     headers = {}
     if more:
         params = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit")}
@@ -59,6 +58,7 @@ async def get_entity(
     """One entity; the id may contain '/' (raw or as %2F). With ``at``, as it was then."""
     guard = request.app.state.guard
     guard.check_entity(guard.reader(request), unquote(entity_id), "read")
+    await request.app.state.cluster.settle(unquote(entity_id))  # partitions on the move: wait a little
     if at is None:
         entity = request.app.state.reader.get(unquote(entity_id))
     else:

@@ -25,18 +25,21 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from api.auth import OPEN, Caller
+from api.auth import OPEN, Caller, bearer_token
+from api.cluster import Cluster
 from api.errors import ApiError
 from api.subscriptions import Pattern, SubscriptionIndex
 from flux.changes import OP_DELETED, OP_REMOVED, ChangeRecord, EntityChange
 from flux.config import Settings
 from flux.metrics import Metrics
+from flux.partitioning import partition_for
 from flux.reducer import rfc3339_ms
 from flux.state import PartitionUnavailable, StateReader, StoredEntity
 
@@ -116,6 +119,8 @@ class Connection:
     def __init__(self, websocket: WebSocket, queue_limit: int, caller: Caller = OPEN) -> None:
         self.websocket = websocket
         self.caller = caller
+        token = bearer_token(websocket) if caller is not OPEN else None
+        self.auth = None if token is None else f"Bearer {token}"  # for other nodes' share of a snapshot
         self.queue_limit = queue_limit
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.subscriptions: dict[str, Subscription] = {}
@@ -148,9 +153,10 @@ class Connection:
 class Hub:
     """Every connection of this process, their subscriptions, and routing of feed records to them."""
 
-    def __init__(self, settings: Settings, reader: StateReader, metrics: Metrics) -> None:
+    def __init__(self, settings: Settings, reader: StateReader, metrics: Metrics, cluster: Cluster) -> None:
         self.settings = settings
         self.reader = reader
+        self.cluster = cluster
         self.metrics = metrics
         self.connections: set[Connection] = set()
         self._index: SubscriptionIndex[Subscription] = SubscriptionIndex()
@@ -230,34 +236,40 @@ class Hub:
                 subscription.connection.send(text)
 
     # -- snapshots -----------------------------------------------------------------------
-    def _matching(self, pattern: Pattern) -> Any:
+    async def _matching(self, pattern: Pattern, auth: str | None, chunk: int) -> AsyncIterator[StoredEntity]:
+        """The entities ``pattern`` matches now, over the whole cluster, in id order."""
         if pattern.prefix is None:
-            found = self.reader.lookup(pattern.text)
-            return iter([] if found is None else [found])
-        return self.reader.iter_prefix(pattern.prefix)
+            for stored in (await self.cluster.lookup([pattern.text], auth)).values():
+                yield stored
+            return
+        async for stored in self.cluster.entities(pattern.prefix, auth, chunk):
+            yield stored
 
-    def snapshot_size_ok(self, pattern: Pattern) -> bool:
+    async def snapshot_size_ok(self, pattern: Pattern, auth: str | None) -> bool:
         """Whether a snapshot of ``pattern`` stays within FLUX_WS_SNAPSHOT_LIMIT entities."""
         limit = self.settings.ws_snapshot_limit
-        return sum(1 for _, _ in zip(range(limit + 1), self._matching(pattern), strict=False)) <= limit
+        count = 0
+        async for _ in self._matching(pattern, auth, limit + 1):
+            count += 1
+            if count > limit:
+                return False
+        return True
 
     async def send_snapshot(self, subscription: Subscription) -> int:
         """Send the current state of every matching entity, then the live changes that waited."""
         connection = subscription.connection
         count = 0
-        entities = self._matching(subscription.pattern)
-        while True:
-            found: list[StoredEntity] = [e for _, e in zip(range(SNAPSHOT_SLICE), entities, strict=False)]
-            for stored in found:
-                subscription.seen[stored.entity["id"]] = stored.applied
-                connection.send(_text({"type": "snapshot", "entity": stored.entity}))
-            count += len(found)
-            if len(found) < SNAPSHOT_SLICE:
-                break
-            await asyncio.sleep(0)
-        subscription.until = {
-            p: offset for p in range(self.settings.partitions) if (offset := self.reader.applied_offset(p)) >= 0
-        }
+        async for stored in self._matching(subscription.pattern, connection.auth, SNAPSHOT_SLICE):
+            subscription.seen[stored.entity["id"]] = stored.applied
+            connection.send(_text({"type": "snapshot", "entity": stored.entity}))
+            count += 1
+            if count % SNAPSHOT_SLICE == 0:
+                await asyncio.sleep(0)
+        until = {p: offset for p in range(self.settings.partitions) if (offset := self.reader.applied_offset(p)) >= 0}
+        for entity_id, applied in subscription.seen.items():  # partitions other nodes serve
+            partition = partition_for(entity_id, self.settings.partitions)
+            until[partition] = max(until.get(partition, -1), applied)
+        subscription.until = {p: offset for p, offset in until.items() if offset >= 0}
         pending, subscription.pending = subscription.pending or [], None
         delivered: set[int] = set()
         for change, messages in pending:
@@ -386,7 +398,7 @@ async def _handle(hub: Hub, connection: Connection, raw: str | bytes) -> None:
         return
     snapshot = message["snapshot"]
     try:
-        if snapshot and not hub.snapshot_size_ok(pattern):
+        if snapshot and not await hub.snapshot_size_ok(pattern, connection.auth):
             connection.send(
                 _text(
                     {

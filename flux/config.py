@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     port: int = 3000
     advertised_url: str | None = None  # how other nodes reach this one; default http://host:port
     forward_timeout_s: float = Field(default=10.0, gt=0)
+    rebalance_wait_s: float = Field(default=5.0, ge=0)  # how long a read waits for moving partitions before 503
     auth_enabled: bool = False
     admin_token: str | None = None
     public_reads: bool = True
@@ -46,6 +47,7 @@ class Settings(BaseSettings):
     partitions: int = Field(default=8, ge=1, le=1024)
     replay_workers: int = Field(default=0, ge=0, le=64)  # processes folding a replay; 0: one per CPU core
     replication_factor: int = Field(default=1, ge=1)
+    standby_replicas: int = Field(default=1, ge=0)  # nodes that keep a warm copy of each partition's table
     events_retention_ms: int = -1
     session_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -53,8 +53,18 @@ class HistoryReader(Protocol):
         """The entity as it was at ``at`` (Unix ms), or None if it did not exist then."""
         ...
 
-    def entities_at(self, prefix: str, at: int, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """Entities with ids starting with ``prefix`` as they were at ``at``, in id order; whether more follow."""
+    def page(
+        self, query: HistoryQuery, partitions: Sequence[int] | None = None
+    ) -> tuple[list[tuple[bytes, dict[str, Any]]], bytes | None]:
+        """Up to ``query.limit`` (history key, event) pairs of ``partitions`` (default: every one
+        served here) and the last key examined when more may follow (None: no more)."""
+        ...
+
+    def iter_at(
+        self, prefix: str, at: int, partitions: Sequence[int] | None = None, after: str | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(id, entity as it was at ``at``) of the entities with ids starting with ``prefix`` (after
+        ``after``) that existed then, in id order."""
         ...
 
 
@@ -73,21 +83,28 @@ class StateReader(Protocol):
         """The entity with its newest event time and feed offset, or None when it does not exist."""
         ...
 
-    def iter_prefix(self, prefix: str) -> Iterator[StoredEntity]:
-        """Existing entities whose id starts with ``prefix``, in id order (lazily)."""
+    def active_partitions(self) -> list[int]:
+        """The partitions this node serves now (recovering ones included)."""
+        ...
+
+    def recovered(self) -> bool:
+        """Whether the served partitions are recovered and no rebalance is under way."""
+        ...
+
+    def iter_prefix(
+        self, prefix: str, partitions: Sequence[int] | None = None, after: str | None = None
+    ) -> Iterator[StoredEntity]:
+        """Existing entities whose id starts with ``prefix`` (and sorts after ``after``), in id
+        order (lazily), over ``partitions`` (default: every one served here)."""
         ...
 
     def applied_offset(self, partition: int) -> int:
         """The events-topic offset up to which this node wrote ``partition``'s state (-1: none yet)."""
         ...
 
-    def scan(self, prefix: str, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """Up to ``limit`` entities whose id starts with ``prefix``, skipping ``offset``, in id order;
-        the flag says whether more follow."""
-        ...
-
-    def count_namespace(self, namespace: str) -> int:
-        """How many existing entities have ids ``namespace/...`` (kept as running counts)."""
+    def count_namespace(self, namespace: str, partitions: Sequence[int] | None = None) -> int:
+        """How many existing entities of ``partitions`` (default: served here) have ids
+        ``namespace/...`` (kept as running counts)."""
         ...
 
     def count(self) -> int:

@@ -63,3 +63,88 @@ def test_any_node_answers_a_read_of_any_entity_from_the_node_that_serves_it(new_
         history = node.client.get("/api/events", params={"entity": "c-3", "since": "0"})
         assert [e["payload"]["properties"] for e in history.json()] == [{"v": 1}, {"v": 2}]
     assert first.entity("c-unknown").status_code == 404 and second.entity("c-unknown").status_code == 404
+
+
+ADMIN_TOKEN = "cluster-admin-" + "x" * 40
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+PRIVATE = {"FLUX_AUTH_ENABLED": "true", "FLUX_PUBLIC_READS": "false", "FLUX_ADMIN_TOKEN": ADMIN_TOKEN}
+
+
+def pages(node: FluxProcess, path: str, params: dict[str, str], headers: dict[str, str]) -> list[list[Any]]:
+    """Every page of a paged list, following its Link headers."""
+    found = []
+    response = node.client.get(path, params=params, headers=headers)
+    while True:
+        assert response.status_code == 200, response.text
+        assert len(found) < 100, "the Link headers do not come to an end"
+        found.append(response.json())
+        link = response.headers.get("link")
+        if link is None:
+            return found
+        response = node.client.get(link[1 : link.index(">")], headers=headers)
+
+
+async def snapshot_ids(node: FluxProcess, pattern: str, token: str) -> list[str]:
+    from tests.ws_client import Subscriber
+
+    async with Subscriber(node.url, query=f"?token={token}") as client:
+        await client.subscribe(pattern, snapshot=True)
+        done = await client.next_of("snapshot_complete")
+    ids = [m["entity"]["id"] for m in client.messages if m["type"] == "snapshot"]
+    assert done["count"] == len(ids)
+    return ids
+
+
+def test_lists_counts_history_deletes_and_snapshots_span_every_node(new_flux: NodeFactory) -> None:
+    """Reads over many partitions gather every node's share, with the caller's token, in one order."""
+    import asyncio
+
+    first = new_flux(partitions=6, **PRIVATE)
+    second = new_flux(join=first, **PRIVATE)
+    first.wait_for(lambda: split_between([first, second], 6), timeout=90, what="partitions split over both nodes")
+    created = first.client.post("/api/namespaces", json={"name": "fleet"}, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    token = created.json()["token"]
+    tenant = {"Authorization": f"Bearer {token}"}
+    ids = sorted(f"fleet/s-{i:03d}" for i in range(60))
+    batch = [event(i, T0 + n, v=n) for n, i in enumerate(ids)] + [event("other-1", T0, v=0)]
+    assert first.client.post("/api/events/batch", params={"wait": "true"}, json=batch, headers=ADMIN).status_code == 200
+    second.client.post(
+        "/api/events/batch", params={"wait": "true"}, json=[event(i, T0 + 100, w=1) for i in ids[:30]], headers=ADMIN
+    )
+
+    for node in (first, second):
+        listed = pages(node, "/api/state/entities", {"namespace": "fleet", "limit": "7"}, tenant)
+        assert [len(p) for p in listed] == [7] * 8 + [4]
+        assert [e["id"] for p in listed for e in p] == ids, "every node's share, in id order, no repeats"
+        past = pages(node, "/api/state/entities", {"prefix": "fleet/", "at": str(T0 + 50), "limit": "20"}, tenant)
+        assert [e["id"] for p in past for e in p] == ids[:51]
+        assert all("w" not in e["properties"] for p in past for e in p)
+        count = node.client.get("/api/namespaces/fleet", headers=tenant).json()["entityCount"]
+        assert count == 60
+        history = pages(node, "/api/events", {"namespace": "fleet", "since": "0", "limit": "13"}, tenant)
+        keys = [(e["payload"]["entity_id"], e["timestamp"]) for p in history for e in p]
+        assert len(keys) == 90 and keys == sorted(keys), "a prefix's history: by id then time, each event once"
+        backwards = pages(
+            node, "/api/events", {"prefix": "fleet/", "since": "0", "order": "desc", "limit": "50"}, tenant
+        )
+        assert [(e["payload"]["entity_id"], e["timestamp"]) for p in backwards for e in p] == keys[::-1]
+        assert node.client.get("/api/state/entities", params={"prefix": "other"}, headers=tenant).status_code == 403
+        assert asyncio.run(snapshot_ids(node, "fleet/*", token)) == ids
+
+    doomed = [i for i in ids if i.endswith(("1", "2"))]
+    deleted = second.client.post(
+        "/api/state/entities/delete", params={"wait": "true"}, json={"entity_ids": doomed}, headers=tenant
+    )
+    assert deleted.json() == {"deleted": len(doomed), "failed": 0, "errors": []}, deleted.text
+    one = first.client.delete(f"/api/state/entities/{ids[0]}", params={"wait": "true"}, headers=tenant)
+    assert one.status_code == 200, one.text
+    left = [i for i in ids if i not in doomed and i != ids[0]]
+    for node in (first, second):
+        listed = pages(node, "/api/state/entities", {"prefix": "fleet/"}, tenant)
+        assert [e["id"] for p in listed for e in p] == left
+    purged = first.client.post(
+        "/api/state/entities/delete", params={"wait": "true"}, json={"prefix": "fleet/"}, headers=tenant
+    )
+    assert purged.json()["deleted"] == len(left)
+    assert second.client.get("/api/namespaces/fleet", headers=tenant).json()["entityCount"] == 0

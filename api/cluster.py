@@ -1,0 +1,325 @@
+"""Reads that span partitions, gathered from every node that serves some of them.
+
+Each node serves the partitions the consumer group assigned it. A list, a prefix, a namespace
+count or a prefix history needs all partitions: this module asks the group's assignment which
+node serves which (waiting up to ``FLUX_REBALANCE_WAIT_S`` while partitions move), reads this
+node's share from its own stores and asks each other node for its share through the internal
+endpoints of :mod:`api.routes_internal`, and merges the answers in key order.
+
+Every source answers pages of ``(key, item)`` in key order with a *frontier*: the last key it
+examined when more may follow, ``None`` when it has no more. The merge pops items in global key
+order and fetches a source's next page (after its frontier) only when the merge reaches it, so a
+page of the answer costs about a page from each node, and stopping anywhere leaves a cursor (the
+last key popped) that resumes exactly there on every node: pages are stable however the
+partitions are spread. On one node every partition is local and nothing goes over the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import httpx
+
+from api.forward import FORWARDED_BY
+from flux.history import HistoryQuery, encode_cursor
+from flux.partitioning import partition_for
+from flux.state import HistoryReader, PartitionUnavailable, StateReader, StoredEntity
+
+INTERNAL = "/api/internal"
+REMOTE_PAGE = 5_000  # entities or events one internal request returns at most
+WAIT_STEP_S = 0.05
+
+Page = tuple[list[tuple[Any, Any]], Any]  # ([(key, item)], frontier or None)
+Fetch = Callable[[Any], Awaitable[Page]]  # after -> the next page
+
+
+class _Mark:
+    """The frontier of a source's page in the merge: the source has more after this key."""
+
+
+_MARK = _Mark()
+
+
+class _Reversed:
+    """Reverses the order of a key in the merge's heap (descending pages)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+
+    def __lt__(self, other: _Reversed) -> bool:
+        return bool(self.key > other.key)
+
+
+async def merged(
+    fetches: Sequence[Fetch], descending: bool = False, start: Any = None
+) -> AsyncIterator[tuple[Any, Any]]:
+    """(key, item) over every source in key order, from just after ``start``; ``item`` is None where
+    the merge only passed a source's frontier (a key it examined without an item to give, a cursor
+    may stop there)."""
+    queues: list[deque[tuple[Any, Any]]] = [deque() for _ in fetches]
+
+    async def refill(index: int, after: Any) -> None:
+        items, frontier = await fetches[index](after)
+        queues[index].extend(items)
+        if frontier is not None:
+            queues[index].append((frontier, _MARK))
+
+    heap: list[tuple[Any, int, Any, Any]] = []
+
+    def push(index: int) -> None:
+        if queues[index]:
+            key, item = queues[index].popleft()
+            heapq.heappush(heap, (_Reversed(key) if descending else key, index, key, item))
+
+    await asyncio.gather(*(refill(index, start) for index in range(len(fetches))))
+    for index in range(len(fetches)):
+        push(index)
+    while heap:
+        _, index, key, item = heapq.heappop(heap)
+        if item is _MARK:
+            await refill(index, key)
+            yield key, None
+        else:
+            yield key, item
+        push(index)
+
+
+def _stored(row: list[Any]) -> StoredEntity:
+    return StoredEntity(row[0], row[1], row[2])
+
+
+class Cluster:
+    """Cross-partition reads over the nodes of one Flux app (see the module docstring)."""
+
+    def __init__(
+        self,
+        reader: StateReader,
+        history: HistoryReader,
+        node_url: str,
+        partitions: int,
+        timeout_s: float,
+        wait_s: float,
+    ) -> None:
+        self._reader = reader
+        self._history = history
+        self.node_url = node_url
+        self._partitions = partitions
+        self._timeout_s = timeout_s
+        self._wait_s = wait_s
+        self._client: httpx.AsyncClient | None = None
+
+    # -- who serves what ----------------------------------------------------------------
+    def _owners_now(self, partitions: Sequence[int]) -> dict[str, list[int]] | int:
+        """Partitions per serving node URL, or the first partition nobody serves now."""
+        local = set(self._reader.active_partitions()) if self._reader.recovered() else set()
+        owners: dict[str, list[int]] = {}
+        for partition in partitions:
+            owner = self.node_url if partition in local else self._reader.owner_url(partition)
+            if owner is None or (owner == self.node_url and partition not in local):
+                return partition
+            owners.setdefault(owner, []).append(partition)
+        return owners
+
+    async def owners(self, partitions: Sequence[int] | None = None) -> dict[str, list[int]]:
+        """Which node serves each of ``partitions`` (default: all), waiting up to FLUX_REBALANCE_WAIT_S
+        while some are on the move; raises :class:`PartitionUnavailable` after that."""
+        wanted = list(range(self._partitions)) if partitions is None else list(partitions)
+        deadline = time.monotonic() + self._wait_s
+        while True:
+            found = self._owners_now(wanted)
+            if isinstance(found, dict):
+                return found
+            if time.monotonic() >= deadline:
+                raise PartitionUnavailable(found)
+            await asyncio.sleep(WAIT_STEP_S)
+
+    async def settle(self, entity_id: str) -> None:
+        """Wait (up to the bound) until somebody serves the partition of ``entity_id``."""
+        await self.owners([partition_for(entity_id, self._partitions)])
+
+    # -- the internal endpoints of the other nodes ---------------------------------------
+    async def _call(self, owner: str, path: str, auth: str | None, params: Any = None, body: Any = None) -> Any:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout_s)
+        headers = {FORWARDED_BY: self.node_url}  # a node that no longer serves a partition answers 503
+        if auth is not None:
+            headers["Authorization"] = auth
+        try:
+            if body is None:
+                answer = await self._client.get(owner + INTERNAL + path, params=params, headers=headers)
+            else:
+                answer = await self._client.post(owner + INTERNAL + path, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise NodeUnavailable(f"{owner} serves part of this answer but did not answer: {exc!r}") from exc
+        if answer.status_code != 200:
+            raise NodeUnavailable(
+                f"{owner} serves part of this answer but answered {answer.status_code}: {answer.text}"
+            )
+        return answer.json()
+
+    # -- entities -------------------------------------------------------------------------
+    async def entities(
+        self, prefix: str, auth: str | None, chunk: int = REMOTE_PAGE, at: int | None = None
+    ) -> AsyncIterator[StoredEntity]:
+        """Existing entities whose id starts with ``prefix``, in id order, over the whole cluster;
+        with ``at``, as they were then (``applied`` and ``last_timestamp`` are then -1 and 0)."""
+        fetches = [
+            self._entity_pages(owner, partitions, prefix, auth, chunk, at)
+            for owner, partitions in (await self.owners()).items()
+        ]
+        async for _, stored in merged(fetches):
+            if stored is not None:
+                yield stored
+
+    def _entity_pages(
+        self, owner: str, partitions: list[int], prefix: str, auth: str | None, chunk: int, at: int | None
+    ) -> Fetch:
+        size = max(1, min(chunk, REMOTE_PAGE))
+
+        async def local(after: str | None) -> Page:
+            if at is None:
+                found = self._reader.iter_prefix(prefix, partitions, after)
+                items = [(s.entity["id"], s) for s in _take(found, size)]
+            else:
+                items = [
+                    (i, StoredEntity(e, 0, -1))
+                    for i, e in _take(self._history.iter_at(prefix, at, partitions, after), size)
+                ]
+            return items, items[-1][0] if len(items) == size else None
+
+        async def remote(after: str | None) -> Page:
+            params: dict[str, Any] = {"prefix": prefix, "partitions": _csv(partitions), "limit": size}
+            if after is not None:
+                params["after"] = after
+            if at is not None:
+                params["at"] = at
+            answer = await self._call(owner, "/entities", auth, params)
+            return [(row[0]["id"], _stored(row)) for row in answer["items"]], answer["frontier"]
+
+        return local if owner == self.node_url else remote
+
+    async def page(
+        self, prefix: str, offset: int, limit: int, auth: str | None, at: int | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` entities after skipping ``offset``, in id order; whether more follow."""
+        page: list[dict[str, Any]] = []
+        index = 0
+        async for stored in self.entities(prefix, auth, chunk=offset + limit + 1, at=at):
+            if index >= offset:
+                if len(page) == limit:
+                    return page, True
+                page.append(stored.entity)
+            index += 1
+        return page, False
+
+    async def lookup(self, entity_ids: Sequence[str], auth: str | None) -> dict[str, StoredEntity]:
+        """The existing entities among ``entity_ids``, by id, wherever they are served."""
+        by_partition: dict[int, list[str]] = {}
+        for entity_id in entity_ids:
+            by_partition.setdefault(partition_for(entity_id, self._partitions), []).append(entity_id)
+        found: dict[str, StoredEntity] = {}
+        for owner, partitions in (await self.owners(sorted(by_partition))).items():
+            ids = [entity_id for p in partitions for entity_id in by_partition[p]]
+            if owner == self.node_url:
+                found.update({i: stored for i in ids if (stored := self._reader.lookup(i)) is not None})
+            else:
+                answer = await self._call(owner, "/lookup", auth, body={"ids": ids})
+                found.update({row[0]["id"]: _stored(row) for row in answer["items"]})
+        return found
+
+    async def count_namespaces(self, names: Sequence[str], auth: str | None) -> dict[str, int]:
+        """Existing entities ``name/...`` per namespace name, over the whole cluster."""
+        totals = dict.fromkeys(names, 0)
+        for owner, partitions in (await self.owners()).items():
+            if owner == self.node_url:
+                counts = {name: self._reader.count_namespace(name, partitions) for name in names}
+            else:
+                body = {"namespaces": list(names), "partitions": partitions}
+                counts = await self._call(owner, "/namespace-counts", auth, body=body)
+            for name in names:
+                totals[name] += int(counts.get(name, 0))
+        return totals
+
+    # -- history --------------------------------------------------------------------------
+    async def history(self, query: HistoryQuery, auth: str | None) -> tuple[list[dict[str, Any]], bytes | None]:
+        """A page of a prefix's history over the whole cluster and the cursor of the next (None: no more).
+
+        Like one node's page, it may end early (a cursor, fewer events) when the filters skip many
+        events: after each source was asked for about two pages.
+        """
+        owners = await self.owners()
+        fetches = [self._history_pages(owner, partitions, query, auth) for owner, partitions in owners.items()]
+        budget = 2 * len(fetches)
+        page: list[dict[str, Any]] = []
+        last: bytes | None = None
+        async for key, event in merged(fetches, query.descending, query.after):
+            if len(page) == query.limit:
+                return page, last  # something follows
+            last = key
+            if event is None:
+                budget -= 1
+                if budget == 0:
+                    return page, last
+                continue
+            page.append(event)
+        return page, None
+
+    def _history_pages(self, owner: str, partitions: list[int], query: HistoryQuery, auth: str | None) -> Fetch:
+        async def local(after: bytes | None) -> Page:
+            return self._history.page(replace(query, after=after), partitions)
+
+        async def remote(after: bytes | None) -> Page:
+            params: dict[str, Any] = {**_history_params(query), "partitions": _csv(partitions)}
+            if after is not None:
+                params["cursor"] = encode_cursor(after)
+            answer = await self._call(owner, "/history", auth, params)
+            frontier = answer["frontier"]
+            return [(bytes.fromhex(k), e) for k, e in answer["items"]], None if frontier is None else bytes.fromhex(
+                frontier
+            )
+
+        return local if owner == self.node_url else remote
+
+    async def close(self) -> None:
+        """Close the connections to the other nodes."""
+        if self._client is not None:
+            await self._client.aclose()
+
+
+class NodeUnavailable(PartitionUnavailable):
+    """A node serving part of an answer did not give it (unreachable, or its partitions moved)."""
+
+    def __init__(self, message: str) -> None:
+        RuntimeError.__init__(self, message)
+        self.partition = -1
+
+
+def _take(items: Any, count: int) -> list[Any]:
+    return [item for _, item in zip(range(count), items, strict=False)]
+
+
+def _csv(partitions: Sequence[int]) -> str:
+    return ",".join(str(p) for p in partitions)
+
+
+def _history_params(query: HistoryQuery) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "prefix": query.prefix or "",
+        "since": query.since,
+        "until": query.until,
+        "order": "desc" if query.descending else "asc",
+        "limit": query.limit,
+    }
+    if query.streams:
+        params["stream"] = next(iter(query.streams))
+    if query.sources:
+        params["source"] = next(iter(query.sources))
+    return params

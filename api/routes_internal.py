@@ -1,0 +1,133 @@
+"""The endpoints nodes of one app ask each other for their share of a cross-partition read.
+
+Not part of the public API (absent from the OpenAPI document), but held to the same rules: the
+caller's own ``Authorization`` travels with the request and is checked here as on the node it
+came to, so these endpoints read nothing the caller could not read through the public ones. Each
+names the partitions it wants; a node that does not serve one of them (any more) answers 503,
+and the asking node answers 503 with ``Retry-After`` in turn (see :mod:`api.cluster`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from api.body import read_json
+from api.errors import ApiError
+from api.responses import JSON
+from flux.history import HistoryQuery, InvalidQuery, decode_cursor
+from flux.state import StoredEntity
+
+router = APIRouter(prefix="/api/internal", include_in_schema=False)
+
+MAX_PAGE = 10_000
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def _partitions(request: Request, given: str) -> list[int]:
+    try:
+        partitions = sorted({int(p) for p in given.split(",") if p.strip()})
+    except ValueError as exc:
+        raise ApiError(400, "partitions must be a comma-separated list of partition numbers") from exc
+    if any(not 0 <= p < request.app.state.settings.partitions for p in partitions):
+        raise ApiError(400, f"partitions must lie in 0..{request.app.state.settings.partitions - 1}")
+    return partitions
+
+
+def _row(stored: StoredEntity) -> list[Any]:
+    return [stored.entity, stored.last_timestamp, stored.applied]
+
+
+def _check_prefix(request: Request, prefix: str) -> None:
+    guard = request.app.state.guard
+    guard.check_prefix(guard.reader(request), prefix, "read")
+
+
+@router.get("/entities")
+async def entities(
+    request: Request,
+    partitions: str,
+    prefix: str = "",
+    after: str | None = None,
+    at: int | None = None,
+    limit: int = Query(1000, ge=1, le=MAX_PAGE),
+) -> JSON:
+    """This node's entities of ``partitions`` with the prefix, after ``after``, in id order."""
+    _check_prefix(request, prefix)
+    wanted = _partitions(request, partitions)
+    if at is None:
+        found = request.app.state.reader.iter_prefix(prefix, wanted, after)
+        items = [_row(stored) for _, stored in zip(range(limit), found, strict=False)]
+    else:
+        found_at = request.app.state.history.iter_at(prefix, at, wanted, after)
+        items = [[entity, 0, -1] for _, (_, entity) in zip(range(limit), found_at, strict=False)]
+    return JSON({"items": items, "frontier": items[-1][0]["id"] if len(items) == limit else None})
+
+
+@router.post("/lookup")
+async def lookup(request: Request) -> JSON:
+    """The existing entities among ``{"ids": [...]}`` (all of partitions served here)."""
+    guard = request.app.state.guard
+    caller = guard.reader(request)
+    body = await read_json(request, MAX_BODY_BYTES)
+    ids = body.get("ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ApiError(400, 'body must be {"ids": [entity ids]}')
+    rows = []
+    for entity_id in ids:
+        guard.check_entity(caller, entity_id, "read")
+        stored = request.app.state.reader.lookup(entity_id)
+        if stored is not None:
+            rows.append(_row(stored))
+    return JSON({"items": rows})
+
+
+@router.post("/namespace-counts")
+async def namespace_counts(request: Request) -> JSON:
+    """Existing entities per namespace in the partitions of ``{"namespaces": [...], "partitions": [...]}``."""
+    body = await read_json(request, MAX_BODY_BYTES)
+    names = body.get("namespaces") if isinstance(body, dict) else None
+    given = body.get("partitions") if isinstance(body, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not isinstance(given, list):
+        raise ApiError(400, 'body must be {"namespaces": [names], "partitions": [numbers]}')
+    wanted = _partitions(request, ",".join(str(p) for p in given))
+    counts = {}
+    for name in names:
+        _check_prefix(request, f"{name}/")
+        counts[name] = request.app.state.reader.count_namespace(name, wanted)
+    return JSON(counts)
+
+
+@router.get("/history")
+async def history(
+    request: Request,
+    partitions: str,
+    since: int,
+    until: int,
+    prefix: str = "",
+    order: str = Query("asc", pattern="^(asc|desc)$"),
+    limit: int = Query(100, ge=1, le=MAX_PAGE),
+    stream: str | None = None,
+    source: str | None = None,
+    cursor: str | None = None,
+) -> JSON:
+    """A page of the history of ``partitions`` under the prefix: ``[key hex, event]`` pairs and the frontier."""
+    _check_prefix(request, prefix)
+    try:
+        after = None if cursor is None else decode_cursor(cursor)
+    except InvalidQuery as exc:
+        raise ApiError(400, str(exc)) from exc
+    query = HistoryQuery(
+        entity=None,
+        prefix=prefix,
+        since=since,
+        until=until,
+        descending=order == "desc",
+        limit=limit,
+        after=after,
+        streams=None if stream is None else frozenset([stream]),
+        sources=None if source is None else frozenset([source]),
+    )
+    items, frontier = request.app.state.history.page(query, _partitions(request, partitions))
+    return JSON({"items": [[key.hex(), event] for key, event in items], "frontier": frontier and frontier.hex()})
