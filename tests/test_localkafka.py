@@ -16,6 +16,7 @@ from flux.localkafka import (
     LocalKafkaError,
     cluster_replication,
     new_cluster_id,
+    open_launcher,
     quorum_voters,
     write_cluster_layout,
 )
@@ -89,6 +90,8 @@ def test_an_existing_cluster_keeps_its_id_and_ports_and_refuses_another_size(tmp
     assert [(b.port, b.controller_port) for b in cluster] == [(29392, 29393), (29394, 29395)]
     with pytest.raises(LocalKafkaError, match="cluster of 2 brokers, not 3"):
         LocalKafkaCluster(tmp_path, 3)
+    assert isinstance(open_launcher(tmp_path), LocalKafkaCluster), "a dir holding a cluster opens as one"
+    assert isinstance(open_launcher(tmp_path / "single"), LocalKafka)
     assert not cluster.is_running()
     assert cluster.stop() is False
 
