@@ -1,6 +1,6 @@
 """The ``flux`` command: ``flux serve`` runs a node, ``flux backfill`` publishes a file of events,
 ``flux replay`` re-derives state from the log, ``flux kafka start|stop|status`` manages a local broker
-(``--brokers 3``: a local cluster)."""
+(``--brokers 3``: a local cluster), ``flux cluster`` runs local brokers and several nodes in the foreground."""
 
 from __future__ import annotations
 
@@ -62,6 +62,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_kafka(args: argparse.Namespace) -> int:
     """Manage the project's local KRaft broker, or cluster with ``--brokers N`` (see :mod:`flux.localkafka`)."""
     return localkafka.run(args)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """Run a local Kafka cluster and several nodes in the foreground (see :mod:`api.cluster_command`)."""
+    from api.cluster_command import run_cluster
+
+    return run_cluster(args.nodes, args.brokers, args.port, Path(args.data_dir), args.kafka_dir, args.kafka_port)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -130,6 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     kafka = commands.add_parser("kafka", help="a local Kafka broker, or cluster (--brokers 3), for development")
     localkafka.add_arguments(kafka)
     kafka.set_defaults(func=cmd_kafka)
+    cluster = commands.add_parser("cluster", help="local Kafka brokers and several Flux nodes, until Ctrl-C")
+    cluster.add_argument("--nodes", type=int, default=3, help="Flux nodes, on ports PORT, PORT+1... (default 3)")
+    cluster.add_argument(
+        "--brokers", type=int, default=3, help="local Kafka brokers (default 3; none with KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    cluster.add_argument("--port", type=int, default=3000, help="HTTP port of the first node (default 3000)")
+    cluster.add_argument("--data-dir", default=".flux/cluster", help="the nodes' data dirs go under it, one each")
+    cluster.add_argument("--kafka-dir", type=Path, default=None, help="the brokers' data (default .flux/kafka-cluster)")
+    cluster.add_argument(
+        "--kafka-port", type=int, default=None, help="first broker's port (default 9092: 9092, 9094...)"
+    )
+    cluster.set_defaults(func=cmd_cluster)
     backfill = commands.add_parser("backfill", help="publish a file of (historic) events, resumably")
     backfill.add_argument("file", help="JSON Lines or a JSON array of events; - for standard input")
     backfill.add_argument("--url", default=None, help="Flux URL (default FLUX_URL or http://localhost:3000)")
