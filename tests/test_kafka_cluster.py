@@ -12,9 +12,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from flux.config import Settings
 from flux.localkafka import LocalKafkaCluster
 from flux.topics import ensure_topics
+from tests.flux_process import app_settings
 
 pytestmark = pytest.mark.integration
 
@@ -94,18 +94,7 @@ class Writer:
 
 async def test_acked_writes_continue_through_a_broker_crash_and_all_survive(kafka_cluster: LocalKafkaCluster) -> None:
     bootstrap = kafka_cluster.bootstrap
-    name = f"cl{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        kafka_bootstrap_servers=bootstrap,
-        app_id=name,
-        events_topic=f"{name}.events",
-        changes_topic=f"{name}.changes",
-        namespaces_topic=f"{name}.namespaces",
-        idempotency_topic=f"{name}.idempotency",
-        dead_letter_topic=f"{name}.events.dlq",
-        partitions=3,
-        replication_factor=3,
-    )
+    settings = app_settings(bootstrap, f"cl{uuid.uuid4().hex[:8]}", partitions=3, replication_factor=3)
     await ensure_topics(settings)
     topic = settings.events_topic
     partitions = await _partitions(bootstrap, topic)

@@ -11,24 +11,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from flux.config import Settings
 from flux.topics import TopicMismatch, changelog_topic, ensure_topics, topic_configs
+from tests.flux_process import app_settings
 
 pytestmark = pytest.mark.integration
 
 
-def settings_for(bootstrap: str, partitions: int = 4, replication_factor: int = 1) -> Settings:
-    """Settings of a fresh app whose topics nobody else uses."""
-    name = f"tp{uuid.uuid4().hex[:10]}"
-    return Settings(
-        kafka_bootstrap_servers=bootstrap,
-        app_id=name,
-        events_topic=f"{name}.events",
-        changes_topic=f"{name}.changes",
-        namespaces_topic=f"{name}.namespaces",
-        idempotency_topic=f"{name}.idempotency",
-        dead_letter_topic=f"{name}.events.dlq",
-        partitions=partitions,
-        replication_factor=replication_factor,
-    )
+def settings_for(bootstrap: str) -> Settings:
+    """Settings of a fresh app (4 partitions, 1 replica) whose topics nobody else uses."""
+    return app_settings(bootstrap, f"tp{uuid.uuid4().hex[:10]}")
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int, configs: dict[str, str]) -> None:
