@@ -1,11 +1,12 @@
 # Flux: `make run` starts Flux (and a local Kafka broker if KAFKA_BOOTSTRAP_SERVERS is unset);
+# `make cluster` starts 3 local brokers and 3 Flux nodes on :3000-3002 in the foreground (Ctrl-C stops all);
 # `make test` runs lint, types and the whole test suite against a real broker.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test unit lint fuzz kafka-start kafka-stop bench bench-ws bench-auth bench-history bench-replay clean
+.PHONY: install run cluster test unit lint fuzz kafka-start kafka-stop bench bench-ws bench-auth bench-history bench-replay clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +18,15 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/flux serve
+
+NODES ?= 3
+BROKERS ?= 3
+CLUSTER_ARGS ?=
+
+# NODES Flux nodes of one app (ports 3000...) on BROKERS local Kafka brokers (unless KAFKA_BOOTSTRAP_SERVERS is
+# set), output prefixed per node; Ctrl-C stops the nodes, then the brokers. More options: flux cluster --help.
+cluster: install
+	$(BIN)/flux cluster --nodes $(NODES) --brokers $(BROKERS) $(CLUSTER_ARGS)
 
 lint: install
 	$(BIN)/ruff check flux agents api tests bench

@@ -9,9 +9,7 @@ import faust
 
 from agents.transport import ReadCommittedTransport
 from flux.config import Settings
-from flux.topics import MAX_MESSAGE_BYTES
-
-TABLE_NAME = "entities"
+from flux.topics import MAX_MESSAGE_BYTES, TABLE_NAME
 
 
 class FluxApp(faust.App):

@@ -1,5 +1,6 @@
 """The ``flux`` command: ``flux serve`` runs a node, ``flux backfill`` publishes a file of events,
-``flux replay`` re-derives state from the log, ``flux kafka start|stop|status`` manages a local broker."""
+``flux replay`` re-derives state from the log, ``flux kafka start|stop|status`` manages a local broker
+(``--brokers 3``: a local cluster), ``flux cluster`` runs local brokers and several nodes in the foreground."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from flux import localkafka
 from flux.config import Settings
 from flux.datadir import claim_data_dir
 from flux.topics import TopicMismatch, ensure_topics
@@ -19,12 +21,6 @@ MIN_ADMIN_TOKEN_LENGTH = 32
 
 def _progress(message: str) -> None:
     print(f"flux: {message}", file=sys.stderr)
-
-
-def _local_kafka(args: argparse.Namespace) -> object:
-    from flux.localkafka import LocalKafka
-
-    return LocalKafka(Path(args.data_dir), port=args.port, controller_port=args.controller_port, progress=_progress)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -64,17 +60,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
-    """Manage the project's local single-node KRaft broker."""
-    broker = _local_kafka(args)
-    if args.action == "start":
-        print(broker.start())  # type: ignore[attr-defined]
-    elif args.action == "stop":
-        broker.stop()  # type: ignore[attr-defined]
-    else:
-        running = broker.is_running()  # type: ignore[attr-defined]
-        print(f"running at {broker.bootstrap}" if running else "stopped")  # type: ignore[attr-defined]
-        return 0 if running else 1
-    return 0
+    """Manage the project's local KRaft broker, or cluster with ``--brokers N`` (see :mod:`flux.localkafka`)."""
+    return localkafka.run(args)
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """Run a local Kafka cluster and several nodes in the foreground (see :mod:`api.cluster_command`)."""
+    from api.cluster_command import run_cluster
+
+    return run_cluster(args.nodes, args.brokers, args.port, Path(args.data_dir), args.kafka_dir, args.kafka_port)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -140,12 +134,21 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=None, help="HTTP port (default FLUX_PORT or 3000)")
     serve.add_argument("--host", default=None, help="HTTP bind address (default FLUX_HOST or 127.0.0.1)")
     serve.set_defaults(func=cmd_serve)
-    kafka = commands.add_parser("kafka", help="a local single-node Kafka broker (KRaft) for development")
-    kafka.add_argument("action", choices=["start", "stop", "status"])
-    kafka.add_argument("--data-dir", default=str(LOCAL_KAFKA_DIR))
-    kafka.add_argument("--port", type=int, default=9092)
-    kafka.add_argument("--controller-port", type=int, default=9093)
+    kafka = commands.add_parser("kafka", help="a local Kafka broker, or cluster (--brokers 3), for development")
+    localkafka.add_arguments(kafka)
     kafka.set_defaults(func=cmd_kafka)
+    cluster = commands.add_parser("cluster", help="local Kafka brokers and several Flux nodes, until Ctrl-C")
+    cluster.add_argument("--nodes", type=int, default=3, help="Flux nodes, on ports PORT, PORT+1... (default 3)")
+    cluster.add_argument(
+        "--brokers", type=int, default=3, help="local Kafka brokers (default 3; none with KAFKA_BOOTSTRAP_SERVERS)"
+    )
+    cluster.add_argument("--port", type=int, default=3000, help="HTTP port of the first node (default 3000)")
+    cluster.add_argument("--data-dir", default=".flux/cluster", help="the nodes' data dirs go under it, one each")
+    cluster.add_argument("--kafka-dir", type=Path, default=None, help="the brokers' data (default .flux/kafka-cluster)")
+    cluster.add_argument(
+        "--kafka-port", type=int, default=None, help="first broker's port (default 9092: 9092, 9094...)"
+    )
+    cluster.set_defaults(func=cmd_cluster)
     backfill = commands.add_parser("backfill", help="publish a file of (historic) events, resumably")
     backfill.add_argument("file", help="JSON Lines or a JSON array of events; - for standard input")
     backfill.add_argument("--url", default=None, help="Flux URL (default FLUX_URL or http://localhost:3000)")

@@ -10,17 +10,24 @@ then a combined broker+controller JVM is started in the background on ``127.0.0.
 The data directory keeps the KRaft log across restarts (it is formatted only once), the generated
 ``server.properties`` / ``log4j2.properties``, the broker's console log ``kafka.log`` and a pid file.
 
-Command line::
+Command line (also ``flux kafka ...``)::
 
-    python -m flux.localkafka start|stop|status|kill [--data-dir DIR] [--port N] [--controller-port N]
+    python -m flux.localkafka start|stop|status|kill [--brokers N] [--data-dir DIR] [--port N] [--controller-port N]
+
+``--brokers 3`` starts a :class:`LocalKafkaCluster` instead: three such nodes, each a voter of one
+static KRaft quorum, on ports 9092/9093, 9094/9095, 9096/9097 with data under ``.flux/kafka-cluster``;
+topics get three replicas and ``acks=all`` writes need two. ``stop``, ``kill`` and ``status`` without
+``--data-dir`` act on both the single broker and the cluster.
 
 Environment: ``FLUX_KAFKA_HOME`` (jar cache, default ``~/.cache/flux/kafka-4.1.1``),
 ``FLUX_KAFKA_DATA_DIR`` (default ``.flux/kafka``), ``FLUX_KAFKA_PORT`` (default 9092),
 ``FLUX_KAFKA_CONTROLLER_PORT`` (default 9093), ``FLUX_KAFKA_HEAP_OPTS`` (default ``-Xms256m -Xmx1g``),
+``FLUX_KAFKA_CLUSTER_DIR`` (a cluster's data, default ``.flux/kafka-cluster``),
 ``JAVA_HOME`` / ``JAVA`` (the ``java`` to run), ``MVN`` (the ``mvn`` to run).
 
 Several nodes can share one cluster: give each its own ``node_id``, ports and data dir, the same
-``cluster_id`` and the same ``quorum_voters`` (see :func:`quorum_voters`).
+``cluster_id`` and the same ``quorum_voters`` (see :func:`quorum_voters`); :class:`LocalKafkaCluster`
+does exactly that.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import base64
 import concurrent.futures
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import secrets
@@ -55,6 +63,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9092
 DEFAULT_CONTROLLER_PORT = 9093
 DEFAULT_DATA_DIR = Path(".flux/kafka")
+DEFAULT_CLUSTER_DIR = Path(".flux/kafka-cluster")
+DEFAULT_BROKERS = 3
 DEFAULT_HEAP_OPTS = "-Xms256m -Xmx1g"
 DEFAULT_START_TIMEOUT = 60.0
 DEFAULT_STOP_TIMEOUT = 30.0
@@ -78,6 +88,9 @@ JVM_OPTS: tuple[str, ...] = (
     "-XX:+ExplicitGCInvokesConcurrent",
     "-Djava.awt.headless=true",
 )
+# For brokers that must start fast rather than run fast (test clusters on a busy machine): the C1 compiler
+# alone starts a broker in about half the CPU time. Short-lived tools (the storage format) always use it.
+QUICK_START_JVM_OPTS: tuple[str, ...] = ("-XX:TieredStopAtLevel=1",)
 
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL_CLASS = "kafka.tools.StorageTool"
@@ -88,6 +101,7 @@ SERVER_PROPERTIES = "server.properties"
 LOG4J_PROPERTIES = "log4j2.properties"
 LOG_DIRS = "kraft-logs"
 STAMP_FILE = ".resolved"
+CLUSTER_LAYOUT = "cluster.json"
 
 T = TypeVar("T")
 Progress = Callable[[str], None]
@@ -381,6 +395,7 @@ class LocalKafka:
         cluster_id: str | None = None,
         kafka_home: Path | None = None,
         heap_opts: str | None = None,
+        jvm_opts: Sequence[str] = JVM_OPTS,
         extra_properties: dict[str, str] | None = None,
         progress: Progress | None = None,
     ) -> None:
@@ -393,6 +408,7 @@ class LocalKafka:
         self._cluster_id = cluster_id
         self.kafka_home = kafka_home
         self.heap_opts = heap_opts or os.environ.get("FLUX_KAFKA_HEAP_OPTS") or DEFAULT_HEAP_OPTS
+        self.jvm_opts = tuple(jvm_opts)
         self.extra_properties = dict(extra_properties or {})
         self.progress: Progress = progress or _quiet
         self._proc: subprocess.Popen[bytes] | None = None
@@ -507,7 +523,7 @@ class LocalKafka:
         return [
             _java(),
             *shlex.split(self.heap_opts),
-            *JVM_OPTS,
+            *self.jvm_opts,
             f"-Dlog4j2.configurationFile={self.data_dir / LOG4J_PROPERTIES}",
             f"-Dkafka.logs.dir={self.data_dir}",
             "-cp",
@@ -539,9 +555,9 @@ class LocalKafka:
             str(self.server_properties),
             "--ignore-formatted",
         )
-        # The storage tool is short-lived: a small heap starts faster.
-        cmd = [c for c in cmd if not c.startswith(("-Xms", "-Xmx"))]
-        cmd.insert(1, "-Xmx256m")
+        # The storage tool is short-lived: a small heap and the C1 compiler alone start faster.
+        cmd = [c for c in cmd if not c.startswith(("-Xms", "-Xmx")) and c not in QUICK_START_JVM_OPTS]
+        cmd[1:1] = ["-Xmx256m", *QUICK_START_JVM_OPTS]
         result = subprocess.run(cmd, cwd=self.data_dir, capture_output=True, text=True, check=False)
         if result.returncode != 0 or not self.is_formatted():
             output = (result.stdout + result.stderr).strip()[-4000:]
@@ -573,14 +589,16 @@ class LocalKafka:
         """True when the broker runs and answers a metadata request."""
         return self.is_running() and broker_answers(self.bootstrap, timeout)
 
-    def start(self, timeout: float = DEFAULT_START_TIMEOUT) -> str:
-        """Start the broker unless it already runs; wait until it answers; return the bootstrap address."""
+    def launch(self) -> bool:
+        """Spawn the broker JVM unless it already runs, without waiting for it to answer; True if it spawned one now.
+
+        A node of a several-voter quorum answers only once a majority of the voters runs, so
+        :class:`LocalKafkaCluster` launches every node first and then waits for each.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with _file_lock(self.data_dir / ".lock"):
             if self.is_running():
-                self.progress(f"broker already running (pid {self.pid()}), waiting until it answers...")
-                self.wait_ready(timeout)
-                return self.bootstrap
+                return False
             for port in (self.port, self.controller_port):
                 # A just-killed JVM can hold its sockets a moment after it stops showing as alive.
                 if not _wait_port_free(self.host, port, 2.0):
@@ -593,8 +611,16 @@ class LocalKafka:
             if self.format(libs):
                 self.progress(f"formatted KRaft log dir {self.log_dirs} (cluster id {self.cluster_id})")
             self.progress(f"starting broker (data dir {self.data_dir})...")
-            started = time.monotonic()
             self._spawn(libs)
+        return True
+
+    def start(self, timeout: float = DEFAULT_START_TIMEOUT) -> str:
+        """Start the broker unless it already runs; wait until it answers; return the bootstrap address."""
+        started = time.monotonic()
+        if not self.launch():
+            self.progress(f"broker already running (pid {self.pid()}), waiting until it answers...")
+            self.wait_ready(timeout)
+            return self.bootstrap
         self.wait_ready(timeout)
         self.progress(f"broker ready at {self.bootstrap} ({time.monotonic() - started:.1f} s)")
         return self.bootstrap
@@ -709,6 +735,203 @@ class LocalKafka:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Several brokers
+
+
+def cluster_replication(brokers: int) -> dict[str, str]:
+    """Broker settings for ``brokers`` nodes: replication factor min(3, N), min ISR one less (at least 1).
+
+    With three brokers every topic has three replicas and an ``acks=all`` write needs two of them,
+    so one broker may fail without stopping writes.
+    """
+    replicas = min(3, max(1, brokers))
+    min_isr = max(1, replicas - 1)
+    return {
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": str(min_isr),
+        "offsets.topic.replication.factor": str(replicas),
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": str(min_isr),
+        "share.coordinator.state.topic.replication.factor": str(replicas),
+        "share.coordinator.state.topic.min.isr": str(min_isr),
+    }
+
+
+def default_cluster_dir() -> Path:
+    """The cluster's data dir: ``$FLUX_KAFKA_CLUSTER_DIR`` or ``.flux/kafka-cluster`` under the current directory."""
+    env = os.environ.get("FLUX_KAFKA_CLUSTER_DIR")
+    return Path(env).expanduser() if env else Path.cwd() / DEFAULT_CLUSTER_DIR
+
+
+def cluster_ports(brokers: int, base_port: int) -> list[tuple[int, int]]:
+    """``(client_port, controller_port)`` per broker, in pairs from ``base_port``: 9092/9093, 9094/9095..."""
+    return [(base_port + 2 * i, base_port + 2 * i + 1) for i in range(brokers)]
+
+
+class LocalKafkaCluster:
+    """Several local :class:`LocalKafka` nodes, each a combined broker and controller, forming one KRaft cluster.
+
+    Every node is a voter of a static quorum (``controller.quorum.voters``), so with three nodes
+    the cluster survives the loss of any one. Each node has its own data dir ``<data_dir>/broker-<id>``
+    (its log, pid file and KRaft log), and ``<data_dir>/cluster.json`` records the cluster id and
+    the ports, so a later start (or ``stop`` from another process) finds the same cluster::
+
+        cluster = LocalKafkaCluster(Path(".flux/kafka-cluster"), brokers=3)
+        bootstrap = cluster.start()    # "127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096"
+        cluster.brokers[1].kill()      # SIGKILL one broker (fault tests); .start() brings it back
+        cluster.stop()
+
+    ``brokers`` and ``ports`` apply to a new cluster; an existing one keeps its layout (asking for
+    another broker count is an error).
+
+    Kafka 4.1 offers a static quorum (``controller.quorum.voters``, the same list on every node, format
+    needs nothing more) and a dynamic one (``controller.quorum.bootstrap.servers``, formatted with
+    ``--initial-controllers`` naming each voter's directory id). The dynamic kind only matters for
+    adding or removing controllers later, which a local cluster never does, so this uses the static one.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str | None = None,
+        brokers: int | None = None,
+        *,
+        ports: Sequence[tuple[int, int]] | None = None,
+        host: str = DEFAULT_HOST,
+        kafka_home: Path | None = None,
+        heap_opts: str | None = None,
+        jvm_opts: Sequence[str] = JVM_OPTS,
+        extra_properties: dict[str, str] | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir if data_dir is not None else default_cluster_dir()).expanduser().resolve()
+        self.progress: Progress = progress or _quiet
+        layout = read_cluster_layout(self.data_dir)
+        if layout is not None:
+            cluster_id, host, known_ports = layout
+            if brokers is not None and brokers != len(known_ports):
+                raise LocalKafkaError(
+                    f"{self.data_dir} holds a cluster of {len(known_ports)} brokers, not {brokers}; "
+                    "stop it and delete the directory to start another"
+                )
+            if ports is not None and list(ports) != known_ports:
+                raise LocalKafkaError(f"{self.data_dir} holds a cluster on ports {known_ports}, not {list(ports)}")
+            ports = known_ports
+        else:
+            cluster_id = new_cluster_id()
+            count = brokers if brokers is not None else len(ports) if ports is not None else DEFAULT_BROKERS
+            ports = list(ports) if ports is not None else cluster_ports(count, default_port())
+            if count < 1 or len(ports) != count:
+                raise LocalKafkaError(f"a cluster needs at least one broker and one port pair each (got {count})")
+        self.cluster_id = cluster_id
+        self.host = host
+        voters = quorum_voters([(node_id, host, controller) for node_id, (_, controller) in enumerate(ports, 1)])
+        properties = {**cluster_replication(len(ports)), **(extra_properties or {})}
+        self.brokers: list[LocalKafka] = [
+            LocalKafka(
+                self.data_dir / f"broker-{node_id}",
+                port,
+                controller,
+                host=host,
+                node_id=node_id,
+                quorum_voters=voters,
+                cluster_id=cluster_id,
+                kafka_home=kafka_home,
+                heap_opts=heap_opts,
+                jvm_opts=jvm_opts,
+                extra_properties=properties,
+                progress=self._broker_progress(node_id),
+            )
+            for node_id, (port, controller) in enumerate(ports, 1)
+        ]
+
+    def __repr__(self) -> str:
+        return f"LocalKafkaCluster(data_dir={str(self.data_dir)!r}, bootstrap={self.bootstrap!r})"
+
+    def _broker_progress(self, node_id: int) -> Progress:
+        return lambda message: self.progress(f"broker {node_id}: {message}")
+
+    @property
+    def bootstrap(self) -> str:
+        """Every broker's client address, comma-separated (``host:port,host:port,...``)."""
+        return ",".join(broker.bootstrap for broker in self.brokers)
+
+    @property
+    def layout_file(self) -> Path:
+        """``cluster.json``: the cluster id, host and ports, written on the first start."""
+        return self.data_dir / CLUSTER_LAYOUT
+
+    def is_running(self) -> bool:
+        """True when any broker of the cluster runs."""
+        return any(broker.is_running() for broker in self.brokers)
+
+    def running(self) -> list[int]:
+        """Node ids of the brokers that run."""
+        return [broker.node_id for broker in self.brokers if broker.is_running()]
+
+    def start(self, timeout: float = DEFAULT_START_TIMEOUT) -> str:
+        """Start every broker that is not running, wait until all answer and see each other; return the bootstrap."""
+        started = time.monotonic()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.layout_file.exists():
+            write_cluster_layout(self.data_dir, self.cluster_id, self.host, [(b.port, b.controller_port) for b in self])
+        ensure_jars(self.brokers[0].kafka_home, self.progress)
+        # Formatting is one short JVM per node: in parallel, as are the waits (no node answers before a quorum).
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(self.brokers)) as pool:
+            list(pool.map(lambda broker: broker.launch(), self.brokers))
+        deadline = started + timeout
+        for broker in self.brokers:
+            broker.wait_ready(max(1.0, deadline - time.monotonic()))
+        self.wait_all_registered(max(1.0, deadline - time.monotonic()))
+        self.progress(f"{len(self.brokers)} brokers ready at {self.bootstrap} ({time.monotonic() - started:.1f} s)")
+        return self.bootstrap
+
+    def wait_all_registered(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
+        """Block until the cluster's metadata lists every broker (a restarted one rejoined); raise if not in time."""
+        wanted = {broker.node_id for broker in self.brokers}
+        deadline = time.monotonic() + timeout
+        seen: set[int] = set()
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                seen = set(_run_sync(lambda: probe_broker(self.bootstrap, 5.0)))
+                if wanted <= seen:
+                    return
+            time.sleep(0.25)
+        raise LocalKafkaError(f"brokers {sorted(wanted - seen)} did not join the cluster within {timeout:.0f} s")
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> bool:
+        """Stop every broker at once (SIGTERM, SIGKILL after ``timeout``); False if none was running."""
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(self.brokers)) as pool:
+            return any(list(pool.map(lambda broker: broker.stop(timeout), self.brokers)))
+
+    def kill(self) -> bool:
+        """SIGKILL every broker; False if none was running."""
+        return any([broker.kill() for broker in self.brokers])
+
+    def __iter__(self) -> Iterator[LocalKafka]:
+        return iter(self.brokers)
+
+
+def read_cluster_layout(data_dir: Path) -> tuple[str, str, list[tuple[int, int]]] | None:
+    """The ``(cluster_id, host, [(port, controller_port)])`` recorded in ``data_dir``, or None for no cluster."""
+    path = data_dir / CLUSTER_LAYOUT
+    if not path.is_file():
+        return None
+    try:
+        layout = json.loads(path.read_text())
+        ports = [(int(b["port"]), int(b["controller_port"])) for b in layout["brokers"]]
+        return str(layout["cluster_id"]), str(layout["host"]), ports
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LocalKafkaError(f"{path} is not a cluster layout: {exc!r}") from None
+
+
+def write_cluster_layout(data_dir: Path, cluster_id: str, host: str, ports: Sequence[tuple[int, int]]) -> None:
+    """Record a cluster's id, host and ports in ``data_dir/cluster.json``."""
+    brokers = [{"node_id": n, "port": p, "controller_port": c} for n, (p, c) in enumerate(ports, 1)]
+    layout = {"cluster_id": cluster_id, "host": host, "brokers": brokers}
+    (data_dir / CLUSTER_LAYOUT).write_text(json.dumps(layout, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Command line
 
 
@@ -716,45 +939,120 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m flux.localkafka start|stop|kill|status``. Exit 0 on success, 1 on failure, 3 if not running."""
-    parser = argparse.ArgumentParser(prog="python -m flux.localkafka", description=__doc__.split("\n\n")[0])
+Launcher = LocalKafka | LocalKafkaCluster
+
+
+def open_launcher(
+    data_dir: Path | None = None,
+    brokers: int | None = None,
+    port: int | None = None,
+    controller_port: int | None = None,
+    progress: Progress | None = None,
+) -> Launcher:
+    """The launcher for ``data_dir``: the cluster recorded there, a new cluster when ``brokers`` > 1, else one broker.
+
+    A cluster's brokers take port pairs from ``port`` (client, controller: 9092/9093, 9094/9095...)
+    and live under ``data_dir`` (default ``$FLUX_KAFKA_CLUSTER_DIR`` or ``.flux/kafka-cluster``).
+    """
+    has_layout = data_dir is not None and read_cluster_layout(data_dir.expanduser().resolve()) is not None
+    if (brokers is not None and brokers > 1) or has_layout:
+        ports = cluster_ports(brokers, port) if brokers is not None and port is not None else None
+        return LocalKafkaCluster(data_dir, brokers, ports=ports, progress=progress)
+    return LocalKafka(data_dir, port, controller_port, progress=progress)
+
+
+def _found_launchers(port: int | None, controller_port: int | None) -> list[Launcher]:
+    """For stop, kill and status without a data dir: the default broker and, if one was ever started, the cluster."""
+    found: list[Launcher] = [LocalKafka(None, port, controller_port, progress=_stderr)]
+    if read_cluster_layout(default_cluster_dir().resolve()) is not None:
+        found.append(LocalKafkaCluster(None, progress=_stderr))
+    return found
+
+
+def _status(launcher: Launcher) -> int:
+    """Report whether ``launcher``'s brokers run and answer; 0 all ready, 1 some not, 3 none running."""
+    brokers = launcher.brokers if isinstance(launcher, LocalKafkaCluster) else [launcher]
+    pids = {broker.node_id: broker.pid() for broker in brokers}
+    if not any(pids.values()):
+        _stderr(f"not running ({launcher.data_dir})")
+        return 3
+    ready = broker_answers(launcher.bootstrap, 5.0)
+    if isinstance(launcher, LocalKafkaCluster):
+        for broker in brokers:
+            pid = pids[broker.node_id]
+            _stderr(f"broker {broker.node_id} at {broker.bootstrap}: {f'pid {pid}' if pid else 'NOT running'}")
+        _stderr(f"cluster {'answers' if ready else 'does NOT answer'} at {launcher.bootstrap} ({launcher.data_dir})")
+    else:
+        state = "ready" if ready else "NOT answering"
+        _stderr(f"running, pid {pids[launcher.node_id]}, {state} at {launcher.bootstrap} ({launcher.data_dir})")
+    print(launcher.bootstrap, flush=True)
+    return 0 if ready and all(pids.values()) else 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The launcher's command-line arguments, shared by ``python -m flux.localkafka`` and ``flux kafka``."""
     parser.add_argument("command", choices=["start", "stop", "kill", "status", "jars"])
-    parser.add_argument("--data-dir", type=Path, default=None, help="default $FLUX_KAFKA_DATA_DIR or ./.flux/kafka")
-    parser.add_argument("--port", type=int, default=None, help="client port (default $FLUX_KAFKA_PORT or 9092)")
+    parser.add_argument(
+        "--brokers",
+        type=int,
+        default=None,
+        help="start a KRaft cluster of N brokers (each broker and controller; N=3 tolerates one failure)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="default $FLUX_KAFKA_DATA_DIR or ./.flux/kafka; with --brokers N>1 $FLUX_KAFKA_CLUSTER_DIR or "
+        "./.flux/kafka-cluster. stop/kill/status without it act on both",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="client port (default $FLUX_KAFKA_PORT or 9092); a cluster's brokers use port, port+2, port+4...",
+    )
     parser.add_argument(
         "--controller-port",
         type=int,
         default=None,
-        help="controller port (default $FLUX_KAFKA_CONTROLLER_PORT or 9093)",
+        help="controller port of one broker (default $FLUX_KAFKA_CONTROLLER_PORT or 9093; a cluster's: port+1...)",
     )
     parser.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT, help="seconds to wait for readiness")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out a parsed launcher command. Exit 0 on success, 1 on failure, 3 if not running (status)."""
     try:
-        kafka = LocalKafka(args.data_dir, args.port, args.controller_port, progress=_stderr)
+        if args.command in ("start", "jars") or args.data_dir is not None or args.brokers is not None:
+            launchers = [open_launcher(args.data_dir, args.brokers, args.port, args.controller_port, _stderr)]
+        else:
+            launchers = _found_launchers(args.port, args.controller_port)
         if args.command == "jars":
-            print(kafka.ensure_jars())
+            print(ensure_jars(None, _stderr))
             return 0
         if args.command == "start":
-            print(kafka.start(args.timeout), flush=True)
+            print(launchers[0].start(args.timeout), flush=True)
             return 0
         if args.command in ("stop", "kill"):
-            stopped = kafka.stop() if args.command == "stop" else kafka.kill()
-            _stderr(f"broker {'stopped' if stopped else 'was not running'} ({kafka.data_dir})")
+            for launcher in launchers:
+                stopped = launcher.stop() if args.command == "stop" else launcher.kill()
+                what = "brokers" if isinstance(launcher, LocalKafkaCluster) else "broker"
+                _stderr(f"{what} {'stopped' if stopped else 'not running'} ({launcher.data_dir})")
             return 0
-        pid = kafka.pid()
-        if pid is None:
-            _stderr(f"not running ({kafka.data_dir})")
-            return 3
-        ready = broker_answers(kafka.bootstrap, 5.0)
-        _stderr(f"running, pid {pid}, {'ready' if ready else 'NOT answering'} at {kafka.bootstrap} ({kafka.data_dir})")
-        print(kafka.bootstrap, flush=True)
-        return 0 if ready else 1
+        codes = [_status(launcher) for launcher in launchers]
+        return 0 if 0 in codes else min(codes)
     except LocalKafkaError as exc:
         _stderr(f"error: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flux.localkafka start|stop|kill|status|jars``. Exit 0 on success, 1 on failure, 3 if not running."""
+    parser = argparse.ArgumentParser(prog="python -m flux.localkafka", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -14,12 +14,29 @@ from typing import Any
 
 import httpx
 
+from flux.config import Settings
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def app_settings(bootstrap: str, app_id: str, partitions: int = 4, replication_factor: int = 1) -> Settings:
+    """Settings of an app under test whose topics are named after it, as :class:`FluxProcess` names them."""
+    return Settings(
+        kafka_bootstrap_servers=bootstrap,
+        app_id=app_id,
+        events_topic=f"{app_id}.events",
+        changes_topic=f"{app_id}.changes",
+        namespaces_topic=f"{app_id}.namespaces",
+        idempotency_topic=f"{app_id}.idempotency",
+        dead_letter_topic=f"{app_id}.events.dlq",
+        partitions=partitions,
+        replication_factor=replication_factor,
+    )
 
 
 class FluxProcess:

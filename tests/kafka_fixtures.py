@@ -12,6 +12,12 @@ Where the broker comes from, first match wins:
 Fixtures: ``kafka_bootstrap`` (str, session) and ``local_kafka`` (the launcher, session; tests that
 stop/kill/restart the broker use it and are skipped when the broker is not ours to control).
 Tests that stop the broker must start it again before they finish, as other tests share it.
+
+``kafka_cluster`` (session, started only when a test asks for it) is a separate three-broker KRaft
+cluster from :class:`flux.localkafka.LocalKafkaCluster` on free ports, always launched here (fault
+tests must be able to kill its brokers): ``kafka_cluster.bootstrap`` lists all three,
+``kafka_cluster.brokers[i].kill()`` / ``.start()`` crash and restart one. A test that stops a
+broker starts it again before it finishes.
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from flux.localkafka import LocalKafka, free_port
+from flux.localkafka import JVM_OPTS, QUICK_START_JVM_OPTS, LocalKafka, LocalKafkaCluster, free_port
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:7.9.0"
+CLUSTER_BROKERS = 3
+CLUSTER_HEAP_OPTS = "-Xms128m -Xmx512m"  # three JVMs beside the session's broker and the Flux nodes
 
 
 @dataclass
@@ -118,3 +126,24 @@ def local_kafka(kafka_under_test: KafkaUnderTest) -> LocalKafka:
             f"(unset KAFKA_BOOTSTRAP_SERVERS / set FLUX_TEST_KAFKA=local)"
         )
     return kafka_under_test.launcher
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalKafkaCluster]:
+    """A local three-broker KRaft cluster (replication factor 3, min ISR 2) for the session; stopped at its end."""
+    cluster = LocalKafkaCluster(
+        tmp_path_factory.mktemp("kafka-cluster"),
+        CLUSTER_BROKERS,
+        ports=[(free_port(), free_port()) for _ in range(CLUSTER_BROKERS)],
+        heap_opts=CLUSTER_HEAP_OPTS,
+        jvm_opts=(*JVM_OPTS, *QUICK_START_JVM_OPTS),
+        progress=lambda line: log.info("%s", line),
+    )
+    try:
+        bootstrap = cluster.start(timeout=120)
+        _announce(request.config, f"using a local {CLUSTER_BROKERS}-broker Kafka cluster at {bootstrap}")
+        yield cluster
+    finally:
+        cluster.stop()

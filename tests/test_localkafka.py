@@ -10,7 +10,16 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from flux.localkafka import LocalKafka, LocalKafkaError, new_cluster_id, quorum_voters
+from flux.localkafka import (
+    LocalKafka,
+    LocalKafkaCluster,
+    LocalKafkaError,
+    cluster_replication,
+    new_cluster_id,
+    open_launcher,
+    quorum_voters,
+    write_cluster_layout,
+)
 
 # --- no broker needed ----------------------------------------------------------------------------------------------
 
@@ -46,6 +55,45 @@ def test_stopping_a_broker_that_is_not_running_is_a_no_op(tmp_path: Path) -> Non
     assert not kafka.is_running()
     assert kafka.stop() is False
     assert kafka.kill() is False
+
+
+def test_a_three_broker_cluster_replicates_three_times_and_writes_need_two(tmp_path: Path) -> None:
+    ports = [(29292, 29293), (29294, 29295), (29296, 29297)]
+    cluster = LocalKafkaCluster(tmp_path, 3, ports=ports)
+    assert cluster.bootstrap == "127.0.0.1:29292,127.0.0.1:29294,127.0.0.1:29296"
+    second = cluster.brokers[1]
+    assert second.data_dir == tmp_path.resolve() / "broker-2"
+    props = second.properties()
+    assert props["node.id"] == "2"
+    assert props["process.roles"] == "broker,controller"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:29293,2@127.0.0.1:29295,3@127.0.0.1:29297"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:29294,CONTROLLER://127.0.0.1:29295"
+    for name in ("default.replication.factor", "offsets.topic.replication.factor"):
+        assert props[name] == "3"
+    assert props["transaction.state.log.replication.factor"] == "3"
+    assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == "2"
+    assert {b.cluster_id for b in cluster.brokers} == {cluster.cluster_id}
+
+
+def test_replication_never_exceeds_the_brokers() -> None:
+    assert cluster_replication(1)["default.replication.factor"] == "1"
+    assert cluster_replication(1)["min.insync.replicas"] == "1"
+    assert cluster_replication(2)["min.insync.replicas"] == "1"
+    assert cluster_replication(5)["default.replication.factor"] == "3"
+    assert cluster_replication(5)["min.insync.replicas"] == "2"
+
+
+def test_an_existing_cluster_keeps_its_id_and_ports_and_refuses_another_size(tmp_path: Path) -> None:
+    write_cluster_layout(tmp_path, "Rmx1eExvY2FsS2Fma2ExMQ", "127.0.0.1", [(29392, 29393), (29394, 29395)])
+    cluster = LocalKafkaCluster(tmp_path)
+    assert cluster.cluster_id == "Rmx1eExvY2FsS2Fma2ExMQ"
+    assert [(b.port, b.controller_port) for b in cluster] == [(29392, 29393), (29394, 29395)]
+    with pytest.raises(LocalKafkaError, match="cluster of 2 brokers, not 3"):
+        LocalKafkaCluster(tmp_path, 3)
+    assert isinstance(open_launcher(tmp_path), LocalKafkaCluster), "a dir holding a cluster opens as one"
+    assert isinstance(open_launcher(tmp_path / "single"), LocalKafka)
+    assert not cluster.is_running()
+    assert cluster.stop() is False
 
 
 # --- against the real launched broker -------------------------------------------------------------------------------
