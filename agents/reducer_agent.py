@@ -18,6 +18,7 @@ import orjson
 
 from agents.change_feed import ChangeFeed
 from agents.entity_store import EntityStore, decode_state
+from agents.membership_fence import Fenced, MembershipFence
 from flux.changes import ChangeRecord, EntityChange, encode_ops
 from flux.config import Settings
 from flux.events import encode
@@ -74,8 +75,17 @@ class _PartitionBatch:
 class BatchReducer:
     """Applies batches of events-topic records to the entity table."""
 
-    def __init__(self, app: Any, store: EntityStore, feed: ChangeFeed, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        app: Any,
+        store: EntityStore,
+        feed: ChangeFeed,
+        settings: Settings,
+        metrics: Metrics,
+        fence: MembershipFence,
+    ) -> None:
         self._app = app
+        self._fence = fence
         self._feed = feed
         self._store = store
         self._settings = settings
@@ -140,6 +150,11 @@ class BatchReducer:
             for rejected in decoded.rejected:
                 dead.append(dead_letter(rejected, topic=message.topic, partition=partition, offset=message.offset))
 
+        try:
+            await self._fence.check()  # a node frozen past its session may have lost its partitions
+        except Fenced:
+            self._metrics.fenced_batches += 1
+            return 0
         for partition, batch in batches.items():
             await self._write(partition, batch)
         await self._send_all(self._settings.events_topic, forwards)

@@ -25,6 +25,7 @@ from agents.entity_store import EntityStore
 from agents.history_rebuild import HistoryRebuilder
 from agents.history_store import HistoryStore
 from agents.log_reader import committed_offsets
+from agents.membership_fence import MembershipFence
 from agents.reducer_agent import BatchReducer, install_reducer
 from agents.replay import ReplayJobs
 from agents.stall_watch import StallWatch
@@ -65,6 +66,7 @@ class HttpService(mode.Service):
         ticker: MetricsTicker,
         jobs: list[HistoryRebuilder | ReplayJobs],
         watch: StallWatch,
+        fence: MembershipFence,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -75,6 +77,7 @@ class HttpService(mode.Service):
         self._logs = logs
         self._jobs = jobs
         self._watch = watch
+        self._fence = fence
         self._ticker = ticker
         self._server: _EmbeddedUvicorn | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -87,6 +90,7 @@ class HttpService(mode.Service):
         await self._relay.start()
         self._ticker.start()
         self._watch.start()
+        self._fence.start()
         config = uvicorn.Config(
             self._http_app,
             host=self._settings.host,
@@ -115,6 +119,7 @@ class HttpService(mode.Service):
                 await asyncio.wait_for(self._serving, timeout=10)
         await self._ticker.stop()
         await self._watch.stop()
+        await self._fence.stop()
         for job in self._jobs:
             await job.stop()
         with contextlib.suppress(Exception):
@@ -179,7 +184,8 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
         read_committed=lambda partitions: committed_offsets(settings, partitions),
     )
     feed = ChangeFeed(app, settings.changes_topic)
-    reducer = BatchReducer(app, store, feed, settings, metrics)
+    fence = MembershipFence(app, settings.kafka_bootstrap_servers, settings.app_id, settings.session_timeout_s)
+    reducer = BatchReducer(app, store, feed, settings, metrics, fence)
     install_reducer(app, events_topic, reducer, settings.flush_interval_ms / 1000)
     replays = ReplayJobs(settings, store, reducer, feed)
 
@@ -212,6 +218,7 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
         MetricsTicker(hub, totals),
         [rebuilder, replays],
         StallWatch(app, settings, store, metrics, reducer.paused()),
+        fence,
     )
 
 

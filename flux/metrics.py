@@ -60,6 +60,7 @@ class Metrics:
         self.websocket_connections = 0
         self.websocket_dropped = 0
         self.partition_stalls = 0
+        self.fenced_batches = 0
         self._sources = RecentSources()
 
     def published(self, count: int, sources: Iterable[str]) -> None:
@@ -105,6 +106,9 @@ class Metrics:
             "# HELP flux_partition_stalls_total Served partitions found not advancing behind the log (let flow again).",
             "# TYPE flux_partition_stalls_total counter",
             f"flux_partition_stalls_total {self.partition_stalls}",
+            "# HELP flux_fenced_batches_total Batches dropped unwritten: this node had left the group while frozen.",
+            "# TYPE flux_fenced_batches_total counter",
+            f"flux_fenced_batches_total {self.fenced_batches}",
             "# HELP flux_entities Entities in the partitions this process serves.",
             "# TYPE flux_entities gauge",
             f"flux_entities {entities}",
