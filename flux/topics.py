@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from flux.config import Settings
+from flux.kafka_security import client_options
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,9 @@ async def ensure_topics(settings: Settings) -> str:
     Returns the Kafka cluster id.
     """
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, client_id=f"{settings.app_id}-admin"
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"{settings.app_id}-admin",
+        **client_options(settings),
     )
     await admin.start()
     try:
