@@ -17,7 +17,7 @@ from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.protocol.metadata import MetadataRequest
 
 from flux.config import Settings
-from flux.kafka_security import client_options, uses_sasl
+from flux.kafka_security import client_options, uses_sasl, uses_tls
 
 CHECK_TIMEOUT_S = 10.0
 
@@ -37,35 +37,42 @@ def _sasl_settings(settings: Settings) -> str:
     )
 
 
-def _explain(exc: BaseException, server: str, settings: Settings) -> Diagnosis:
+def explain(exc: BaseException, server: str, settings: Settings) -> Diagnosis:
+    """What ``exc``, raised connecting to ``server`` with ``settings``, says about the configuration."""
     protocol = f"FLUX_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}"
     if isinstance(exc, errors.SaslAuthenticationFailed):
         return Diagnosis(f"authentication failed at {server} ({exc}): {_sasl_settings(settings)}", True)
     if isinstance(exc, errors.UnsupportedSaslMechanismError):
         return Diagnosis(f"authentication failed at {server}: {exc}; set FLUX_KAFKA_SASL_MECHANISM", True)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        if "hostname" in str(exc).lower() or "ip address mismatch" in str(exc).lower():
+        detail = exc.verify_message or str(exc)
+        if "mismatch" in detail.lower():
             advice = (
                 "the certificate does not name the host in KAFKA_BOOTSTRAP_SERVERS; "
                 "use the name it was issued for, or FLUX_KAFKA_SSL_CHECK_HOSTNAME=false"
             )
         else:
             advice = "set FLUX_KAFKA_SSL_CAFILE to the CA certificate (PEM) that signed the broker's certificate"
-        return Diagnosis(f"the TLS certificate of {server} failed verification ({exc.verify_message}): {advice}", True)
+        return Diagnosis(f"the TLS certificate of {server} failed verification ({detail}): {advice}", True)
+    if isinstance(exc, ConnectionResetError | ssl.SSLEOFError) and uses_tls(settings):
+        return Diagnosis(
+            f"{server} dropped the connection during the TLS handshake: does that listener use TLS? check {protocol}",
+            True,
+        )
     if isinstance(exc, ssl.SSLError):
         return Diagnosis(
             f"the TLS handshake with {server} failed ({exc}): does that listener use TLS? check {protocol}", True
         )
     if isinstance(exc, errors.KafkaConnectionError):
-        return Diagnosis(
-            f"{server} closed the connection before answering ({exc}): "
-            f"does that listener expect TLS or SASL? check {protocol}",
-            True,
-        )
+        if uses_tls(settings) and settings.kafka_ssl_certfile is None:
+            question = "does that listener require a client certificate (FLUX_KAFKA_SSL_CERTFILE), or SASL?"
+        else:
+            question = "does that listener expect TLS or SASL?"
+        return Diagnosis(f"{server} closed the connection before answering ({exc}): {question} check {protocol}", True)
     if isinstance(exc, TimeoutError):
         return Diagnosis(f"no answer from {server} within {CHECK_TIMEOUT_S:.0f} s: check {protocol}", False)
     if isinstance(exc, OSError):
-        return Diagnosis(f"cannot connect to {server} ({exc.strerror or exc})", False)
+        return Diagnosis(f"cannot connect to {server} ({exc.strerror or str(exc) or repr(exc)})", False)
     return Diagnosis(f"{server}: {exc!r}", False)
 
 
@@ -81,13 +88,13 @@ async def _check_server(host: str, port: int, settings: Settings) -> Diagnosis |
                 **client_options(settings),
             )
     except Exception as exc:
-        return _explain(exc, server, settings)
+        return explain(exc, server, settings)
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S):
             await conn.send(MetadataRequest([]))
     except errors.KafkaConnectionError as exc:
         if uses_sasl(settings):
-            return _explain(exc, server, settings)
+            return explain(exc, server, settings)
         # A SASL listener answers the handshake's ApiVersions request before authentication,
         # then closes the connection at the first other request.
         return Diagnosis(
@@ -96,7 +103,7 @@ async def _check_server(host: str, port: int, settings: Settings) -> Diagnosis |
             True,
         )
     except Exception as exc:
-        return _explain(exc, server, settings)
+        return explain(exc, server, settings)
     finally:
         conn.close()
     return None

@@ -335,6 +335,16 @@ def test_a_broker_certificate_from_an_unknown_ca_names_the_ca_setting(
 
 
 @pytest.mark.e2e
+def test_a_missing_client_certificate_names_the_certificate_setting(
+    secured_kafka: SecuredKafka, tmp_path: Path
+) -> None:
+    node = secured_kafka.node(tmp_path, "SSL", FLUX_KAFKA_SSL_CAFILE=str(secured_kafka.tls.ca))
+    result = serve_until_exit(node)
+    assert result.returncode == 2, result.stderr
+    assert "require a client certificate (FLUX_KAFKA_SSL_CERTFILE)" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.e2e
 def test_plaintext_against_a_sasl_listener_names_the_protocol_setting(
     secured_kafka: SecuredKafka, tmp_path: Path
 ) -> None:
