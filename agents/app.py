@@ -9,6 +9,7 @@ import faust
 
 from agents.transport import ReadCommittedTransport
 from flux.config import Settings
+from flux.kafka_security import faust_credentials
 from flux.topics import MAX_MESSAGE_BYTES, TABLE_NAME
 
 
@@ -52,6 +53,7 @@ def create_faust_app(settings: Settings) -> tuple[FluxApp, Any, Any]:
     app = FluxApp(
         settings.app_id,
         broker=broker_urls(settings.kafka_bootstrap_servers),
+        broker_credentials=faust_credentials(settings),
         store="rocksdb://",
         datadir=str(settings.data_dir),
         web_enabled=False,

@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flux.config import Settings
 from flux.events import EventLimits
+from flux.kafka_security import client_options
 from flux.records import DecodedRecord, decode_record
 
 FETCH_BYTES = 8 * 1024 * 1024
@@ -24,6 +25,7 @@ def log_consumer(settings: Settings, purpose: str, group_id: str | None = None) 
         client_id=f"{settings.app_id}-{purpose}",
         max_partition_fetch_bytes=FETCH_BYTES,
         fetch_max_bytes=4 * FETCH_BYTES,
+        **client_options(settings),
     )
 
 

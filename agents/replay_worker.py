@@ -31,6 +31,7 @@ from aiokafka import TopicPartition
 from agents.log_reader import log_consumer
 from agents.shadow_store import ShadowPartition, open_shadow
 from flux.config import Settings
+from flux.kafka_security import TLS_PROTOCOLS, secrets
 from flux.replay import ReplayJob
 
 PROGRESS_EVERY_S = 0.25
@@ -174,7 +175,7 @@ class WorkerPool:
                 )
                 pool.workers.append(_Worker(process, job, share))
                 spec = {
-                    "settings": settings.model_dump(mode="json"),
+                    "settings": {**settings.model_dump(mode="json"), **secrets(settings)},  # the dump masks them
                     "dir": str(directory),
                     "partitions": {str(p): [job.partitions[p].start, job.partitions[p].end] for p in share},
                 }
@@ -215,6 +216,9 @@ class WorkerPool:
 def main() -> None:
     """Read the spec from the first line of stdin and run."""
     spec = orjson.loads(sys.stdin.readline())
+    if spec["settings"]["kafka_security_protocol"] in TLS_PROTOCOLS:  # see kafka_security.uses_tls
+        asyncio.run(run(spec))
+        return
     try:
         import uvloop
 

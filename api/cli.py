@@ -10,9 +10,15 @@ import os
 import sys
 from pathlib import Path
 
+from aiokafka.errors import KafkaConnectionError
+from pydantic import ValidationError
+
 from flux import localkafka
+from flux.broker_check import diagnose
 from flux.config import Settings
 from flux.datadir import claim_data_dir
+from flux.kafka_security import KafkaSecurityError, uses_tls
+from flux.kafka_security import check as check_kafka_security
 from flux.topics import TopicMismatch, ensure_topics
 
 LOCAL_KAFKA_DIR = Path(".flux/kafka")
@@ -23,10 +29,28 @@ def _progress(message: str) -> None:
     print(f"flux: {message}", file=sys.stderr)
 
 
+def _invalid_settings(exc: ValidationError) -> str:
+    """One line per invalid variable, named as it is set (``FLUX_PORT: ...``)."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = "KAFKA_BOOTSTRAP_SERVERS" if field == "kafka_bootstrap_servers" else f"FLUX_{field.upper()}"
+        lines.append(f"{name}: {error['msg']}")
+    return "; ".join(lines)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Start a local broker if none is configured, create the topics, run the node."""
     overrides = {k: v for k, v in {"port": args.port, "host": args.host}.items() if v is not None}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+        check_kafka_security(settings)
+    except ValidationError as exc:
+        print(f"flux: invalid configuration: {_invalid_settings(exc)}; refusing to start", file=sys.stderr)
+        return 2
+    except KafkaSecurityError as exc:
+        print(f"flux: invalid Kafka security settings: {exc}; refusing to start", file=sys.stderr)
+        return 2
     if settings.auth_enabled and len(settings.admin_token or "") < MIN_ADMIN_TOKEN_LENGTH:
         print(
             f"flux: FLUX_AUTH_ENABLED=true needs FLUX_ADMIN_TOKEN of at least {MIN_ADMIN_TOKEN_LENGTH} characters "
@@ -45,12 +69,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except TopicMismatch as exc:
         print(f"flux: {exc}", file=sys.stderr)
         return 2
+    except KafkaConnectionError:
+        diagnosis = asyncio.run(diagnose(settings))
+        print(f"flux: cannot use Kafka at {settings.kafka_bootstrap_servers}: {diagnosis.reason}", file=sys.stderr)
+        return 2 if diagnosis.misconfigured else 1
     moved = claim_data_dir(settings.data_dir, cluster_id, settings.app_id)
     if moved is not None:
         print(f"flux: {settings.data_dir} belonged to another Kafka cluster; moved it to {moved}", file=sys.stderr)
-    import uvloop  # the worker's loop: faster sockets and scheduling than asyncio's default
+    if not uses_tls(settings):  # uvloop closes TLS connections slowly: see kafka_security.uses_tls
+        import uvloop  # the worker's loop: faster sockets and scheduling than asyncio's default
 
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
     from api.server import run_node
 

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from api.applied import AppliedOffsets
 from flux.changes import ChangeRecord, InvalidChangeRecord, decode_record
 from flux.config import Settings
+from flux.kafka_security import client_options
 from flux.metrics import RateMeter, RecentSources
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,7 @@ class ChangeRelay:
             fetch_max_wait_ms=100,
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            **client_options(self._settings),
         )
         await consumer.start()
         self._consumer = consumer

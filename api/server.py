@@ -36,6 +36,7 @@ from api.websocket import MetricsTicker
 from flux.compacted_log import CompactedLog
 from flux.config import Settings
 from flux.idempotency import IdempotencyLog
+from flux.kafka_security import client_options
 from flux.metrics import Metrics
 from flux.namespace_log import NamespaceLog
 from flux.publisher import EventPublisher
@@ -184,7 +185,9 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
         read_committed=lambda partitions: committed_offsets(settings, partitions),
     )
     feed = ChangeFeed(app, settings.changes_topic)
-    fence = MembershipFence(app, settings.kafka_bootstrap_servers, settings.app_id, settings.session_timeout_s)
+    fence = MembershipFence(
+        app, settings.kafka_bootstrap_servers, settings.app_id, settings.session_timeout_s, **client_options(settings)
+    )
     reducer = BatchReducer(app, store, feed, settings, metrics, fence)
     install_reducer(app, events_topic, reducer, settings.flush_interval_ms / 1000)
     replays = ReplayJobs(settings, store, reducer, feed)

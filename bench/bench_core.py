@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -26,6 +27,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from flux.config import Settings
+from flux.kafka_security import client_options
 from flux.localkafka import LocalKafka, free_port
 from tests.flux_process import FluxProcess
 
@@ -56,6 +59,11 @@ def broker_for(work: Path) -> tuple[str, LocalKafka | None]:
     return broker.start(), broker
 
 
+def kafka_options() -> dict[str, Any]:
+    """The raw clients' security options: the FLUX_KAFKA_* variables, read as a Flux node reads them."""
+    return client_options(Settings())
+
+
 def print_table(heading: str, rows: list[tuple[str, str]]) -> None:
     """Print ``heading`` and ``rows`` as a Markdown table (for BENCHMARKS.md)."""
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -75,19 +83,23 @@ def pct(samples: list[float], q: float) -> float:
 async def raw_kafka(bootstrap: str, n: int) -> dict[str, float]:
     """aiokafka alone: produce one record per event (acks=all, idempotent), then consume them."""
     topic = f"raw-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     await admin.close()
     values = [orjson.dumps(event(i, "raw")) for i in range(n)]
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5, **kafka_options()
+    )
     await producer.start()
     started = time.perf_counter()
     futures = [await producer.send(topic, v, key=str(i % ENTITIES).encode()) for i, v in enumerate(values)]
     await asyncio.gather(*futures)
     produce_s = time.perf_counter() - started
     await producer.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, **kafka_options()
+    )
     await consumer.start()
     seen = 0
     started = time.perf_counter()

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_core import broker_for, pct, print_table, progress, raw_kafka, wait_applied
+from bench.bench_core import broker_for, kafka_options, pct, print_table, progress, raw_kafka, wait_applied
 from flux.localkafka import free_port
 from tests.flux_process import FluxProcess
 
@@ -65,7 +65,11 @@ async def publish(url: str, n: int, entities: int, first: int = 0, batch: int = 
 async def read_topic(bootstrap: str, topic: str) -> tuple[int, float]:
     """Read every record of ``topic`` and decode it; returns (events, seconds)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 << 20,
+        **kafka_options(),
     )
     await consumer.start()
     try:

@@ -35,7 +35,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_core import _paced_publisher_loop, broker_for, pct, print_table, progress
+from bench.bench_core import _paced_publisher_loop, broker_for, kafka_options, pct, print_table, progress
 from flux.localkafka import free_port
 from tests.flux_process import FluxProcess
 
@@ -158,12 +158,16 @@ def flux_phase(url: str, rate: int, seconds: float, batch: int) -> dict[str, flo
 async def raw_phase(bootstrap: str, rate: int, seconds: float) -> dict[str, float]:
     """Raw aiokafka, one hop: produce ``rate`` records/s (acks=all, batches of 100), consume, time each."""
     topic = f"rawws-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=1)
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=1, **kafka_options()
+    )
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, **kafka_options()
+    )
     await producer.start()
     await consumer.start()
     total = int(rate * (WARMUP_S + seconds))

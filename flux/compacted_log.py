@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from flux.config import Settings
+from flux.kafka_security import client_options
 from flux.publisher import PublishFailed
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class CompactedLog:
             acks="all",
             enable_idempotence=True,
             request_timeout_ms=self._settings.publish_timeout_ms,
+            **client_options(self._settings),
         )
         await self._producer.start()
         self._consumer = AIOKafkaConsumer(
@@ -58,6 +60,7 @@ class CompactedLog:
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=100,
+            **client_options(self._settings),
         )
         await self._consumer.start()
         self._consumer.assign([self._partition])

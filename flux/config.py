@@ -6,10 +6,11 @@ import socket
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, FilePath, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flux.events import EventLimits
+from flux.kafka_security import SaslMechanism, SecurityProtocol
 
 
 class Settings(BaseSettings):
@@ -34,6 +35,15 @@ class Settings(BaseSettings):
         default="127.0.0.1:9092",
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "FLUX_KAFKA_BOOTSTRAP_SERVERS"),
     )
+    # How the clients authenticate (flux/kafka_security.py; combinations are checked there).
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: FilePath | None = None
+    kafka_ssl_certfile: FilePath | None = None  # client certificate (PEM), for brokers that require one
+    kafka_ssl_keyfile: FilePath | None = None  # its private key, unless the certificate file holds it
+    kafka_ssl_check_hostname: bool = True
     app_id: str = "flux"
     node_id: str = Field(default_factory=lambda: socket.gethostname())
     data_dir: Path = Path(".flux/data")

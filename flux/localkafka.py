@@ -28,6 +28,10 @@ Environment: ``FLUX_KAFKA_HOME`` (jar cache, default ``~/.cache/flux/kafka-4.1.1
 Several nodes can share one cluster: give each its own ``node_id``, ports and data dir, the same
 ``cluster_id`` and the same ``quorum_voters`` (see :func:`quorum_voters`); :class:`LocalKafkaCluster`
 does exactly that.
+
+``secure=SecureListeners(...)`` adds SASL_PLAINTEXT, SASL_SSL and SSL listeners with their own
+users and certificates next to the PLAINTEXT one (tests of secured clusters); without it the broker
+is exactly as above.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,12 +108,91 @@ LOG_DIRS = "kraft-logs"
 STAMP_FILE = ".resolved"
 CLUSTER_LAYOUT = "cluster.json"
 
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+JAAS_MODULES = {
+    "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
+    "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
+    "SCRAM-SHA-512": "org.apache.kafka.common.security.scram.ScramLoginModule",
+}
+UNSAFE_IN_CREDENTIALS = set('"\\,=[]; \t\n')  # break the JAAS line or the storage tool's --add-scram syntax
+
 T = TypeVar("T")
 Progress = Callable[[str], None]
 
 
 class LocalKafkaError(RuntimeError):
     """The local broker could not be set up, started or stopped."""
+
+
+@dataclass(frozen=True)
+class SecureListeners:
+    """Client listeners that authenticate or encrypt, next to the PLAINTEXT one the launcher keeps.
+
+    Each port given opens a listener of that protocol (named like it) on the broker's host; the
+    brokers still talk to each other, and the launcher probes them, over PLAINTEXT. ``users`` (name
+    -> password) may log in with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512; the SCRAM credentials are
+    written when the log dir is formatted, so only a new data dir gets them. The TLS listeners
+    present ``keystore``: a PEM file with an unencrypted PKCS#8 private key and its certificate
+    chain. With ``truststore`` (PEM CA certificates) the SSL listener requires a client certificate
+    signed by one of them.
+    """
+
+    users: Mapping[str, str] = field(default_factory=dict)
+    sasl_plaintext_port: int | None = None
+    sasl_ssl_port: int | None = None
+    ssl_port: int | None = None
+    keystore: Path | None = None
+    truststore: Path | None = None
+
+    def ports(self) -> dict[str, int]:
+        """Listener name (= security protocol) -> port, for the listeners asked for."""
+        wanted = {"SASL_PLAINTEXT": self.sasl_plaintext_port, "SASL_SSL": self.sasl_ssl_port, "SSL": self.ssl_port}
+        return {name: port for name, port in wanted.items() if port is not None}
+
+    def validate(self) -> None:
+        """Raise :class:`LocalKafkaError` for listeners that lack users or a keystore."""
+        names = self.ports()
+        if any(name.startswith("SASL") for name in names) and not self.users:
+            raise LocalKafkaError("SASL listeners need at least one user")
+        if any(name.endswith("SSL") for name in names) and self.keystore is None:
+            raise LocalKafkaError("TLS listeners need a keystore (PEM private key and certificate chain)")
+        for name, password in self.users.items():
+            if not name or not password or UNSAFE_IN_CREDENTIALS & set(name + password):
+                raise LocalKafkaError(
+                    f"user {name!r}: names and passwords must be non-empty, without quotes, "
+                    "commas, '=', brackets, ';' or spaces"
+                )
+
+    def properties(self) -> dict[str, str]:
+        """The broker properties of these listeners, beyond ``listeners`` and the protocol map."""
+        props: dict[str, str] = {}
+        sasl = [name for name in self.ports() if name.startswith("SASL")]
+        if sasl:
+            props["sasl.enabled.mechanisms"] = ",".join(SASL_MECHANISMS)
+        plain_users = "".join(f' user_{name}="{password}"' for name, password in self.users.items())
+        for listener in sasl:
+            for mechanism in SASL_MECHANISMS:
+                users = plain_users if mechanism == "PLAIN" else ""
+                key = f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"
+                props[key] = f"{JAAS_MODULES[mechanism]} required{users};"
+        if self.keystore is not None:
+            props["ssl.keystore.type"] = "PEM"
+            props["ssl.keystore.location"] = str(self.keystore)
+        if self.truststore is not None:
+            props["ssl.truststore.type"] = "PEM"
+            props["ssl.truststore.location"] = str(self.truststore)
+            props["listener.name.ssl.ssl.client.auth"] = "required"
+        return props
+
+    def scram_arguments(self) -> list[str]:
+        """The storage tool's ``--add-scram`` arguments: every user, for both SCRAM mechanisms."""
+        return [
+            argument
+            for name, password in self.users.items()
+            for mechanism in SCRAM_MECHANISMS
+            for argument in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+        ]
 
 
 def _quiet(_: str) -> None:
@@ -397,6 +481,7 @@ class LocalKafka:
         heap_opts: str | None = None,
         jvm_opts: Sequence[str] = JVM_OPTS,
         extra_properties: dict[str, str] | None = None,
+        secure: SecureListeners | None = None,
         progress: Progress | None = None,
     ) -> None:
         self.data_dir = Path(data_dir if data_dir is not None else default_data_dir()).expanduser().resolve()
@@ -410,6 +495,9 @@ class LocalKafka:
         self.heap_opts = heap_opts or os.environ.get("FLUX_KAFKA_HEAP_OPTS") or DEFAULT_HEAP_OPTS
         self.jvm_opts = tuple(jvm_opts)
         self.extra_properties = dict(extra_properties or {})
+        self.secure = secure
+        if secure is not None:
+            secure.validate()
         self.progress: Progress = progress or _quiet
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -422,6 +510,19 @@ class LocalKafka:
     def bootstrap(self) -> str:
         """The client bootstrap address, ``host:port``."""
         return f"{self.host}:{self.port}"
+
+    def bootstrap_for(self, protocol: str) -> str:
+        """The bootstrap address of the listener of ``protocol`` (PLAINTEXT, or one of ``secure``'s)."""
+        if protocol == "PLAINTEXT":
+            return self.bootstrap
+        ports = self.secure.ports() if self.secure is not None else {}
+        if protocol not in ports:
+            raise LocalKafkaError(f"this broker has no {protocol} listener")
+        return f"{self.host}:{ports[protocol]}"
+
+    def ports(self) -> list[int]:
+        """Every port the broker listens on."""
+        return [self.port, self.controller_port, *(self.secure.ports().values() if self.secure is not None else [])]
 
     @property
     def pid_file(self) -> Path:
@@ -459,15 +560,18 @@ class LocalKafka:
 
     def properties(self) -> dict[str, str]:
         """The ``server.properties`` this node runs with."""
+        secure = self.secure.ports() if self.secure is not None else {}
+        clients = "".join(f",{name}://{self.host}:{port}" for name, port in secure.items())
+        protocols = "".join(f",{name}:{name}" for name in secure)
         props = {
             "process.roles": "broker,controller",
             "node.id": str(self.node_id),
             "controller.quorum.voters": self.quorum_voters,
-            "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "listeners": f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}{clients}",
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}{clients}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT{protocols}",
             "log.dirs": str(self.log_dirs),
             "num.partitions": "8",
             "auto.create.topics.enable": "true",
@@ -487,6 +591,8 @@ class LocalKafka:
             "num.io.threads": "8",
             "num.recovery.threads.per.data.dir": "2",
         }
+        if self.secure is not None:
+            props.update(self.secure.properties())
         props.update(self.extra_properties)
         return props
 
@@ -554,6 +660,7 @@ class LocalKafka:
             "-c",
             str(self.server_properties),
             "--ignore-formatted",
+            *(self.secure.scram_arguments() if self.secure is not None else []),
         )
         # The storage tool is short-lived: a small heap and the C1 compiler alone start faster.
         cmd = [c for c in cmd if not c.startswith(("-Xms", "-Xmx")) and c not in QUICK_START_JVM_OPTS]
@@ -599,7 +706,7 @@ class LocalKafka:
         with _file_lock(self.data_dir / ".lock"):
             if self.is_running():
                 return False
-            for port in (self.port, self.controller_port):
+            for port in self.ports():
                 # A just-killed JVM can hold its sockets a moment after it stops showing as alive.
                 if not _wait_port_free(self.host, port, 2.0):
                     raise LocalKafkaError(
@@ -702,7 +809,7 @@ class LocalKafka:
         with contextlib.suppress(OSError):
             self.pid_file.unlink()
         # The leader thread turns zombie before the other JVM threads (and their sockets) are gone.
-        for port in (self.port, self.controller_port):
+        for port in self.ports():
             _wait_port_free(self.host, port, 5.0)
 
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> bool:

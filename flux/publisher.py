@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from flux.config import Settings
 from flux.events import Envelope, encode, encode_many, entity_of
+from flux.kafka_security import client_options
 from flux.partitioning import partition_for
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class EventPublisher:
             max_batch_size=1024 * 1024,
             max_request_size=PRODUCER_MAX_REQUEST_BYTES,
             request_timeout_ms=self._settings.publish_timeout_ms,
+            **client_options(self._settings),
         )
 
     async def start(self) -> None:

@@ -13,6 +13,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from flux.config import Settings
+from flux.kafka_security import client_options
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,9 @@ async def ensure_topics(settings: Settings) -> str:
     existing topic with fewer replicas than ``FLUX_REPLICATION_FACTOR``. Returns the Kafka cluster id.
     """
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers, client_id=f"{settings.app_id}-admin"
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"{settings.app_id}-admin",
+        **client_options(settings),
     )
     await admin.start()
     try:

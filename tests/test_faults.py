@@ -213,6 +213,7 @@ def expected_state(bootstrap: str, app_id: str, load: Load) -> dict[str, dict[st
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
             events: list[dict[str, Any]] = []
+
             async def behind() -> bool:
                 return any([await consumer.position(tp) < ends[tp] for tp in tps])
 

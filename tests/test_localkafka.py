@@ -14,6 +14,7 @@ from flux.localkafka import (
     LocalKafka,
     LocalKafkaCluster,
     LocalKafkaError,
+    SecureListeners,
     cluster_replication,
     new_cluster_id,
     open_launcher,
@@ -48,6 +49,57 @@ def test_node_of_a_three_node_quorum_lists_all_voters(tmp_path: Path) -> None:
     node = LocalKafka(tmp_path, port=29182, controller_port=29192, node_id=2, quorum_voters=voters)
     assert node.properties()["node.id"] == "2"
     assert node.properties()["controller.quorum.voters"] == "1@127.0.0.1:29191,2@127.0.0.1:29192,3@127.0.0.1:29193"
+
+
+def test_secure_listeners_sit_next_to_the_plaintext_one(tmp_path: Path) -> None:
+    secure = SecureListeners(
+        users={"flux": "s3cret"},
+        sasl_plaintext_port=29094,
+        sasl_ssl_port=29095,
+        ssl_port=29096,
+        keystore=tmp_path / "broker.pem",
+        truststore=tmp_path / "ca.pem",
+    )
+    kafka = LocalKafka(tmp_path, port=29092, controller_port=29093, secure=secure)
+    props = kafka.properties()
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093,"
+        "SASL_PLAINTEXT://127.0.0.1:29094,SASL_SSL://127.0.0.1:29095,SSL://127.0.0.1:29096"
+    )
+    assert props["inter.broker.listener.name"] == "PLAINTEXT"
+    assert props["listener.security.protocol.map"].endswith(",SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL")
+    assert props["sasl.enabled.mechanisms"] == "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"
+    assert props["listener.name.sasl_ssl.plain.sasl.jaas.config"].endswith(
+        'PlainLoginModule required user_flux="s3cret";'
+    )
+    assert props["listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config"].endswith("ScramLoginModule required;")
+    assert props["ssl.keystore.type"] == "PEM" and props["listener.name.ssl.ssl.client.auth"] == "required"
+    assert secure.scram_arguments() == [
+        "--add-scram",
+        "SCRAM-SHA-256=[name=flux,password=s3cret]",
+        "--add-scram",
+        "SCRAM-SHA-512=[name=flux,password=s3cret]",
+    ]
+    assert kafka.bootstrap_for("SASL_SSL") == "127.0.0.1:29095"
+    assert kafka.bootstrap_for("PLAINTEXT") == kafka.bootstrap
+    assert LocalKafka(tmp_path, port=29092, controller_port=29093).ports() == [29092, 29093]
+    with pytest.raises(LocalKafkaError, match="no SSL listener"):
+        LocalKafka(tmp_path, port=29092, controller_port=29093).bootstrap_for("SSL")
+
+
+@pytest.mark.parametrize(
+    ("secure", "message"),
+    [
+        (SecureListeners(sasl_plaintext_port=1), "need at least one user"),
+        (SecureListeners(users={"a": "b"}, ssl_port=1), "need a keystore"),
+        (SecureListeners(users={"a": 'pass"word'}, sasl_plaintext_port=1), "without quotes"),
+    ],
+)
+def test_secure_listeners_refuse_what_the_broker_could_not_take(
+    secure: SecureListeners, message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(LocalKafkaError, match=message):
+        LocalKafka(tmp_path, port=29092, controller_port=29093, secure=secure)
 
 
 def test_stopping_a_broker_that_is_not_running_is_a_no_op(tmp_path: Path) -> None:
