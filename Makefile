@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run cluster test unit lint fuzz kafka-start kafka-stop bench bench-ws bench-auth bench-history bench-replay clean
+.PHONY: install run cluster test unit lint fuzz kafka-start kafka-stop bench bench-ws bench-auth bench-history bench-replay bench-cluster clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,9 @@ bench-history: install
 
 bench-replay: install
 	$(BIN)/python bench/bench_replay.py
+
+bench-cluster: install
+	$(BIN)/python bench/bench_cluster.py
 
 bench-auth: install
 	$(BIN)/python bench/bench_auth.py

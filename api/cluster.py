@@ -85,8 +85,8 @@ async def merged(
     while heap:
         _, index, key, item = heapq.heappop(heap)
         if item is _MARK:
-            await refill(index, key)
             yield key, None
+            await refill(index, key)  # only once the caller wants more
         else:
             yield key, item
         push(index)
