@@ -7,10 +7,15 @@ from typing import Any
 
 import faust
 
+from agents.changelog_restore import RestoringTable
 from agents.transport import ReadCommittedTransport
 from flux.config import Settings
 from flux.kafka_security import faust_credentials
 from flux.topics import MAX_MESSAGE_BYTES, TABLE_NAME
+
+
+class FluxTable(RestoringTable, faust.Table):  # type: ignore[misc]
+    """Faust's table, restored from its changelog at raw consumer speed after a rebalance."""
 
 
 class FluxApp(faust.App):
@@ -55,6 +60,7 @@ def create_faust_app(settings: Settings) -> tuple[FluxApp, Any, Any]:
         broker=broker_urls(settings.kafka_bootstrap_servers),
         broker_credentials=faust_credentials(settings),
         store="rocksdb://",
+        Table=FluxTable,
         datadir=str(settings.data_dir),
         web_enabled=False,
         canonical_url=settings.node_url(),  # what the group's assignment says serves a partition
@@ -97,4 +103,5 @@ def create_faust_app(settings: Settings) -> tuple[FluxApp, Any, Any]:
         },
         help="Entity state keyed by entity id (JSON with per-property versions)",
     )
+    table.restore_settings = settings  # type: ignore[attr-defined]
     return app, events_topic, table

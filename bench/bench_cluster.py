@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=600_000)
     parser.add_argument("--entities", type=int, default=60_000)
     parser.add_argument("--failover-entities", type=int, default=1_000_000)
+    parser.add_argument("--only", choices=("apply", "failover"), help="run one half of the benchmark")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="flux-bench-cluster-"))
     bootstrap, broker = broker_for(work)
@@ -160,12 +161,12 @@ def main() -> None:
         progress("raw aiokafka, same broker")
         raw = asyncio.run(raw_kafka(bootstrap, 200_000))
         rows.append(("raw aiokafka consume, one event per record (count only)", f"{raw['raw_consume']:,.0f} events/s"))
-        for count in (1, 2, 3):
+        for count in (1, 2, 3) if args.only != "failover" else ():
             progress(f"apply rate with {count} node(s): {args.events:,} events over {args.entities:,} entities")
             rate, per_node, seconds = apply_rate(bootstrap, work, count, args.events, args.entities)
             shares = ", ".join(f"{n / seconds:,.0f}" for n in per_node)
             rows.append((f"apply with {count} node(s): total (per node)", f"{rate:,.0f} events/s ({shares})"))
-        for standbys in (1, 0):
+        for standbys in (1, 0) if args.only != "apply" else ():
             progress(f"failover with {args.failover_entities:,} entities, FLUX_STANDBY_REPLICAS={standbys}")
             seconds, moved = failover(bootstrap, work, args.failover_entities, standbys)
             rows.append(
