@@ -74,7 +74,7 @@ def create_faust_app(settings: Settings) -> tuple[FluxApp, Any, Any]:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         stream_buffer_maxsize=16384,
-        table_standby_replicas=settings.standby_replicas,  # warm copies on other nodes: short failovers
+        table_standby_replicas=0,  # agents.standby keeps the warm copies, at raw consumer speed
         autodiscover=False,
         loghandlers=[],
     )

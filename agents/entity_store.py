@@ -93,12 +93,16 @@ class EntityStore:
         actives = self._app.assignor.assigned_actives()
         return sorted(tp.partition for tp in actives if tp.topic == self._changelog)
 
+    def owners(self) -> dict[str, list[int]]:
+        """The nodes in the group's current assignment, by URL, with the partitions each serves."""
+        return {
+            str(url).rstrip("/"): sorted(topics.get(self._changelog, ()))
+            for url, topics in self._app.assignor.table_metadata(self._changelog).items()
+        }
+
     def owner_url(self, partition: int) -> str | None:
         """The URL of the node serving ``partition`` in the group's current assignment (None: nobody)."""
-        for url, topics in self._app.assignor.table_metadata(self._changelog).items():
-            if partition in topics.get(self._changelog, ()):
-                return str(url).rstrip("/")
-        return None
+        return next((url for url, partitions in self.owners().items() if partition in partitions), None)
 
     def recovered(self) -> bool:
         """Whether Faust finished replaying the changelog into the local stores."""

@@ -9,9 +9,11 @@ and send that stale state to the table's changelog, which is what every later re
 The fence notices the freeze: a ticker records the time every :data:`TICK_S`; when the reducer is
 about to write and the last tick is older than half the session timeout, the event loop did not
 run for that long. Before any write, the fence then asks the group coordinator (DescribeGroups)
-whether this node's member id is still in the group. If it is not, the batch is dropped
-(:class:`Fenced`): nothing is written, nothing is committed, and the records are folded again by
-whoever owns their partitions after the rebalance that follows. (A rebalance this node takes
+whether this node's member id is still in the group. If it is not (or the answer does not settle
+it), the batch is not written (:class:`Fenced`) and the worker stops, as on any failed write:
+acknowledging the batch's records would let Faust commit past events nobody folded (an empty
+group accepts a commit of a member that has left it). A restarted worker rejoins the group and
+reads on from the committed offsets; meanwhile the partitions' new owners fold them. (A rebalance this node takes
 part in needs no fence: Faust lets the batch in flight finish before it gives partitions up.)
 """
 
@@ -28,7 +30,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 log = logging.getLogger(__name__)
 
 TICK_S = 0.25
-MEMBERS = 5  # the members array in a DescribeGroups response's group (v0-v5)
+ERROR_CODE = 0  # fields of a group in a DescribeGroups response (v0-v3, as aiokafka sends them)
+MEMBERS = 5
+ATTEMPTS = 3
+RETRY_S = 0.5
 
 
 class Fenced(RuntimeError):
@@ -38,15 +43,23 @@ class Fenced(RuntimeError):
 class MembershipFence:
     """Confirms group membership before writes that follow a freeze of the event loop."""
 
-    def __init__(self, app: Any, bootstrap: str, group_id: str, session_timeout_s: float, **client: Any) -> None:
+    def __init__(
+        self,
+        app: Any,
+        bootstrap: str,
+        group_id: str,
+        session_timeout_s: float,
+        heartbeat_interval_s: float,
+        **client: Any,
+    ) -> None:
         self._app = app
         self._bootstrap = bootstrap
         self._group_id = group_id
-        self._gap_s = session_timeout_s / 2
+        # Membership can expire after a freeze of session - heartbeat interval; check well before.
+        self._gap_s = max(TICK_S * 2, min(session_timeout_s / 2, session_timeout_s - heartbeat_interval_s))
         self._client = client
         self._last_tick = time.monotonic()
         self._frozen_for = 0.0  # the longest stand-still not yet confirmed
-        self._fenced_member: str | None = None  # fenced until the consumer rejoins with a new member id
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -79,38 +92,52 @@ class MembershipFence:
         return self._frozen_for > 0
 
     async def check(self) -> None:
-        """Raise :class:`Fenced` if the loop was frozen and this node is no longer in the group."""
-        if self._fenced_member is not None:
-            if self._member_id() in (self._fenced_member, ""):
-                raise Fenced("this node has not rejoined the group since it was fenced")
-            self._fenced_member = None  # rejoined: the new assignment's records are its own
+        """Raise :class:`Fenced` if the loop was frozen and this node is no longer in the group.
+
+        An answer that does not settle it (the coordinator moving, an error) is asked again, and
+        after :data:`ATTEMPTS` it counts as fenced: writing stale state is the worse outcome.
+        """
         if not self.frozen():
             return
         gap, self._frozen_for = self._frozen_for, 0.0
         member = self._member_id()
-        members = await self._group_members()
-        if member and member in members:
+        members: set[str] | None = None
+        for attempt in range(ATTEMPTS):
+            try:
+                members = await self._group_members()
+                break
+            except Exception as exc:  # no answer, or an error code: ask again
+                log.warning("could not confirm group membership (attempt %d): %r", attempt + 1, exc)
+                await asyncio.sleep(RETRY_S)
+        if members is not None and member and member in members:
             log.warning("the event loop stood still for %.1f s; still a member of the group, writing on", gap)
             return
-        self._fenced_member = member
         log.warning(
-            "the event loop stood still for %.1f s and this node (member %r) is no longer in group %r: "
-            "dropping the batch unwritten; its partitions are folded by their new owners",
+            "the event loop stood still for %.1f s and this node (member %r) is not confirmed in group %r: "
+            "the batch in hand is not written, and the worker stops (a supervisor restarts it; it then "
+            "rejoins and reads on from the group's committed offsets)",
             gap,
             member,
             self._group_id,
         )
-        raise Fenced(f"member {member!r} left group {self._group_id!r} while this node was frozen")
+        raise Fenced(f"member {member!r} is not confirmed in group {self._group_id!r} after a {gap:.1f} s freeze")
 
     def _member_id(self) -> str:
         consumer = self._app.consumer._thread._ensure_consumer()
         return str(consumer._coordinator.member_id or "")
 
     async def _group_members(self) -> set[str]:
+        """The member ids of the group; raises on an error answer (which lists no members)."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap, **self._client)
         await admin.start()
         try:
             responses = await admin.describe_consumer_groups([self._group_id])
         finally:
             await admin.close()
-        return {member[0] for response in responses for group in response.groups for member in group[MEMBERS]}
+        members: set[str] = set()
+        for response in responses:
+            for group in response.groups:
+                if group[ERROR_CODE] != 0:
+                    raise RuntimeError(f"DescribeGroups answered error code {group[ERROR_CODE]}")
+                members.update(member[0] for member in group[MEMBERS])
+        return members

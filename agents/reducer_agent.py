@@ -154,7 +154,7 @@ class BatchReducer:
             await self._fence.check()  # a node frozen past its session may have lost its partitions
         except Fenced:
             self._metrics.fenced_batches += 1
-            return 0
+            raise  # the worker stops without acknowledging the batch (see agents.membership_fence)
         for partition, batch in batches.items():
             await self._write(partition, batch)
         await self._send_all(self._settings.events_topic, forwards)

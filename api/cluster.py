@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from api.errors import ApiError
 from api.forward import FORWARDED_BY
 from flux.history import HistoryQuery, encode_cursor
 from flux.partitioning import partition_for
@@ -33,6 +34,7 @@ from flux.state import HistoryReader, PartitionUnavailable, StateReader, StoredE
 
 INTERNAL = "/api/internal"
 REMOTE_PAGE = 5_000  # entities or events one internal request returns at most
+AT_PAGE = 200  # entities as they were at a time: each costs a fold of its history
 WAIT_STEP_S = 0.05
 
 Page = tuple[list[tuple[Any, Any]], Any]  # ([(key, item)], frontier or None)
@@ -147,23 +149,32 @@ class Cluster:
 
     # -- the internal endpoints of the other nodes ---------------------------------------
     async def _call(self, owner: str, path: str, auth: str | None, params: Any = None, body: Any = None) -> Any:
+        """The JSON answer of another node's internal endpoint. A node that does not serve the
+        partitions (yet: it is still recovering) or does not answer is asked again until the
+        FLUX_REBALANCE_WAIT_S bound; its 401 or 403 is passed on as it is."""
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout_s)
         headers = {FORWARDED_BY: self.node_url}  # a node that no longer serves a partition answers 503
         if auth is not None:
             headers["Authorization"] = auth
-        try:
-            if body is None:
-                answer = await self._client.get(owner + INTERNAL + path, params=params, headers=headers)
+        deadline = time.monotonic() + self._wait_s
+        while True:
+            try:
+                if body is None:
+                    answer = await self._client.get(owner + INTERNAL + path, params=params, headers=headers)
+                else:
+                    answer = await self._client.post(owner + INTERNAL + path, json=body, headers=headers)
+            except httpx.HTTPError as exc:
+                problem = f"{owner} serves part of this answer but did not answer: {exc!r}"
             else:
-                answer = await self._client.post(owner + INTERNAL + path, json=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise NodeUnavailable(f"{owner} serves part of this answer but did not answer: {exc!r}") from exc
-        if answer.status_code != 200:
-            raise NodeUnavailable(
-                f"{owner} serves part of this answer but answered {answer.status_code}: {answer.text}"
-            )
-        return answer.json()
+                if answer.status_code == 200:
+                    return answer.json()
+                if answer.status_code in (401, 403):
+                    raise ApiError(answer.status_code, _message(answer), headers=_challenge(answer))
+                problem = f"{owner} serves part of this answer but answered {answer.status_code}: {_message(answer)}"
+            if time.monotonic() >= deadline:
+                raise NodeUnavailable(problem)
+            await asyncio.sleep(WAIT_STEP_S * 4)
 
     # -- entities -------------------------------------------------------------------------
     async def entities(
@@ -182,7 +193,7 @@ class Cluster:
     def _entity_pages(
         self, owner: str, partitions: list[int], prefix: str, auth: str | None, chunk: int, at: int | None
     ) -> Fetch:
-        size = max(1, min(chunk, REMOTE_PAGE))
+        size = max(1, min(chunk, REMOTE_PAGE if at is None else AT_PAGE))
 
         async def local(after: str | None) -> Page:
             if at is None:
@@ -238,6 +249,8 @@ class Cluster:
     async def count_namespaces(self, names: Sequence[str], auth: str | None) -> dict[str, int]:
         """Existing entities ``name/...`` per namespace name, over the whole cluster."""
         totals = dict.fromkeys(names, 0)
+        if not names:
+            return totals
         for owner, partitions in (await self.owners()).items():
             if owner == self.node_url:
                 counts = {name: self._reader.count_namespace(name, partitions) for name in names}
@@ -300,6 +313,18 @@ class NodeUnavailable(PartitionUnavailable):
     def __init__(self, message: str) -> None:
         RuntimeError.__init__(self, message)
         self.partition = -1
+
+
+def _message(answer: httpx.Response) -> str:
+    try:
+        return str(answer.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return answer.text[:200]
+
+
+def _challenge(answer: httpx.Response) -> dict[str, str] | None:
+    challenge = answer.headers.get("www-authenticate")
+    return None if challenge is None else {"WWW-Authenticate": challenge}
 
 
 def _take(items: Any, count: int) -> list[Any]:

@@ -1,4 +1,4 @@
-"""Query parameters shared by several routes: id scopes and times."""
+"""Query parameters shared by several routes: id scopes, times and history queries."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pydantic import BeforeValidator
 
 from api.errors import ApiError
 from flux.events import MAX_TIMESTAMP_MS
+from flux.history import HistoryQuery, InvalidQuery, decode_cursor
 
 
 def effective_prefix(prefix: str, namespace: str | None) -> str:
@@ -49,3 +50,33 @@ def query_time(value: QueryTime, name: str, default: int) -> int:
     if not 0 <= value <= MAX_TIMESTAMP_MS:
         raise ApiError(400, f"{name} must be between 0 and {MAX_TIMESTAMP_MS} (Unix epoch ms)")
     return value
+
+
+def history_query(
+    *,
+    entity: str | None,
+    prefix: str,
+    since: int,
+    until: int,
+    order: str,
+    limit: int,
+    cursor: str | None,
+    stream: str | None,
+    source: str | None,
+) -> HistoryQuery:
+    """The history query of ``GET /api/events`` parameters; 400 for a cursor that is not ours."""
+    try:
+        after = None if cursor is None else decode_cursor(cursor)
+    except InvalidQuery as exc:
+        raise ApiError(400, str(exc)) from exc
+    return HistoryQuery(
+        entity=entity,
+        prefix=prefix,
+        since=since,
+        until=until,
+        descending=order == "desc",
+        limit=limit,
+        after=after,
+        streams=None if stream is None else frozenset([stream]),
+        sources=None if source is None else frozenset([source]),
+    )

@@ -8,12 +8,11 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 
-from api.errors import ApiError
 from api.models import AUTH_ERRORS, ERRORS, StoredEvent
-from api.params import QueryTime, effective_prefix, query_time
+from api.params import QueryTime, effective_prefix, history_query, query_time
 from api.responses import JSON
 from flux.events import MAX_TIMESTAMP_MS
-from flux.history import HistoryQuery, InvalidQuery, decode_cursor, encode_cursor
+from flux.history import encode_cursor
 
 router = APIRouter(tags=["history"])
 
@@ -61,20 +60,16 @@ async def list_events(
     high = query_time(until, "until", MAX_TIMESTAMP_MS)
     if low > high:
         return JSON([])  # an empty window
-    try:
-        after = None if cursor is None else decode_cursor(cursor)
-    except InvalidQuery as exc:
-        raise ApiError(400, str(exc)) from exc
-    query = HistoryQuery(
+    query = history_query(
         entity=entity,
         prefix=scope,
         since=low,
         until=high,
-        descending=order == "desc",
+        order=order,
         limit=limit,
-        after=after,
-        streams=None if stream is None else frozenset([stream]),
-        sources=None if source is None else frozenset([source]),
+        cursor=cursor,
+        stream=stream,
+        source=source,
     )
     if entity is not None:
         await request.app.state.cluster.settle(entity)  # served here, else forwarded (api.forward)

@@ -15,8 +15,8 @@ from fastapi import APIRouter, Query, Request
 
 from api.body import read_json
 from api.errors import ApiError
+from api.params import history_query
 from api.responses import JSON
-from flux.history import HistoryQuery, InvalidQuery, decode_cursor
 from flux.state import StoredEntity
 
 router = APIRouter(prefix="/api/internal", include_in_schema=False)
@@ -114,20 +114,16 @@ async def history(
 ) -> JSON:
     """A page of the history of ``partitions`` under the prefix: ``[key hex, event]`` pairs and the frontier."""
     _check_prefix(request, prefix)
-    try:
-        after = None if cursor is None else decode_cursor(cursor)
-    except InvalidQuery as exc:
-        raise ApiError(400, str(exc)) from exc
-    query = HistoryQuery(
+    query = history_query(
         entity=None,
         prefix=prefix,
         since=since,
         until=until,
-        descending=order == "desc",
+        order=order,
         limit=limit,
-        after=after,
-        streams=None if stream is None else frozenset([stream]),
-        sources=None if source is None else frozenset([source]),
+        cursor=cursor,
+        stream=stream,
+        source=source,
     )
     items, frontier = request.app.state.history.page(query, _partitions(request, partitions))
     return JSON({"items": [[key.hex(), event] for key, event in items], "frontier": frontier and frontier.hex()})

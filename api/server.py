@@ -29,6 +29,7 @@ from agents.membership_fence import MembershipFence
 from agents.reducer_agent import BatchReducer, install_reducer
 from agents.replay import ReplayJobs
 from agents.stall_watch import StallWatch
+from agents.standby import StandbyTailer
 from api.app import create_app
 from api.applied import AppliedOffsets
 from api.relay import ChangeRelay, FeedTotals
@@ -66,8 +67,7 @@ class HttpService(mode.Service):
         logs: list[CompactedLog],
         ticker: MetricsTicker,
         jobs: list[HistoryRebuilder | ReplayJobs],
-        watch: StallWatch,
-        fence: MembershipFence,
+        background: list[StallWatch | MembershipFence | StandbyTailer],
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -77,8 +77,7 @@ class HttpService(mode.Service):
         self._relay = relay
         self._logs = logs
         self._jobs = jobs
-        self._watch = watch
-        self._fence = fence
+        self._background = background
         self._ticker = ticker
         self._server: _EmbeddedUvicorn | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -90,8 +89,8 @@ class HttpService(mode.Service):
             await shared.start()
         await self._relay.start()
         self._ticker.start()
-        self._watch.start()
-        self._fence.start()
+        for task in self._background:
+            task.start()
         config = uvicorn.Config(
             self._http_app,
             host=self._settings.host,
@@ -119,8 +118,8 @@ class HttpService(mode.Service):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._serving, timeout=10)
         await self._ticker.stop()
-        await self._watch.stop()
-        await self._fence.stop()
+        for task in self._background:
+            await task.stop()
         for job in self._jobs:
             await job.stop()
         with contextlib.suppress(Exception):
@@ -186,7 +185,12 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     )
     feed = ChangeFeed(app, settings.changes_topic)
     fence = MembershipFence(
-        app, settings.kafka_bootstrap_servers, settings.app_id, settings.session_timeout_s, **client_options(settings)
+        app,
+        settings.kafka_bootstrap_servers,
+        settings.app_id,
+        settings.session_timeout_s,
+        settings.heartbeat_interval_s,
+        **client_options(settings),
     )
     reducer = BatchReducer(app, store, feed, settings, metrics, fence)
     install_reducer(app, events_topic, reducer, settings.flush_interval_ms / 1000)
@@ -194,8 +198,11 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
 
     rebuilder = HistoryRebuilder(settings, store)
 
+    standby = StandbyTailer(settings, store, table.changelog_topic.get_topic_name())
+
     async def _after_rebalance(sender: Any, **_: Any) -> None:
         store.on_rebalance()
+        standby.on_rebalance()
         try:  # Faust awaits this before it declares recovery done: never let it fail or hang
             await asyncio.wait_for(rebuilder.check(store.active_partitions()), REBUILD_CHECK_TIMEOUT_S)
         except Exception:
@@ -220,8 +227,7 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
         [namespaces, idempotency],
         MetricsTicker(hub, totals),
         [rebuilder, replays],
-        StallWatch(app, settings, store, metrics, reducer.paused()),
-        fence,
+        [StallWatch(app, settings, store, metrics, reducer.paused()), fence, standby],
     )
 
 

@@ -35,7 +35,7 @@ from bench.bench_core import applied_total, broker_for, kafka_options, print_tab
 from flux.events import validate_event
 from flux.localkafka import free_port
 from flux.publisher import pack_by_partition
-from tests.flux_process import FluxProcess
+from tests.flux_process import FluxProcess, served_partitions
 
 PARTITIONS = 6  # divides over 1, 2 and 3 nodes evenly
 RECORD_EVENTS = 1000
@@ -55,15 +55,9 @@ def start_nodes(bootstrap: str, work: Path, count: int, **env: str) -> list[Flux
 
 def served(nodes: list[FluxProcess]) -> dict[str, list[int]] | None:
     """Partitions per node, if every node is ready and together they serve each partition once."""
-    found = {}
-    for node in nodes:
-        try:
-            ready = node.client.get("/ready", timeout=5)
-        except httpx.HTTPError:
-            return None
-        if ready.status_code != 200:
-            return None
-        found[node.url] = ready.json()["partitions"]
+    found = served_partitions(nodes)
+    if found is None:
+        return None
     together = sorted(p for partitions in found.values() for p in partitions)
     return found if together == list(range(PARTITIONS)) and all(found.values()) else None
 

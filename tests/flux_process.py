@@ -161,3 +161,17 @@ class FluxProcess:
             return None
 
         return self.wait_for(probe, timeout, f"entity {entity_id}")
+
+
+def served_partitions(nodes: list[FluxProcess]) -> dict[str, list[int]] | None:
+    """The partitions each node serves, by URL, if every node answers ``/ready`` with 200 (else None)."""
+    found = {}
+    for node in nodes:
+        try:
+            ready = node.client.get("/ready", timeout=5)
+        except httpx.HTTPError:
+            return None
+        if ready.status_code != 200:
+            return None
+        found[node.url] = ready.json()["partitions"]
+    return found

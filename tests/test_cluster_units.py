@@ -180,3 +180,16 @@ def test_history_pages_end_early_with_a_cursor_when_sources_only_pass_frontiers(
     page, cursor = asyncio.run(gather.history(query, None))
     assert page == [] and cursor is not None
     assert history.calls == 2, "a bounded request: about two pages from each source"
+
+
+def test_standbys_follow_each_owner_in_the_ring_of_nodes() -> None:
+    from agents.standby import standby_partitions
+
+    owners = {"http://a": [0, 3], "http://b": [1, 4], "http://c": [2, 5]}
+    assert standby_partitions(owners, "http://b", 1) == [0, 3]
+    assert standby_partitions(owners, "http://a", 1) == [2, 5]
+    assert standby_partitions(owners, "http://a", 2) == [1, 2, 4, 5]
+    assert standby_partitions(owners, "http://a", 0) == []
+    assert standby_partitions({"http://a": [0, 1]}, "http://a", 1) == [], "one node: nobody to copy"
+    every = [p for url in owners for p in standby_partitions(owners, url, 1)]
+    assert sorted(every) == list(range(6)), "each partition has exactly one standby"
