@@ -31,6 +31,7 @@ Say = Callable[[str], None]
 DEFAULT_NODES = 3
 DEFAULT_DATA_DIR = Path(".flux/cluster")
 MAX_REPLICATION_FACTOR = 3
+MAX_RESTARTS = 5  # of one node that stops itself with an error
 NODE_STOP_TIMEOUT_S = 30.0  # a node exits by FLUX_SHUTDOWN_TIMEOUT_S (20 s) even when the broker is gone
 
 
@@ -239,15 +240,29 @@ def run_cluster(
 
 
 def _watch(nodes: list[Node], say: Say, started: float) -> int:
-    """Report each node once ready and each that exits; return 1 once none is left (else a signal ends it)."""
+    """Report each node once ready and each that exits; return 1 once none is left (else a signal ends it).
+
+    A node that stopped itself with an error (exit code 1: a failed write, or the zombie fence
+    after a freeze) is started again, as a supervisor would, up to :data:`MAX_RESTARTS` times; one
+    killed by a signal (the user's ``kill -9``) or refusing its configuration (exit code 2) is not.
+    """
     all_ready = False
     exited: set[str] = set()
+    restarts: dict[str, int] = {}
     with httpx.Client() as client:
         while True:
             for node in nodes:
                 if not node.ready and node.check_ready(client):
                     say(f"{node.name} ready at {node.url} ({time.monotonic() - started:.1f} s)")
-                if node.name not in exited and node.exit_code() is not None:
+                code = node.exit_code()
+                if code == 1 and restarts.get(node.name, 0) < MAX_RESTARTS:
+                    restarts[node.name] = restarts.get(node.name, 0) + 1
+                    say(f"{node.name} stopped itself (exit code 1); starting it again, as a supervisor would")
+                    node.finish()
+                    node.ready = False
+                    node.start()
+                    continue
+                if node.name not in exited and code is not None:
                     exited.add(node.name)
                     say(f"{node.name} exited with code {node.exit_code()}")
             if not all_ready and all(node.ready for node in nodes):
