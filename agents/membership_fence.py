@@ -20,12 +20,13 @@ part in needs no fence: Faust lets the batch in flight finish before it gives pa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
+
+from flux.background import cancel
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +70,7 @@ class MembershipFence:
 
     async def stop(self) -> None:
         """Stop the ticker."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     async def _tick(self) -> None:
         while True:

@@ -16,7 +16,6 @@ This module and :mod:`agents.entity_store` are the places that touch Faust's int
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -25,6 +24,7 @@ from aiokafka import TopicPartition
 
 from agents.entity_store import EntityStore
 from agents.log_reader import log_consumer
+from flux.background import cancel
 from flux.config import Settings
 from flux.metrics import Metrics
 
@@ -56,10 +56,7 @@ class StallWatch:
 
     async def stop(self) -> None:
         """Stop watching."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+        await cancel(self._task)
 
     async def _run(self) -> None:
         consumer = log_consumer(self._settings, "stall-watch")

@@ -17,7 +17,6 @@ after a burst. Faust's are therefore off (``table_standby_replicas=0``) and thes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -26,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.changelog_restore import FETCH_BYTES, OFFSET_KEY, persisted_offset
 from agents.entity_store import EntityStore
+from flux.background import cancel
 from flux.config import Settings
 from flux.kafka_security import client_options
 
@@ -74,10 +74,7 @@ class StandbyTailer:
 
     async def stop(self) -> None:
         """Stop tailing."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     async def _run(self) -> None:
         while True:

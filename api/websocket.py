@@ -36,6 +36,7 @@ from api.auth import OPEN, Caller, bearer_token
 from api.cluster import Cluster
 from api.errors import ApiError
 from api.subscriptions import Pattern, SubscriptionIndex
+from flux.background import cancel
 from flux.changes import OP_DELETED, OP_REMOVED, ChangeRecord, EntityChange
 from flux.config import Settings
 from flux.metrics import Metrics
@@ -322,10 +323,7 @@ class MetricsTicker:
 
     async def stop(self) -> None:
         """Stop ticking."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     async def _run(self) -> None:
         while True:

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     standby_replicas: int = Field(default=1, ge=0)  # nodes that keep a warm copy of each partition's table
     events_retention_ms: int = -1
-    session_timeout_s: float = Field(default=6.0, gt=0)  # Kafka's lowest by default: a crashed node's partitions move soonest
+    session_timeout_s: float = Field(default=6.0, gt=0)  # the least brokers accept by default: quick failovers
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
 
     max_event_bytes: int = 1_048_576
