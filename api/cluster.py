@@ -122,9 +122,10 @@ class Cluster:
     def _owners_now(self, partitions: Sequence[int]) -> dict[str, list[int]] | int:
         """Partitions per serving node URL, or the first partition nobody serves now."""
         local = set(self._reader.active_partitions()) if self._reader.recovered() else set()
+        assigned = {p: url for url, served in self._reader.owners().items() for p in served}
         owners: dict[str, list[int]] = {}
         for partition in partitions:
-            owner = self.node_url if partition in local else self._reader.owner_url(partition)
+            owner = self.node_url if partition in local else assigned.get(partition)
             if owner is None or (owner == self.node_url and partition not in local):
                 return partition
             owners.setdefault(owner, []).append(partition)
@@ -172,6 +173,8 @@ class Cluster:
                 if answer.status_code in (401, 403):
                     raise ApiError(answer.status_code, _message(answer), headers=_challenge(answer))
                 problem = f"{owner} serves part of this answer but answered {answer.status_code}: {_message(answer)}"
+                if answer.status_code != 503:
+                    raise NodeUnavailable(problem)  # not a state that passes: asking again would not help
             if time.monotonic() >= deadline:
                 raise NodeUnavailable(problem)
             await asyncio.sleep(WAIT_STEP_S * 4)

@@ -75,6 +75,10 @@ class StateReader(Protocol):
         """The URL of the node serving ``partition`` now, as the group assigned it (None: nobody)."""
         ...
 
+    def owners(self) -> dict[str, list[int]]:
+        """The nodes of the group's current assignment, by URL, with the partitions each serves."""
+        ...
+
     def get(self, entity_id: str) -> dict[str, Any] | None:
         """The entity ``{id, properties, lastUpdated}``, or None when it does not exist."""
         ...

@@ -85,7 +85,7 @@ class FakeReader:
 
     def __init__(self, local: list[int], owners: dict[int, str | None], ids: list[str], partitions: int = 4) -> None:
         self.local = local
-        self.owners = owners
+        self.assignment = owners
         self.ids = sorted(ids)
         self.partitions = partitions
         self.ready = True
@@ -97,7 +97,14 @@ class FakeReader:
         return self.ready
 
     def owner_url(self, partition: int) -> str | None:
-        return self.owners.get(partition)
+        return self.assignment.get(partition)
+
+    def owners(self) -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {}
+        for partition, url in self.assignment.items():
+            if url is not None:
+                found.setdefault(url, []).append(partition)
+        return found
 
     def iter_prefix(
         self, prefix: str, partitions: Sequence[int] | None = None, after: str | None = None
