@@ -86,6 +86,7 @@ class EntityStore:
         self.rebalances = 0  # bumped by every rebalance: a replay that spans one starts again
         self._watches: list[dict[int, set[bytes]]] = []
         self.stalled_partitions: list[int] = []  # set by agents.stall_watch: served but not advancing
+        self.standbys: dict[int, int] = {}  # set by agents.standby: copied partition -> records behind
 
     # -- partitions -------------------------------------------------------------------------
     def active_partitions(self) -> list[int]:
@@ -391,4 +392,6 @@ class EntityStore:
             detail = f"partitions {stalled} do not advance although the log has records for them; restart this node"
         if not broker:
             detail = "Kafka broker not reachable"
-        return Readiness(broker and recovered and not stalled, broker, recovered, partitions, detail)
+        return Readiness(
+            broker and recovered and not stalled, broker, recovered, partitions, detail, dict(self.standbys)
+        )

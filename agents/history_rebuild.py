@@ -115,8 +115,12 @@ class HistoryRebuilder:
             log.warning("history of partition %d rebuilt up to offset %d", partition, end)
         except asyncio.CancelledError:
             raise
-        except Exception:  # e.g. the partition was revoked and its store closed: resumed on the next check
-            log.exception("history rebuild of partition %d stopped", partition)
+        except KeyError:  # Faust closed the partition's store (revoked, or the node stops)
+            log.warning(
+                "history rebuild of partition %d paused: its store was closed; resumed on the next check", partition
+            )
+        except Exception:
+            log.exception("history rebuild of partition %d stopped; resumed on the next check", partition)
         finally:
             await consumer.stop()
 

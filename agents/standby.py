@@ -65,6 +65,7 @@ class StandbyTailer:
         local = set(self._store.active_partitions())
         wanted = standby_partitions(owners, self._settings.node_url(), self._settings.standby_replicas)
         self._wanted = [p for p in wanted if p not in local]
+        self._store.standbys = {p: behind for p, behind in self._store.standbys.items() if p in self._wanted}
         self._changed.set()
 
     def start(self) -> None:
@@ -111,6 +112,10 @@ class StandbyTailer:
                     fetched = await consumer.getmany(timeout_ms=500, max_records=20_000)
                     for tp, messages in fetched.items():
                         self._apply(tp.partition, messages)
+                    for tp in tps:  # how far behind each copy is, as of the last fetch
+                        highwater = consumer.highwater(tp)
+                        if highwater is not None:
+                            self._store.standbys[tp.partition] = max(0, highwater - await consumer.position(tp))
         finally:
             await consumer.stop()
 

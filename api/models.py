@@ -178,6 +178,9 @@ class ReadyOut(BaseModel):
     broker: bool
     recovered: bool
     partitions: list[int]
+    standbys: dict[str, int] = Field(
+        description="Partitions this node keeps a standby copy of, with how many changelog records it is behind"
+    )
     detail: str
 
 

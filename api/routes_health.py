@@ -26,6 +26,7 @@ async def ready(request: Request) -> JSON:
         "broker": r.broker,
         "recovered": r.recovered,
         "partitions": r.partitions,
+        "standbys": {str(p): behind for p, behind in sorted(r.standbys.items())},
         "detail": r.detail,
     }
     return JSON(body, status_code=200 if r.ready else 503)

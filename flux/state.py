@@ -40,6 +40,7 @@ class Readiness:
     recovered: bool
     partitions: list[int] = field(default_factory=list)
     detail: str = ""
+    standbys: dict[int, int] = field(default_factory=dict)  # partition -> changelog records behind
 
 
 class HistoryReader(Protocol):

@@ -57,6 +57,15 @@ def test_any_node_answers_a_read_of_any_entity_from_the_node_that_serves_it(new_
             served_by[node.url].add(answer.headers.get("x-flux-served-by", node.url))
     assert served_by[first.url] == served_by[second.url] == {first.url, second.url}, "each node forwarded some"
 
+    def copies_current() -> bool:  # each node keeps a standby copy of the other's partitions
+        ready = [node.client.get("/ready").json() for node in (first, second)]
+        return all(
+            sorted(int(p) for p in mine["standbys"]) == theirs["partitions"] and not any(mine["standbys"].values())
+            for mine, theirs in ((ready[0], ready[1]), (ready[1], ready[0]))
+        )
+
+    first.wait_for(copies_current, timeout=30, what="standby copies of the other node's partitions, caught up")
+
     for node in (first, second):  # one entity's history and its past, also from the other node
         past = node.client.get("/api/state/entities/c-3", params={"at": str(T0 + 1)})
         assert past.status_code == 200 and past.json()["properties"] == {"v": 1}

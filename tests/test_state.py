@@ -74,6 +74,7 @@ def test_health_ready_and_prometheus_metrics(flux, uid):
     ready = flux.client.get("/ready").json()
     assert ready["status"] == "ready" and ready["broker"] and ready["recovered"]
     assert ready["partitions"] == [0, 1, 2, 3]
+    assert ready["standbys"] == {}, "one node: nobody to copy"
     flux.publish(f"metrics-{uid}", {"x": 1})
     flux.wait_entity(f"metrics-{uid}", lambda e: True)
     text = flux.client.get("/metrics").text
