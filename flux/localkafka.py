@@ -681,6 +681,10 @@ class LocalKafka:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
+        if self._proc is not None and self._proc.pid == pid:
+            # Our own live child. Its command line can read empty or as another program's for a
+            # moment while the java launcher re-executes itself at start: do not judge it by that.
+            return pid
         cmdline = _pid_cmdline(pid)
         if cmdline is None or MAIN_CLASS not in cmdline or str(self.server_properties) not in cmdline:
             with contextlib.suppress(OSError):
