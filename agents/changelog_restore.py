@@ -22,16 +22,15 @@ import time
 from typing import Any
 
 import rocksdict
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from agents.entity_store import OFFSET_KEY
+from agents.log_reader import log_consumer
 from flux.config import Settings
-from flux.kafka_security import client_options
 
 log = logging.getLogger(__name__)
 
-OFFSET_KEY = b"__faust\0offset__"  # Faust's RocksDB store: the last changelog offset the store holds
 MIN_GAP = 1_000  # fewer records than this are left to Faust's recovery
-FETCH_BYTES = 32 * 1024 * 1024
 MAX_SECONDS = 300  # a restore that takes longer leaves the rest to Faust's recovery
 
 
@@ -41,17 +40,24 @@ def persisted_offset(db: rocksdict.Rdict) -> int:
     return -1 if raw is None else int(raw)
 
 
+def write_changelog(db: rocksdict.Rdict, messages: list[Any]) -> None:
+    """Apply changelog records (puts and tombstones, in log order) to ``db`` in one WriteBatch, with
+    the offset of the last as the store's persisted offset."""
+    if not messages:
+        return
+    batch = rocksdict.WriteBatch(raw_mode=True)
+    for message in messages:
+        if message.value is None:
+            batch.delete(message.key)
+        else:
+            batch.put(message.key, message.value)
+    batch.put(OFFSET_KEY, str(messages[-1].offset).encode())
+    db.write(batch)
+
+
 async def restore(settings: Settings, changelog: str, dbs: dict[int, rocksdict.Rdict]) -> int:
     """Apply the changelog records each store of ``dbs`` lacks; returns how many were applied."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_partition_fetch_bytes=FETCH_BYTES,
-        fetch_max_bytes=FETCH_BYTES,
-        client_id=f"{settings.app_id}-restore",
-        **client_options(settings),
-    )
+    consumer = log_consumer(settings, "restore")
     await consumer.start()
     try:
         tps = {p: TopicPartition(changelog, p) for p in dbs}
@@ -72,20 +78,9 @@ async def restore(settings: Settings, changelog: str, dbs: dict[int, rocksdict.R
                 break
             fetched = await consumer.getmany(*pending.values(), timeout_ms=1000, max_records=50_000)
             for tp, messages in fetched.items():
-                batch = rocksdict.WriteBatch(raw_mode=True)
-                last = -1
-                for message in messages:
-                    if message.offset >= ends[tp]:
-                        break
-                    if message.value is None:
-                        batch.delete(message.key)
-                    else:
-                        batch.put(message.key, message.value)
-                    last = message.offset
-                    applied += 1
-                if last >= 0:
-                    batch.put(OFFSET_KEY, str(last).encode())
-                    dbs[tp.partition].write(batch)
+                wanted = [message for message in messages if message.offset < ends[tp]]
+                write_changelog(dbs[tp.partition], wanted)
+                applied += len(wanted)
             for p, tp in list(pending.items()):
                 if await consumer.position(tp) >= ends[tp]:
                     del pending[p]

@@ -20,14 +20,13 @@ import asyncio
 import logging
 from typing import Any
 
-import rocksdict
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
-from agents.changelog_restore import FETCH_BYTES, OFFSET_KEY, persisted_offset
+from agents.changelog_restore import persisted_offset, write_changelog
 from agents.entity_store import EntityStore
+from agents.log_reader import log_consumer
 from flux.background import cancel
 from flux.config import Settings
-from flux.kafka_security import client_options
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +87,7 @@ class StandbyTailer:
                 await asyncio.sleep(2)
 
     async def _tail(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=FETCH_BYTES,
-            client_id=f"{self._settings.app_id}-standby",
-            **client_options(self._settings),
-        )
+        consumer = log_consumer(self._settings, "standby")
         await consumer.start()
         try:
             while True:
@@ -121,13 +113,6 @@ class StandbyTailer:
 
     def _apply(self, partition: int, messages: list[Any]) -> None:
         """Write one fetch of ``partition``'s changelog into its store (unless it is served here now)."""
-        if not messages or partition in self._store.active_partitions():
+        if partition in self._store.active_partitions():
             return  # the group made this node its owner: its writes and restore take over
-        batch = rocksdict.WriteBatch(raw_mode=True)
-        for message in messages:
-            if message.value is None:
-                batch.delete(message.key)
-            else:
-                batch.put(message.key, message.value)
-        batch.put(OFFSET_KEY, str(messages[-1].offset).encode())
-        self._store.db(partition).write(batch)
+        write_changelog(self._store.db(partition), messages)
