@@ -106,9 +106,17 @@ class EntityStore:
         return next((url for url, partitions in self.owners().items() if partition in partitions), None)
 
     def recovered(self) -> bool:
-        """Whether Faust finished replaying the changelog into the local stores."""
+        """Whether Faust finished replaying the changelog into the local stores, and the worker folds on."""
         # tables.actives_ready is reset on every rebalance (recovery.completed is never cleared).
-        return bool(self._app.tables.actives_ready and not self._app.rebalancing)
+        return bool(self._app.tables.actives_ready and not self._app.rebalancing) and self.stopped() is None
+
+    def stopped(self) -> str | None:
+        """Why the worker no longer folds (it crashed, or it is stopping), or None while it does."""
+        if self._app.crash_reason is not None:
+            return f"the worker crashed ({self._app.crash_reason!r}) and is stopping"
+        if self._app.should_stop:
+            return "the worker is stopping"
+        return None
 
     def db(self, partition: int) -> rocksdict.Rdict:
         """The RocksDB store of ``partition`` on this node, served or not (for the agents' own writes)."""
@@ -386,7 +394,7 @@ class EntityStore:
             broker = await self._broker_check()
         recovered = self.recovered()
         partitions = self.active_partitions() if recovered else []
-        detail = "" if recovered else "table recovery or rebalance in progress"
+        detail = "" if recovered else self.stopped() or "table recovery or rebalance in progress"
         stalled = self.stalled_partitions if recovered else []
         if stalled:
             detail = f"partitions {stalled} do not advance although the log has records for them; restart this node"

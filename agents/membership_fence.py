@@ -61,6 +61,7 @@ class MembershipFence:
         self._client = client
         self._last_tick = time.monotonic()
         self._frozen_for = 0.0  # the longest stand-still not yet confirmed
+        self._fenced: Fenced | None = None  # once fenced, this process never writes again
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -93,8 +94,12 @@ class MembershipFence:
         """Raise :class:`Fenced` if the loop was frozen and this node is no longer in the group.
 
         An answer that does not settle it (the coordinator moving, an error) is asked again, and
-        after :data:`ATTEMPTS` it counts as fenced: writing stale state is the worse outcome.
+        after :data:`ATTEMPTS` it counts as fenced: writing stale state is the worse outcome. Once
+        fenced, every later check raises too: Faust's supervisor restarts a crashed agent at once,
+        and that agent's first batch must not be written while the worker is on its way down.
         """
+        if self._fenced is not None:
+            raise self._fenced
         if not self.frozen():
             return
         gap, self._frozen_for = self._frozen_for, 0.0
@@ -118,7 +123,10 @@ class MembershipFence:
             member,
             self._group_id,
         )
-        raise Fenced(f"member {member!r} is not confirmed in group {self._group_id!r} after a {gap:.1f} s freeze")
+        self._fenced = Fenced(
+            f"member {member!r} is not confirmed in group {self._group_id!r} after a {gap:.1f} s freeze"
+        )
+        raise self._fenced
 
     def _member_id(self) -> str:
         consumer = self._app.consumer._thread._ensure_consumer()

@@ -72,8 +72,17 @@ class _PartitionBatch:
         self.seen: dict[bytes, int] = {}  # applied-once mark -> events-topic offset after its event
 
 
+class ReducerStopped(RuntimeError):
+    """A batch failed earlier in this process: no later batch is applied (the worker is going down)."""
+
+
 class BatchReducer:
-    """Applies batches of events-topic records to the entity table."""
+    """Applies batches of events-topic records to the entity table.
+
+    A batch that fails is neither written whole nor acknowledged, and the reducer refuses every
+    later batch (:class:`ReducerStopped`): Faust restarts a crashed agent at once, and a batch
+    applied after an unwritten one would let the offset commit pass records nobody folded.
+    """
 
     def __init__(
         self,
@@ -92,6 +101,7 @@ class BatchReducer:
         self._limits = settings.event_limits()
         self._metrics = metrics
         self._writing = asyncio.Lock()
+        self._failure: Exception | None = None
 
     def paused(self) -> asyncio.Lock:
         """Hold this (``async with``) to keep the reducer from applying batches meanwhile."""
@@ -100,7 +110,13 @@ class BatchReducer:
     async def apply(self, records: Sequence[Any]) -> int:
         """Fold ``records`` (Faust events) into the table; returns how many events were applied."""
         async with self._writing:
-            return await self._apply(records)
+            if self._failure is not None:
+                raise ReducerStopped(f"an earlier batch failed: {self._failure!r}") from self._failure
+            try:
+                return await self._apply(records)
+            except Exception as exc:
+                self._failure = exc
+                raise
 
     async def _apply(self, records: Sequence[Any]) -> int:
         batches: dict[int, _PartitionBatch] = {}
@@ -212,6 +228,8 @@ def install_reducer(app: Any, events_topic: Any, reducer: BatchReducer, flush_in
         async for records in stream.take_events(RECORDS_PER_BATCH, within=flush_interval_s):
             try:
                 await reducer.apply(records)
+            except ReducerStopped:
+                raise  # the worker is already on its way down (see below)
             except Exception as exc:
                 # Never ack a batch that was not fully written: stop the worker, so that a restart
                 # resumes from the last committed offset instead of skipping these records.

@@ -6,9 +6,11 @@ behind it whose position has not moved for :data:`STALL_S`, with committed recor
 transaction marker) ahead of it, is stalled: the watch logs what
 Faust's consumer holds about it (active, paused and buffer-full partitions, flow control, the
 fetch position) and has it read again from that position. If it still does not move after
-another :data:`STALL_S`, the node reports itself not ready with the reason, so that an operator
-(or an orchestrator) restarts it; no acknowledged event is at risk meanwhile: its offset is not
-committed.
+another :data:`STALL_S`, the node reports itself not ready with the reason; if it still has not
+moved one more :data:`STALL_S` later, the watch crashes the worker: the process exits with code 1
+(see :class:`api.server._Worker`) and leaves its partitions to the group, for a supervisor to
+restart it, rather than hold partitions it does not fold. No acknowledged event is at risk
+meanwhile: its offset is not committed.
 
 This module and :mod:`agents.entity_store` are the places that touch Faust's internals.
 """
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 
 CHECK_EVERY_S = 2.0
 STALL_S = 10.0
+
+
+class Stalled(RuntimeError):
+    """Served partitions that do not advance although the log has records for them."""
 
 
 class StallWatch:
@@ -106,6 +112,9 @@ class StallWatch:
         if stalled and stalled != self._store.stalled_partitions:
             log.error("partitions %s still do not advance; this node reports itself not ready", stalled)
         self._store.stalled_partitions = stalled
+        given_up = [p for p in stalled if now - self._nudged[p] >= 2 * STALL_S]
+        if given_up:
+            await self._app.crash(Stalled(f"partitions {given_up} did not advance for {3 * STALL_S:.0f} s"))
 
     async def _has_records(self, consumer: Any, partition: int, position: int, end: int) -> bool:
         """Whether committed records (not just transaction markers) lie between ``position`` and ``end``."""

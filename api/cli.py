@@ -84,8 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from api.server import run_node
 
     print(f"flux: serving on http://{settings.host}:{settings.port} (docs at /docs)", file=sys.stderr)
-    run_node(settings)
-    return 0
+    return run_node(settings)
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:

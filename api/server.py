@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Generator
 from typing import Any
 
@@ -45,6 +46,8 @@ from flux.publisher import EventPublisher
 log = logging.getLogger(__name__)
 
 REBUILD_CHECK_TIMEOUT_S = 15.0
+CRASH_EXIT_S = 10.0  # a crashed worker's process is gone within this, however its stop goes
+LINGER_S = 5.0  # how long threads other than daemons may outlive the worker before the process leaves anyway
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -131,42 +134,79 @@ class HttpService(mode.Service):
             await asyncio.wait_for(self._publisher.stop(), timeout=10)
 
 
-def _exit_if_stuck(timeout_s: float) -> None:
-    """Force the process out if shutdown takes longer than ``timeout_s`` (e.g. the broker is gone).
+def _exit_if_stuck(timeout_s: float, code: int, why: str) -> None:
+    """Force the process out with ``code`` if it is still here ``timeout_s`` from now (``why`` it is going).
 
     Nothing acknowledged is at risk: published events are in Kafka, and events whose offsets were
     not committed are folded again (idempotently) on the next start.
     """
 
     def force_exit() -> None:
-        log.error("shutdown did not finish within %.0f s (is the broker reachable?); exiting", timeout_s)
-        os._exit(3)
+        log.error("%s: the worker did not stop within %.0f s (is the broker reachable?); exiting", why, timeout_s)
+        logging.shutdown()
+        os._exit(code)
 
     timer = threading.Timer(timeout_s, force_exit)
     timer.daemon = True
     timer.start()
 
 
+def _leave_process(code: int) -> int:
+    """Return ``code`` once only daemon threads are left; force the exit if others linger.
+
+    Faust's consumer runs in a non-daemon thread with its own event loop. If its worker stops
+    without stopping that thread (a crash, a stop cut short), the thread keeps the process alive
+    and, heartbeating, keeps this node's partitions in the consumer group although nothing folds
+    them any more: the others would never take them over. So the process leaves: after
+    :data:`LINGER_S`, with ``os._exit``, and the group hands its partitions on within
+    ``FLUX_SESSION_TIMEOUT_S``.
+    """
+    deadline = time.monotonic() + LINGER_S
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    lingering = [thread.name for thread in others if thread.is_alive()]
+    if lingering:
+        log.error("threads %s outlived the worker; leaving the process (exit code %d)", lingering, code)
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
 class _Worker(faust.Worker):
-    """Faust's worker, with a bounded shutdown: the first SIGINT/SIGTERM arms :func:`_exit_if_stuck`."""
+    """Faust's worker, whose process always ends once the worker stops.
+
+    The first SIGINT/SIGTERM and any crash (a batch the reducer could not write, a fenced node, a
+    crashed service) arm :func:`_exit_if_stuck`. After a crash, Faust's stop can hang for good
+    (its fetcher waits on a consumer thread that is rejoining the group; the stream waits for the
+    unacknowledged batch): the process exits with code 1 within :data:`CRASH_EXIT_S` whatever
+    hangs, so that a supervisor (``flux cluster``, systemd, Kubernetes) restarts the node. A stop
+    after a signal that takes longer than ``FLUX_SHUTDOWN_TIMEOUT_S`` exits with code 3.
+    """
 
     def __init__(self, shutdown_timeout_s: float, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._shutdown_timeout_s = shutdown_timeout_s
         self._armed = False
 
-    def _arm(self) -> None:
+    def _arm(self, timeout_s: float, code: int, why: str) -> None:
         if not self._armed:
             self._armed = True
-            _exit_if_stuck(self._shutdown_timeout_s)
+            _exit_if_stuck(timeout_s, code, why)
 
     def _on_sigint(self) -> None:
-        self._arm()
+        self._arm(self._shutdown_timeout_s, 3, "SIGINT")
         super()._on_sigint()
 
     def _on_sigterm(self) -> None:
-        self._arm()
+        self._arm(self._shutdown_timeout_s, 3, "SIGTERM")
         super()._on_sigterm()
+
+    def _crash(self, reason: BaseException) -> None:
+        if not self._armed:
+            log.critical("the worker crashed (%r); the node stops and exits with code 1", reason)
+        self._arm(min(self._shutdown_timeout_s, CRASH_EXIT_S), 1, f"crash ({reason!r})")
+        super()._crash(reason)
 
 
 def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
@@ -231,8 +271,8 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     )
 
 
-def run_node(settings: Settings) -> None:
-    """Run one Flux node in the foreground until SIGINT/SIGTERM."""
+def run_node(settings: Settings) -> int:
+    """Run one Flux node in the foreground until SIGINT/SIGTERM (exit code 0) or a crash (1)."""
     app, http = build_node(settings)
     worker = _Worker(
         settings.shutdown_timeout_s,
@@ -243,4 +283,10 @@ def run_node(settings: Settings) -> None:
         redirect_stdouts=False,
     )
     worker.spinner = None  # with a spinner, the worker lowers the root logger to DEBUG
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    else:
+        code = 0
+    return _leave_process(code)

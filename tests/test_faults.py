@@ -45,6 +45,9 @@ ENTITIES = 5_000
 T0 = 1_700_000_000_000
 SERVED_TIMEOUT_S = 120.0
 CONVERGE_TIMEOUT_S = 240.0
+OUTCOME_TIMEOUT_S = 60.0  # a resumed node has exited or serves again within this
+SETTLED_S = 3.0  # how long a rejoined node's assignment must hold before it counts
+EXIT_WITHIN_S = 20.0  # a fenced node's process is gone within this (api.server.CRASH_EXIT_S, and a margin)
 
 
 def _cluster(bootstrap: str, base: Path, count: int, **env: str) -> list[FluxProcess]:
@@ -300,7 +303,61 @@ def test_kill_9_of_a_node_under_load_then_a_full_restart_lose_no_acknowledged_ev
         _stop_all(nodes)
 
 
-def test_a_node_frozen_past_its_session_rejoins_without_writing_stale_state(
+def resumed_outcome(frozen: FluxProcess, others: list[FluxProcess]) -> tuple[str, float]:
+    """What a node resumed after a freeze past its session does, and how many seconds it took.
+
+    ``"exited"``: it was fenced and the process ended (with a non-zero code, for its supervisor).
+    ``"rejoined"``: it serves partitions again, with none served twice by the whole cluster, for
+    :data:`SETTLED_S` on end. Anything else (alive but not serving, or serving stale partitions that
+    another node took) past :data:`OUTCOME_TIMEOUT_S` is the outage the fence must prevent.
+    """
+    assert frozen.proc is not None
+    started = time.monotonic()
+    settled_since: float | None = None
+    while time.monotonic() - started < OUTCOME_TIMEOUT_S:
+        if frozen.proc.poll() is not None:
+            return "exited", time.monotonic() - started
+        found = served_partitions([*others, frozen])
+        claims = None if found is None else sorted(p for partitions in found.values() for p in partitions)
+        if found is not None and claims == list(range(PARTITIONS)) and all(found.values()):
+            settled_since = settled_since or time.monotonic()
+            if time.monotonic() - settled_since >= SETTLED_S:
+                return "rejoined", settled_since - started
+        else:
+            settled_since = None
+        time.sleep(0.2)
+    raise AssertionError(
+        f"{OUTCOME_TIMEOUT_S} s after it resumed, the node neither exited nor served again: "
+        f"{served_partitions([frozen])}\n{frozen.log_tail(60)}"
+    )
+
+
+def freeze_past_session(frozen: FluxProcess, others: list[FluxProcess], load: Load | None = None) -> tuple[str, float]:
+    """SIGSTOP ``frozen`` until ``others`` serve every partition (and, under ``load``, 80,000 more
+    events are acknowledged), SIGCONT it, and return what it then did (see :func:`resumed_outcome`)."""
+    acked = 0 if load is None else load.acked_count()
+    with_signal(frozen, signal.SIGSTOP)
+    stopped = time.monotonic()
+    failover = _wait_served(others, others)
+    print(f"\nFAULT SIGSTOP node: all partitions served by the others after {failover:.1f} s")
+    if load is not None:
+        load.wait_acked(acked + 80_000)
+    with_signal(frozen, signal.SIGCONT)
+    print(f"FAULT SIGSTOP node: resumed after {time.monotonic() - stopped:.1f} s")
+    outcome, took = resumed_outcome(frozen, others)
+    assert frozen.proc is not None
+    if outcome == "exited":
+        assert frozen.proc.returncode == 1, f"exit code {frozen.proc.returncode}\n{frozen.log_tail(60)}"
+        assert "is not confirmed in group" in frozen.log_tail(400), frozen.log_tail(60)
+        assert took <= EXIT_WITHIN_S, f"the fenced node took {took:.1f} s to exit"
+        print(f"FAULT SIGSTOP node: fenced, exited with code 1 {took:.1f} s after it resumed; restarted")
+        frozen.start()
+    else:
+        print(f"FAULT SIGSTOP node: rejoined in process {took:.1f} s after it resumed")
+    return outcome, took
+
+
+def test_a_node_frozen_past_its_session_under_load_writes_no_stale_state_and_exits_or_rejoins(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     nodes = _cluster(kafka_bootstrap, tmp_path, 3)
@@ -309,22 +366,8 @@ def test_a_node_frozen_past_its_session_rejoins_without_writing_stale_state(
         load = Load(nodes[:2], 200_000, nodes[0].app_id)
         load.start()
         load.wait_acked(40_000)
-        with_signal(frozen, signal.SIGSTOP)
-        stopped = time.monotonic()
-        failover = _wait_served(nodes[:2], nodes[:2])
-        print(f"\nFAULT SIGSTOP node: all partitions served by the others after {failover:.1f} s")
-        load.wait_acked(120_000)
-        with_signal(frozen, signal.SIGCONT)
-        print(f"FAULT SIGSTOP node: resumed after {time.monotonic() - stopped:.1f} s")
+        freeze_past_session(frozen, nodes[:2], load)
         load.finish()
-        time.sleep(3)
-        assert frozen.proc is not None
-        if frozen.proc.poll() is not None:  # fenced: it stopped rather than write; a supervisor restarts it
-            assert "is not confirmed in group" in frozen.log_tail(200), frozen.log_tail(60)
-            print("FAULT SIGSTOP node: fenced, stopped unwritten; restarted")
-            frozen.start()
-        else:
-            print("FAULT SIGSTOP node: rejoined without a restart")
         _wait_served(nodes, nodes)
         expected = expected_state(kafka_bootstrap, nodes[0].app_id, load)
         assert_converges(nodes, load.tag, expected)
@@ -337,6 +380,23 @@ def test_a_node_frozen_past_its_session_rejoins_without_writing_stale_state(
         start_all(nodes)
         _wait_served(nodes, nodes)
         assert_converges(nodes, load.tag, expected)
+    finally:
+        _stop_all(nodes)
+
+
+def test_a_node_frozen_past_its_session_while_idle_rejoins_in_process_and_folds_on(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    nodes = _cluster(kafka_bootstrap, tmp_path, 3)
+    try:
+        frozen = nodes[2]
+        outcome, _ = freeze_past_session(frozen, nodes[:2])  # no batch in hand when it wakes: nothing to fence
+        assert outcome == "rejoined"
+        load = Load(nodes, 30_000, nodes[0].app_id)
+        load.start()
+        load.finish()
+        assert frozen.proc is not None and frozen.proc.poll() is None, frozen.log_tail(60)
+        assert_converges(nodes, load.tag, expected_state(kafka_bootstrap, nodes[0].app_id, load))
     finally:
         _stop_all(nodes)
 

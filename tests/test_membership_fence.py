@@ -83,3 +83,14 @@ def test_the_threshold_stays_below_what_the_session_allows() -> None:
     assert asked == []
     tight = MembershipFence(None, "x", "g", session_timeout_s=6, heartbeat_interval_s=4.5)
     assert tight._gap_s == pytest.approx(1.5), "membership can expire after session - heartbeat"
+
+
+def test_once_fenced_every_later_check_refuses_without_asking() -> None:
+    fence, asked = fence_of("m-1", [{"m-2"}])
+    freeze(fence, 8)
+    with pytest.raises(Fenced):
+        asyncio.run(fence.check())
+    assert len(asked) == 1
+    with pytest.raises(Fenced):  # no freeze now: a restarted agent's first batch is refused all the same
+        asyncio.run(fence.check())
+    assert len(asked) == 1

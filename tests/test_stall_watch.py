@@ -78,21 +78,35 @@ class Log:
         return {tp: [SimpleNamespace(offset=self.at[tp])]} if tp.partition == 0 else {}
 
 
+class Watched:
+    """A stall watch over :class:`Store` and :class:`FaustConsumer` on a clock the test moves."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.clock = 1000.0
+        monkeypatch.setattr(stall_watch.time, "monotonic", lambda: self.clock)
+        self.store, self.consumer, self.metrics = Store(), FaustConsumer(), Metrics()
+        self.crashes: list[BaseException] = []
+        self.log = Log()
+
+        async def crash(reason: BaseException) -> None:
+            self.crashes.append(reason)
+
+        app = SimpleNamespace(consumer=self.consumer, flow_control=SimpleNamespace(resume=lambda: None), crash=crash)
+        settings = Settings(events_topic=TOPIC)
+        self.watch = StallWatch(app, settings, self.store, self.metrics, asyncio.Lock())  # type: ignore[arg-type]
+
+    def check_at(self, t: float) -> None:
+        """One round of the watch ``t`` seconds after the start."""
+        self.clock = 1000.0 + t
+        asyncio.run(self.watch.check(self.log))
+
+
 def test_a_partition_behind_the_log_that_does_not_move_is_read_again_then_reported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr(stall_watch.time, "monotonic", lambda: clock[0])
-    store, consumer, metrics = Store(), FaustConsumer(), Metrics()
-    app = SimpleNamespace(consumer=consumer, flow_control=SimpleNamespace(resume=lambda: None))
-    watch = StallWatch(app, Settings(events_topic=TOPIC), store, metrics, asyncio.Lock())  # type: ignore[arg-type]
-
-    log = Log()
-
-    def check_at(t: float) -> None:
-        clock[0] = 1000.0 + t
-        asyncio.run(watch.check(log))
-
+    w = Watched(monkeypatch)
+    store, consumer, metrics, crashes = w.store, w.consumer, w.metrics, w.crashes
+    check_at = w.check_at
     check_at(-1)  # the first round only notes the rebalance
     check_at(0)
     check_at(STALL_S - 1)
@@ -107,3 +121,14 @@ def test_a_partition_behind_the_log_that_does_not_move_is_read_again_then_report
     store.applied[0] = 8  # it moves again
     check_at(2 * STALL_S + 3)
     assert store.stalled_partitions == []
+    assert crashes == []
+
+
+def test_a_partition_still_stalled_after_it_was_reported_crashes_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = Watched(monkeypatch)
+    for t in (-1, 0, STALL_S + 1, 2 * STALL_S + 2):
+        w.check_at(t)
+    assert w.store.stalled_partitions == [0] and w.crashes == []  # reported, not yet given up
+    w.check_at(3 * STALL_S + 2)
+    assert len(w.crashes) == 1 and isinstance(w.crashes[0], stall_watch.Stalled)
+    assert "[0]" in str(w.crashes[0])
