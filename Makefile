@@ -33,7 +33,7 @@ lint: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/python -m pytest -q -m "not integration and not e2e"
+	$(BIN)/python -m pytest -q tests/unit tests/api
 
 test: lint
 	$(BIN)/python -m pytest -q
@@ -44,7 +44,7 @@ FUZZ_EXAMPLES ?= 200
 # schemathesis over the OpenAPI document of a running Flux (see README, Tests).
 fuzz: install
 	HYPOTHESIS_STORAGE_DIRECTORY=$${TMPDIR:-/tmp}/flux-fuzz-hypothesis $(BIN)/schemathesis \
-	  --config-file tests/schemathesis.toml run $(FLUX_URL)/openapi.json \
+	  --config-file tests/e2e/schemathesis.toml run $(FLUX_URL)/openapi.json \
 	  --max-examples $(FUZZ_EXAMPLES) --workers 1 --phases examples,coverage,fuzzing \
 	  --request-timeout 20 --no-color $(if $(FLUX_TOKEN),-H "Authorization: Bearer $(FLUX_TOKEN)",)
 

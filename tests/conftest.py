@@ -1,4 +1,13 @@
-"""Shared fixtures: one real Kafka broker per session (tests.kafka_fixtures), Flux processes on it."""
+"""Shared fixtures: one real Kafka broker per session (tests.kafka_fixtures), Flux processes on it.
+
+Tests live in tiers, one folder each, and carry the folder's marker (``-m unit`` ...):
+
+- ``unit/``: pure code, no broker, no process;
+- ``api/``: the FastAPI app built in process on in-memory ports (httpx's ASGITransport);
+- ``integration/``: Flux's Kafka plumbing against a real broker (started once per session);
+- ``e2e/``: real ``flux serve`` processes on a real broker;
+- ``faults/``: clusters of real processes under crashes, freezes and broker loss.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +20,16 @@ import pytest
 from tests.flux_process import FluxProcess, free_port
 
 pytest_plugins = ["tests.kafka_fixtures"]
+
+TIERS = ("unit", "api", "integration", "e2e", "faults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, the name of the folder it is in."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(tier)
 
 NodeFactory = Callable[..., FluxProcess]
 

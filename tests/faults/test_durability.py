@@ -14,8 +14,6 @@ import pytest
 from flux.localkafka import LocalKafka, free_port
 from tests.flux_process import FluxProcess
 
-pytestmark = pytest.mark.e2e
-
 ENTITIES = 40
 
 

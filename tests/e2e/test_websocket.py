@@ -12,8 +12,6 @@ import pytest
 
 from tests.ws_client import StuckClient, Subscriber
 
-pytestmark = pytest.mark.e2e
-
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 

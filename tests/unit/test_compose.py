@@ -9,7 +9,7 @@ import yaml
 
 from flux.config import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _compose(name: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import time
 import uuid
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -15,8 +14,6 @@ from aiokafka.errors import KafkaError
 from flux.localkafka import LocalKafkaCluster
 from flux.topics import ensure_topics
 from tests.flux_process import app_settings
-
-pytestmark = pytest.mark.integration
 
 ACKS_AFTER_KILL = 50  # acknowledged writes that must arrive with one broker dead
 FAILOVER_TIMEOUT_S = 30.0  # the controller moves leadership once the dead broker's session (5 s) expires

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from aiokafka import TopicPartition
 
 from agents.log_reader import decode_message, log_consumer
@@ -36,8 +35,6 @@ from flux.partitioning import partition_for
 from flux.reducer import fold, to_entity
 from tests.flux_process import FluxProcess, app_settings, free_port, served_partitions
 from tests.ws_client import Subscriber
-
-pytestmark = pytest.mark.e2e
 
 PARTITIONS = 6
 BATCH = 5_000

@@ -6,8 +6,6 @@ import re
 
 import pytest
 
-pytestmark = pytest.mark.e2e
-
 
 def test_published_event_becomes_the_entity_state(flux, uid):
     response = flux.publish(f"sensor-{uid}", {"temperature": 22.5, "unit": "celsius"}, timestamp=1739290200000)

@@ -13,8 +13,6 @@ from flux.config import Settings
 from flux.topics import TopicMismatch, changelog_topic, ensure_topics, topic_configs
 from tests.flux_process import app_settings
 
-pytestmark = pytest.mark.integration
-
 
 def settings_for(bootstrap: str) -> Settings:
     """Settings of a fresh app (4 partitions, 1 replica) whose topics nobody else uses."""

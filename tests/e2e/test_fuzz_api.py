@@ -15,13 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import NodeFactory
 from tests.flux_process import FluxProcess
-from tests.test_auth import ADMIN, SECURED_ENV, register
-
-pytestmark = pytest.mark.e2e
+from tests.e2e.test_auth import ADMIN, SECURED_ENV, register
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 EXAMPLES = 30

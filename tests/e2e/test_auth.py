@@ -20,8 +20,6 @@ from tests.conftest import NodeFactory, _node
 from tests.flux_process import FluxProcess
 from tests.ws_client import Subscriber
 
-pytestmark = pytest.mark.e2e
-
 ADMIN_TOKEN = "test-admin-" + "x" * 40
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 RATE_LIMIT = 300

@@ -9,8 +9,6 @@ import pytest
 
 from tests.flux_process import FluxProcess
 
-pytestmark = pytest.mark.e2e
-
 
 def put(node: FluxProcess, entity_id: str, properties: dict[str, Any], **fields: Any) -> None:
     """Publish one event and wait until it is applied."""

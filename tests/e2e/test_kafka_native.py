@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from flux.partitioning import partition_for
-
-pytestmark = pytest.mark.e2e
 
 
 async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes, int | None]]) -> None:

@@ -7,8 +7,6 @@ import re
 
 import pytest
 
-pytestmark = pytest.mark.e2e
-
 
 def test_entity_ids_with_slashes_are_served_raw_and_percent_encoded(flux, uid):
     flux.publish(f"acme-{uid}/sensor-01", {"t": 1})

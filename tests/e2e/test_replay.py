@@ -11,15 +11,12 @@ import threading
 import time
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flux.partitioning import partition_for
 from tests.conftest import NodeFactory
 from tests.flux_process import FluxProcess
 from tests.ws_client import Subscriber
-
-pytestmark = pytest.mark.e2e
 
 T0 = 1_700_000_000_000
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -13,9 +12,7 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 
-from api.backfill import Checkpoint, file_event_id, read_items
 from tests.conftest import NodeFactory
 
 T0 = 1_600_000_000_000
@@ -31,38 +28,6 @@ def event(i: int, ns: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def test_json_lines_and_json_arrays_read_the_same_events() -> None:
-    events = [event(i, "x") for i in range(3)]
-    lines = "\n".join(orjson.dumps(e).decode() for e in events) + "\n\n"
-    from_lines = [item.event for item in read_items(io.StringIO(lines))]
-    from_array = [item.event for item in read_items(io.StringIO("  " + orjson.dumps(events).decode()))]
-    assert [e["payload"] for e in from_lines] == [e["payload"] for e in from_array] == [e["payload"] for e in events]  # type: ignore[index]
-
-
-def test_events_without_an_id_get_one_from_position_and_content() -> None:
-    text = orjson.dumps(event(1, "x")).decode()
-    first = next(read_items(io.StringIO(text)))
-    again = next(read_items(io.StringIO(text)))
-    assert first.event is not None and again.event is not None
-    assert first.event["eventId"] == again.event["eventId"] == file_event_id(0, text)
-    assert file_event_id(0, text) < file_event_id(1, text)  # file order
-    kept = next(read_items(io.StringIO(orjson.dumps(event(1, "x", eventId="mine")).decode())))
-    assert kept.event is not None and kept.event["eventId"] == "mine"
-
-
-def test_lines_that_are_not_events_are_items_with_the_reason() -> None:
-    items = list(read_items(io.StringIO('{"a": 1}\nnot json\n[1, 2]\n')))
-    assert [item.error is None for item in items] == [True, False, False]
-    assert "line 2: not JSON" in (items[1].error or "")
-
-
-def test_a_checkpoint_remembers_how_far_the_file_is_done(tmp_path: Path) -> None:
-    checkpoint = Checkpoint(tmp_path / "f.flux-backfill.json")
-    assert checkpoint.load() == 0
-    checkpoint.save(1200)
-    assert Checkpoint(tmp_path / "f.flux-backfill.json").load() == 1200
-
-
 def run_backfill(path: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "api.cli", "backfill", str(path), "--url", url, "--batch-size", "250", *extra],
@@ -73,7 +38,6 @@ def run_backfill(path: Path, url: str, *extra: str) -> subprocess.CompletedProce
     )
 
 
-@pytest.mark.e2e
 def test_a_backfill_publishes_a_file_resumes_without_duplicates_and_reports_rejects(
     new_flux: NodeFactory, tmp_path: Path, uid: str
 ) -> None:
@@ -119,7 +83,6 @@ def test_a_backfill_publishes_a_file_resumes_without_duplicates_and_reports_reje
     ] == {"reading": 19}
 
 
-@pytest.mark.e2e
 def test_50k_historic_events_backfilled_while_live_events_arrive_merge_by_time(
     new_flux: NodeFactory, tmp_path: Path, uid: str
 ) -> None:

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from tests.conftest import NodeFactory
 from tests.flux_process import FluxProcess
-
-pytestmark = pytest.mark.e2e
 
 T0 = 1_700_000_000_000
 

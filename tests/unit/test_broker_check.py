@@ -1,4 +1,4 @@
-"""How a cluster that refuses Flux is explained (the real refusals run in tests/test_kafka_security.py)."""
+"""How a cluster that refuses Flux is explained (the real refusals run in tests/e2e/test_kafka_security.py)."""
 
 from __future__ import annotations
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import pytest
-
 from tests.conftest import NodeFactory
 from tests.flux_process import FluxProcess
-
-pytestmark = pytest.mark.e2e
 
 
 def event(entity_id: str, **props: Any) -> dict[str, Any]:

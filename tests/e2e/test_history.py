@@ -16,8 +16,6 @@ from hypothesis import strategies as st
 from flux.reducer import fold, to_entity
 from tests.flux_process import FluxProcess
 
-pytestmark = pytest.mark.e2e
-
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 
 

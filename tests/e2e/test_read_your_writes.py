@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytestmark = pytest.mark.e2e
-
 
 def event(entity_id: str, **properties: object) -> dict[str, object]:
     return {"stream": "test", "source": "pytest", "payload": {"entity_id": entity_id, "properties": properties}}
