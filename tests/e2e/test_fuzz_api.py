@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from tests.conftest import NodeFactory
-from tests.flux_process import FluxProcess
 from tests.e2e.test_auth import ADMIN, SECURED_ENV, register
+from tests.flux_process import FluxProcess
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 EXAMPLES = 30
