@@ -7,24 +7,18 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api import (
-    routes_admin,
-    routes_delete,
-    routes_events,
-    routes_health,
-    routes_history,
-    routes_internal,
-    routes_namespaces,
-    routes_state,
-    websocket,
-)
-from api.applied import AppliedOffsets
 from api.auth import Guard
-from api.cluster import Cluster
+from api.cluster import internal
+from api.cluster.forward import Forwarder
+from api.cluster.gather import Cluster
 from api.errors import install_error_handlers
-from api.forward import Forwarder
+from api.live import websocket
+from api.live.applied import AppliedOffsets
 from api.openapi import describe_configuration
 from api.responses import JSON
+from api.routes import admin, delete, events, health, state
+from api.routes import history as history_routes
+from api.routes import namespaces as namespace_routes
 from flux import __version__
 from flux.config import Settings
 from flux.idempotency import IdempotencyLog
@@ -73,15 +67,8 @@ def create_app(
     )
     app.state.hub = websocket.Hub(settings, reader, metrics, app.state.cluster)
     install_error_handlers(app)
-    app.include_router(routes_events.router)
-    app.include_router(routes_state.router)
-    app.include_router(routes_delete.router)
-    app.include_router(routes_namespaces.router)
-    app.include_router(routes_history.router)
-    app.include_router(routes_admin.router)
-    app.include_router(routes_internal.router)
-    app.include_router(websocket.router)
-    app.include_router(routes_health.router)
+    for module in (events, state, delete, namespace_routes, history_routes, admin, internal, websocket, health):
+        app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

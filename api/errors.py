@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from api.forward import Forwarder, OwnerUnreachable
+from api.cluster.forward import Forwarder, OwnerUnreachable
 from api.responses import JSON
 from flux.publisher import PublishFailed
 from flux.state import PartitionUnavailable
@@ -66,7 +66,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PartitionUnavailable)
     async def _elsewhere(request: Request, exc: PartitionUnavailable) -> Response:
-        """A partition another node serves: relay the read there (see :mod:`api.forward`)."""
+        """A partition another node serves: relay the read there (see :mod:`api.cluster.forward`)."""
         forwarder: Forwarder = request.app.state.forwarder
         owner = request.app.state.reader.owner_url(exc.partition) if exc.partition >= 0 else None
         target = forwarder.target(request, owner)

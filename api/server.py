@@ -32,9 +32,9 @@ from agents.replay import ReplayJobs
 from agents.stall_watch import StallWatch
 from agents.standby import StandbyTailer
 from api.app import create_app
-from api.applied import AppliedOffsets
-from api.relay import ChangeRelay, FeedTotals
-from api.websocket import MetricsTicker
+from api.live.applied import AppliedOffsets
+from api.live.relay import ChangeRelay, FeedTotals
+from api.live.websocket import MetricsTicker
 from flux.compacted_log import CompactedLog
 from flux.config import Settings
 from flux.idempotency import IdempotencyLog

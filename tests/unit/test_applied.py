@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from api.applied import AppliedOffsets
+from api.live.applied import AppliedOffsets
 
 
 async def test_a_wait_ends_when_every_partition_is_applied_past_its_offset():

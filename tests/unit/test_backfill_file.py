@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from api.backfill import Checkpoint, file_event_id, read_items
+from api.cli.backfill import Checkpoint, file_event_id, read_items
 
 T0 = 1_600_000_000_000
 

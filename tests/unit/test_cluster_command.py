@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from api.cluster_command import node_environments, replication_factor
+from api.cli.cluster import node_environments, replication_factor
 
 # --- no broker needed ----------------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The gather of cross-partition reads (api/cluster.py), without Kafka or other nodes."""
+"""The gather of cross-partition reads (api/cluster/gather.py), without Kafka or other nodes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.cluster import Cluster, merged
+from api.cluster.gather import Cluster, merged
 from flux.history import HistoryQuery
 from flux.state import PartitionUnavailable, StoredEntity
 

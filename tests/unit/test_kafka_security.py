@@ -11,7 +11,7 @@ from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import ValidationError
 
-from api.cli import cmd_serve
+from api.cli.main import cmd_serve
 from flux.config import Settings
 from flux.kafka_security import KafkaSecurityError, check, client_options, faust_credentials, secrets
 from tests.tls_certs import TlsFiles, make_tls_files

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.subscriptions import Pattern, SubscriptionIndex
+from api.live.subscriptions import Pattern, SubscriptionIndex
 
 
 def test_star_is_every_entity_and_a_trailing_star_is_a_prefix():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import Query
 
-from api.applied import AppliedOffsets
 from api.errors import ApiError
+from api.live.applied import AppliedOffsets
 from flux.config import Settings
 from flux.events import Envelope, entity_of
 from flux.partitioning import partition_for

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Request
 
 from api.body import read_json
 from api.errors import ApiError
-from api.idempotent import IDEMPOTENCY_HEADER, check_key, remember
+from api.live.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
 from api.models import SECURED, WRITE_ERRORS, BatchOut, PublishOut, json_body, ref
-from api.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
 from api.responses import JSON
+from api.routes.idempotent import IDEMPOTENCY_HEADER, check_key, remember
 from flux.events import InvalidEvent, entity_of, validate_event
 
 router = APIRouter(tags=["events"])

@@ -93,15 +93,15 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    """Run a local Kafka cluster and several nodes in the foreground (see :mod:`api.cluster_command`)."""
-    from api.cluster_command import run_cluster
+    """Run a local Kafka cluster and several nodes in the foreground (see :mod:`api.cli.cluster`)."""
+    from api.cli.cluster import run_cluster
 
     return run_cluster(args.nodes, args.brokers, args.port, Path(args.data_dir), args.kafka_dir, args.kafka_port)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    """Publish a file of events through the HTTP API (see :mod:`api.backfill`)."""
-    from api.backfill import Backfill, BackfillAborted, Checkpoint, Progress, read_items
+    """Publish a file of events through the HTTP API (see :mod:`api.cli.backfill`)."""
+    from api.cli.backfill import Backfill, BackfillAborted, Checkpoint, Progress, read_items
 
     settings = Settings()
     url = args.url or settings.url
@@ -137,10 +137,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Re-derive state from the events topic on a running node (see :mod:`api.replay_command`)."""
+    """Re-derive state from the events topic on a running node (see :mod:`api.cli.replay`)."""
     import httpx
 
-    from api.replay_command import ReplayFailed, request_body, run_replay
+    from api.cli.replay import ReplayFailed, request_body, run_replay
 
     settings = Settings()
     token = args.token or os.environ.get("FLUX_TOKEN") or settings.admin_token

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from api.applied import AppliedOffsets
+from api.live.applied import AppliedOffsets
 from flux.changes import ChangeRecord, InvalidChangeRecord, decode_record
 from flux.config import Settings
 from flux.kafka_security import client_options

@@ -4,7 +4,7 @@ Each node serves the partitions the consumer group assigned it. A list, a prefix
 count or a prefix history needs all partitions: this module asks the group's assignment which
 node serves which (waiting up to ``FLUX_REBALANCE_WAIT_S`` while partitions move), reads this
 node's share from its own stores and asks each other node for its share through the internal
-endpoints of :mod:`api.routes_internal`, and merges the answers in key order.
+endpoints of :mod:`api.cluster.internal`, and merges the answers in key order.
 
 Every source answers pages of ``(key, item)`` in key order with a *frontier*: the last key it
 examined when more may follow, ``None`` when it has no more. The merge pops items in global key
@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 
+from api.cluster.forward import FORWARDED_BY
 from api.errors import ApiError
-from api.forward import FORWARDED_BY
 from flux.history import HistoryQuery, encode_cursor
 from flux.partitioning import partition_for
 from flux.state import HistoryReader, PartitionUnavailable, StateReader, StoredEntity

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Request
 
 from api.body import read_json
 from api.errors import ApiError
+from api.live.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
 from api.models import SECURED, WRITE_ERRORS, BatchDeleteOut, DeleteOut, ErrorOut, json_body, ref
-from api.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
 from api.responses import JSON
 from flux.events import OP_DELETE, Envelope
 from flux.ids import new_event_id

@@ -4,7 +4,7 @@ Not part of the public API (absent from the OpenAPI document), but held to the s
 caller's own ``Authorization`` travels with the request and is checked here as on the node it
 came to, so these endpoints read nothing the caller could not read through the public ones. Each
 names the partitions it wants; a node that does not serve one of them (any more) answers 503,
-and the asking node answers 503 with ``Retry-After`` in turn (see :mod:`api.cluster`).
+and the asking node answers 503 with ``Retry-After`` in turn (see :mod:`api.cluster.gather`).
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ async def list_events(
         source=source,
     )
     if entity is not None:
-        await request.app.state.cluster.settle(entity)  # served here, else forwarded (api.forward)
+        await request.app.state.cluster.settle(entity)  # served here, else forwarded (api.cluster.forward)
         events, last = request.app.state.history.events(query)
     else:
         events, last = await request.app.state.cluster.history(query, request.headers.get("authorization"))

@@ -33,9 +33,9 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from api.auth import OPEN, Caller, bearer_token
-from api.cluster import Cluster
+from api.cluster.gather import Cluster
 from api.errors import ApiError
-from api.subscriptions import Pattern, SubscriptionIndex
+from api.live.subscriptions import Pattern, SubscriptionIndex
 from flux.background import cancel
 from flux.changes import OP_DELETED, OP_REMOVED, ChangeRecord, EntityChange
 from flux.config import Settings

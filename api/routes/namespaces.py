@@ -21,7 +21,7 @@ from api.models import (
     ref,
 )
 from api.responses import JSON
-from api.routes_delete import tombstone
+from api.routes.delete import tombstone
 from flux.namespace_log import NamespaceTaken, UnknownNamespace
 from flux.namespaces import NAME_RULE, InvalidName, Namespace, check_name
 from flux.state import StoredEntity
