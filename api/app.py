@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -11,9 +11,11 @@ from api.auth import Guard
 from api.cluster import internal
 from api.cluster.forward import Forwarder
 from api.cluster.gather import Cluster
+from api.deps import Node
 from api.errors import install_error_handlers
 from api.live import websocket
 from api.live.applied import AppliedOffsets
+from api.live.hub import Hub
 from api.openapi import describe_configuration
 from api.responses import JSON
 from api.routes import admin, delete, events, health, state
@@ -43,7 +45,8 @@ def create_app(
     """A Flux HTTP app. Starting and stopping the publisher, the reader, the namespace log and the
     change relay is the caller's job.
 
-    ``applied`` is fed by the change relay; so is ``app.state.hub`` (the WebSocket subscriptions).
+    ``applied`` is fed by the change relay; so is the node's ``hub`` (the WebSocket subscriptions,
+    see :func:`app_node`).
     """
     app = FastAPI(
         title="Flux",
@@ -51,22 +54,25 @@ def create_app(
         description="Event-sourced world state: publish events, read merged entity state.",
         default_response_class=JSON,
     )
-    app.state.settings = settings
-    app.state.publisher = publisher
-    app.state.reader = reader
-    app.state.metrics = metrics
-    app.state.applied = applied
-    app.state.namespaces = namespaces
-    app.state.history = history
-    app.state.idempotency = idempotency
-    app.state.replays = replays
-    app.state.guard = Guard(settings, namespaces)
-    app.state.forwarder = Forwarder(settings.node_url(), settings.forward_timeout_s)
-    app.state.cluster = Cluster(
+    cluster = Cluster(
         reader, history, settings.node_url(), settings.partitions, settings.forward_timeout_s, settings.rebalance_wait_s
     )
-    app.state.hub = websocket.Hub(settings, reader, metrics, app.state.cluster)
-    install_error_handlers(app)
+    app.state.node = Node(
+        settings=settings,
+        publisher=publisher,
+        reader=reader,
+        history=history,
+        metrics=metrics,
+        applied=applied,
+        namespaces=namespaces,
+        idempotency=idempotency,
+        replays=replays,
+        guard=Guard(settings, namespaces),
+        forwarder=Forwarder(settings.node_url(), settings.forward_timeout_s),
+        cluster=cluster,
+        hub=Hub(settings, reader, metrics, cluster),
+    )
+    install_error_handlers(app, app_node(app).forwarder, reader)
     for module in (events, state, delete, namespace_routes, history_routes, admin, internal, websocket, health):
         app.include_router(module.router)
 
@@ -78,3 +84,8 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def app_node(app: FastAPI) -> Node:
+    """The parts of the node ``app`` serves from (see :class:`api.deps.Node`)."""
+    return cast(Node, app.state.node)

@@ -14,7 +14,7 @@ from starlette.routing import Match
 from api.cluster.forward import Forwarder, OwnerUnreachable
 from api.responses import JSON
 from flux.publisher import PublishFailed
-from flux.state import PartitionUnavailable
+from flux.state import PartitionUnavailable, StateReader
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,9 @@ def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
     ]
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every exception kind to a JSON error answer."""
+def install_error_handlers(app: FastAPI, forwarder: Forwarder, reader: StateReader) -> None:
+    """Route every exception kind to a JSON error answer; reads of partitions served elsewhere go
+    to their owner (``reader`` knows who it is) through ``forwarder``."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSON:
@@ -67,8 +68,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PartitionUnavailable)
     async def _elsewhere(request: Request, exc: PartitionUnavailable) -> Response:
         """A partition another node serves: relay the read there (see :mod:`api.cluster.forward`)."""
-        forwarder: Forwarder = request.app.state.forwarder
-        owner = request.app.state.reader.owner_url(exc.partition) if exc.partition >= 0 else None
+        owner = reader.owner_url(exc.partition) if exc.partition >= 0 else None
         target = forwarder.target(request, owner)
         if target is not None:
             try:

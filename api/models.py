@@ -288,7 +288,6 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 BEARER = "bearerAuth"
-SECURED: dict[str, Any] = {"security": [{BEARER: []}]}
 """``openapi_extra`` of an operation that needs a bearer token when FLUX_AUTH_ENABLED=true."""
 
 

@@ -31,7 +31,8 @@ def describe_configuration(schema: dict[str, Any], settings: Settings) -> dict[s
 
 
 def _security(schema: dict[str, Any], settings: Settings) -> None:
-    """Declare bearer security on the operations that check it here, and nowhere when auth is off."""
+    """Bearer security as configured: writes and admin operations declare it (``api.deps``); with
+    auth off nothing does, and with private reads the reads do too."""
     operations = [
         (path, method, operation)
         for path, methods in schema.get("paths", {}).items()
@@ -40,6 +41,7 @@ def _security(schema: dict[str, Any], settings: Settings) -> None:
     if not settings.auth_enabled:
         for _, _, operation in operations:
             operation.pop("security", None)
+        schema["components"].pop("securitySchemes", None)
         return
     schema["components"]["securitySchemes"] = {BEARER: SECURITY_SCHEME}
     if not settings.public_reads:

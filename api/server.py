@@ -31,10 +31,10 @@ from agents.reducer_agent import BatchReducer, install_reducer
 from agents.replay import ReplayJobs
 from agents.stall_watch import StallWatch
 from agents.standby import StandbyTailer
-from api.app import create_app
+from api.app import app_node, create_app
 from api.live.applied import AppliedOffsets
+from api.live.hub import MetricsTicker
 from api.live.relay import ChangeRelay, FeedTotals
-from api.live.websocket import MetricsTicker
 from flux.compacted_log import CompactedLog
 from flux.config import Settings
 from flux.idempotency import IdempotencyLog
@@ -257,7 +257,7 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     history = HistoryStore(store, settings.partitions, rebuilder)
     idempotency = IdempotencyLog(settings)
     http_app = create_app(settings, publisher, store, metrics, applied, namespaces, history, idempotency, replays)
-    hub = http_app.state.hub
+    hub = app_node(http_app).hub
     relay.listen(hub.on_record)
     return app, HttpService(
         settings,

@@ -13,7 +13,9 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from api.auth import Caller
 from api.body import read_json
+from api.deps import Node, NodeDep, Reader
 from api.errors import ApiError
 from api.params import history_query
 from api.responses import JSON
@@ -25,13 +27,13 @@ MAX_PAGE = 10_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
-def _partitions(request: Request, given: str) -> list[int]:
+def _partitions(node: Node, given: str) -> list[int]:
     try:
         partitions = sorted({int(p) for p in given.split(",") if p.strip()})
     except ValueError as exc:
         raise ApiError(400, "partitions must be a comma-separated list of partition numbers") from exc
-    if any(not 0 <= p < request.app.state.settings.partitions for p in partitions):
-        raise ApiError(400, f"partitions must lie in 0..{request.app.state.settings.partitions - 1}")
+    if any(not 0 <= p < node.settings.partitions for p in partitions):
+        raise ApiError(400, f"partitions must lie in 0..{node.settings.partitions - 1}")
     return partitions
 
 
@@ -39,14 +41,14 @@ def _row(stored: StoredEntity) -> list[Any]:
     return [stored.entity, stored.last_timestamp, stored.applied]
 
 
-def _check_prefix(request: Request, prefix: str) -> None:
-    guard = request.app.state.guard
-    guard.check_prefix(guard.reader(request), prefix, "read")
+def _check_prefix(node: Node, caller: Caller, prefix: str) -> None:
+    node.guard.check_prefix(caller, prefix, "read")
 
 
 @router.get("/entities")
 async def entities(
-    request: Request,
+    node: NodeDep,
+    caller: Reader,
     partitions: str,
     prefix: str = "",
     after: str | None = None,
@@ -54,22 +56,21 @@ async def entities(
     limit: int = Query(1000, ge=1, le=MAX_PAGE),
 ) -> JSON:
     """This node's entities of ``partitions`` with the prefix, after ``after``, in id order."""
-    _check_prefix(request, prefix)
-    wanted = _partitions(request, partitions)
+    _check_prefix(node, caller, prefix)
+    wanted = _partitions(node, partitions)
     if at is None:
-        found = request.app.state.reader.iter_prefix(prefix, wanted, after)
+        found = node.reader.iter_prefix(prefix, wanted, after)
         items = [_row(stored) for _, stored in zip(range(limit), found, strict=False)]
     else:
-        found_at = request.app.state.history.iter_at(prefix, at, wanted, after)
+        found_at = node.history.iter_at(prefix, at, wanted, after)
         items = [[entity, 0, -1] for _, (_, entity) in zip(range(limit), found_at, strict=False)]
     return JSON({"items": items, "frontier": items[-1][0]["id"] if len(items) == limit else None})
 
 
 @router.post("/lookup")
-async def lookup(request: Request) -> JSON:
+async def lookup(request: Request, node: NodeDep, caller: Reader) -> JSON:
     """The existing entities among ``{"ids": [...]}`` (all of partitions served here)."""
-    guard = request.app.state.guard
-    caller = guard.reader(request)
+    guard = node.guard
     body = await read_json(request, MAX_BODY_BYTES)
     ids = body.get("ids") if isinstance(body, dict) else None
     if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
@@ -77,31 +78,32 @@ async def lookup(request: Request) -> JSON:
     rows = []
     for entity_id in ids:
         guard.check_entity(caller, entity_id, "read")
-        stored = request.app.state.reader.lookup(entity_id)
+        stored = node.reader.lookup(entity_id)
         if stored is not None:
             rows.append(_row(stored))
     return JSON({"items": rows})
 
 
 @router.post("/namespace-counts")
-async def namespace_counts(request: Request) -> JSON:
+async def namespace_counts(request: Request, node: NodeDep, caller: Reader) -> JSON:
     """Existing entities per namespace in the partitions of ``{"namespaces": [...], "partitions": [...]}``."""
     body = await read_json(request, MAX_BODY_BYTES)
     names = body.get("namespaces") if isinstance(body, dict) else None
     given = body.get("partitions") if isinstance(body, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not isinstance(given, list):
         raise ApiError(400, 'body must be {"namespaces": [names], "partitions": [numbers]}')
-    wanted = _partitions(request, ",".join(str(p) for p in given))
+    wanted = _partitions(node, ",".join(str(p) for p in given))
     counts = {}
     for name in names:
-        _check_prefix(request, f"{name}/")
-        counts[name] = request.app.state.reader.count_namespace(name, wanted)
+        _check_prefix(node, caller, f"{name}/")
+        counts[name] = node.reader.count_namespace(name, wanted)
     return JSON(counts)
 
 
 @router.get("/history")
 async def history(
-    request: Request,
+    node: NodeDep,
+    caller: Reader,
     partitions: str,
     since: int,
     until: int,
@@ -113,7 +115,7 @@ async def history(
     cursor: str | None = None,
 ) -> JSON:
     """A page of the history of ``partitions`` under the prefix: ``[key hex, event]`` pairs and the frontier."""
-    _check_prefix(request, prefix)
+    _check_prefix(node, caller, prefix)
     query = history_query(
         entity=None,
         prefix=prefix,
@@ -125,5 +127,5 @@ async def history(
         stream=stream,
         source=source,
     )
-    items, frontier = request.app.state.history.page(query, _partitions(request, partitions))
+    items, frontier = node.history.page(query, _partitions(node, partitions))
     return JSON({"items": [[key.hex(), event] for key, event in items], "frontier": frontier and frontier.hex()})

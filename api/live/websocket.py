@@ -7,11 +7,7 @@ whole-entity messages (``update``, the default for the ``entityId`` spelling), p
 current state of every matching entity comes first (``snapshot`` messages, then
 ``snapshot_complete``); the offsets in the change feed join the two without a gap or a duplicate.
 
-Every connection has a queue of outgoing messages and its own sender task, so a slow client never
-slows the relay, ingestion or other clients. The queue is bounded: a client that still has more
-than FLUX_WS_QUEUE_LIMIT messages waiting when the next change record or metrics update arrives
-is dropped, closed with code 1008 and a reason saying so (:data:`CLOSE_TOO_SLOW`). A queue thus
-never holds more than the limit plus one record's messages.
+Connections, their queues and the fan-out live in :mod:`api.live.hub`.
 
 With ``FLUX_AUTH_ENABLED=true`` and ``FLUX_PUBLIC_READS=false`` a client shows a token
 (``Authorization: Bearer`` on the upgrade request, or ``?token=`` for browsers, which cannot set
@@ -23,318 +19,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from api.auth import OPEN, Caller, bearer_token
-from api.cluster.gather import Cluster
+from api.deps import node_of
 from api.errors import ApiError
-from api.live.subscriptions import Pattern, SubscriptionIndex
-from flux.background import cancel
-from flux.changes import OP_DELETED, OP_REMOVED, ChangeRecord, EntityChange
-from flux.config import Settings
-from flux.metrics import Metrics
-from flux.partitioning import partition_for
-from flux.reducer import rfc3339_ms
-from flux.state import PartitionUnavailable, StateReader, StoredEntity
-
-log = logging.getLogger(__name__)
-
-CLOSE_TOO_SLOW = 1008
-CLOSE_UNAUTHORIZED = 1008  # policy violation: the reason says which
-FORMAT_PROPERTY = "property"
-FORMAT_ENTITY = "entity"
-SNAPSHOT_SLICE = 200
-CLOSE_WAIT_S = 10.0  # a dropped client gets this long to read what is buffered, then its close frame
+from api.live.hub import (
+    CLOSE_TOO_SLOW,
+    CLOSE_UNAUTHORIZED,
+    CLOSE_WAIT_S,
+    FORMAT_ENTITY,
+    FORMAT_PROPERTY,
+    Connection,
+    Hub,
+    message_text,
+)
+from api.live.subscriptions import Pattern
+from flux.state import PartitionUnavailable
 
 router = APIRouter()
-
-
-def _text(message: dict[str, Any]) -> str:
-    return orjson.dumps(message).decode()
-
-
-def change_messages(change: EntityChange, form: str) -> list[str]:
-    """The messages a subscriber in ``form`` gets for one entity's change, in order."""
-    messages: list[str] = []
-    updated = False
-    for op in change.ops:
-        if op[0] == OP_DELETED:
-            messages.append(_text({"type": "entity_deleted", "entity_id": change.id, "timestamp": rfc3339_ms(op[1])}))
-        elif form == FORMAT_PROPERTY and op[0] == OP_REMOVED:
-            messages.append(_text({"type": "property_removed", "entity_id": change.id, "property": op[1]}))
-        elif form == FORMAT_PROPERTY:
-            _, name, value, timestamp = op
-            messages.append(
-                _text(
-                    {
-                        "type": "state_update",
-                        "entity_id": change.id,
-                        "property": name,
-                        "value": value,
-                        "timestamp": rfc3339_ms(timestamp),
-                    }
-                )
-            )
-        else:
-            updated = True
-    if updated and change.entity is not None:
-        messages.append(_text({"type": "update", "entity": change.entity}))
-    return messages
-
-
-class Subscription:
-    """One pattern of one connection, in one format; during a snapshot its live messages wait."""
-
-    __slots__ = ("connection", "form", "pattern", "pending", "seen", "until")
-
-    def __init__(self, connection: Connection, pattern: Pattern, form: str) -> None:
-        self.connection = connection
-        self.pattern = pattern
-        self.form = form
-        self.pending: list[tuple[EntityChange, list[str]]] | None = None
-        self.seen: dict[str, int] = {}  # entity id -> feed offset its snapshot included
-        self.until: dict[int, int] = {}  # partition -> offset after which ``seen`` is not needed
-
-    def already_sent(self, change: EntityChange) -> bool:
-        """Whether ``change`` is part of what this subscription's snapshot showed."""
-        return bool(self.seen) and self.seen.get(change.id, -1) >= change.o
-
-    def caught_up(self, partition: int, applied: int) -> None:
-        """Forget the snapshot offsets once the feed passed the point the snapshot was taken at."""
-        if self.until and self.until.get(partition, applied + 1) <= applied:
-            del self.until[partition]
-            if not self.until:
-                self.seen.clear()
-
-
-class Connection:
-    """One WebSocket client: its subscriptions and its bounded outgoing queue."""
-
-    def __init__(self, websocket: WebSocket, queue_limit: int, caller: Caller = OPEN) -> None:
-        self.websocket = websocket
-        self.caller = caller
-        token = bearer_token(websocket) if caller is not OPEN else None
-        self.auth = None if token is None else f"Bearer {token}"  # for other nodes' share of a snapshot
-        self.queue_limit = queue_limit
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
-        self.subscriptions: dict[str, Subscription] = {}
-        self.dropped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    def send(self, text: str) -> None:
-        """Queue ``text`` (nothing once the connection is dropped)."""
-        if not self.dropped.done():
-            self.queue.put_nowait(text)
-
-    def check_backlog(self) -> None:
-        """Drop the client if more than ``queue_limit`` messages still wait for it."""
-        if self.queue.qsize() > self.queue_limit:
-            self.drop_too_slow()
-
-    def drop_too_slow(self) -> None:
-        """Give up on this client: it is closed with :data:`CLOSE_TOO_SLOW` and this reason."""
-        if not self.dropped.done():
-            self.dropped.set_result(
-                f"too slow: more than {self.queue_limit} messages waiting; reconnect and subscribe again"
-            )
-
-    async def send_loop(self) -> None:
-        """Write queued messages to the socket, in order, as fast as the client reads them."""
-        while True:
-            text = await self.queue.get()
-            await self.websocket.send_text(text)
-
-
-class Hub:
-    """Every connection of this process, their subscriptions, and routing of feed records to them."""
-
-    def __init__(self, settings: Settings, reader: StateReader, metrics: Metrics, cluster: Cluster) -> None:
-        self.settings = settings
-        self.reader = reader
-        self.cluster = cluster
-        self.metrics = metrics
-        self.connections: set[Connection] = set()
-        self._index: SubscriptionIndex[Subscription] = SubscriptionIndex()
-        self._catching_up: set[Subscription] = set()
-
-    # -- membership ----------------------------------------------------------------------
-    def join(self, connection: Connection) -> None:
-        """Register a new connection."""
-        self.connections.add(connection)
-        self.metrics.websocket_connections = len(self.connections)
-
-    def leave(self, connection: Connection) -> None:
-        """Forget a connection and all its subscriptions."""
-        for subscription in connection.subscriptions.values():
-            self._index.remove(subscription.pattern, subscription)
-            self._catching_up.discard(subscription)
-        connection.subscriptions.clear()
-        self.connections.discard(connection)
-        self.metrics.websocket_connections = len(self.connections)
-
-    def subscribe(self, connection: Connection, pattern: Pattern, form: str, snapshot: bool) -> Subscription:
-        """Add (or replace) ``connection``'s subscription to ``pattern``."""
-        self.unsubscribe(connection, pattern.text)
-        subscription = Subscription(connection, pattern, form)
-        if snapshot:
-            subscription.pending = []
-        connection.subscriptions[pattern.text] = subscription
-        self._index.add(pattern, subscription)
-        return subscription
-
-    def unsubscribe(self, connection: Connection, text: str) -> bool:
-        """Remove ``connection``'s subscription to the pattern ``text``; False if there was none."""
-        subscription = connection.subscriptions.pop(text, None)
-        if subscription is None:
-            return False
-        self._index.remove(subscription.pattern, subscription)
-        self._catching_up.discard(subscription)
-        return True
-
-    # -- the feed ------------------------------------------------------------------------
-    def on_record(self, record: ChangeRecord) -> None:
-        """Route one change-feed record to the subscriptions its entities match.
-
-        A connection still holding more than FLUX_WS_QUEUE_LIMIT messages from earlier records is
-        dropped first; the burst of one record never counts against a client by itself.
-        """
-        for connection in self.connections:
-            connection.check_backlog()
-        if self._index:
-            for change in record.changes:
-                self._route(change)
-        for subscription in list(self._catching_up):
-            subscription.caught_up(record.partition, record.applied)
-            if not subscription.until:
-                self._catching_up.discard(subscription)
-
-    def _route(self, change: EntityChange) -> None:
-        rendered: dict[str, list[str]] = {}
-        delivered: set[tuple[Connection, str]] = set()
-        for subscription in self._index.match(change.id):
-            if subscription.already_sent(change):
-                continue
-            form = subscription.form
-            messages = rendered.get(form)
-            if messages is None:
-                messages = rendered[form] = change_messages(change, form)
-            if subscription.pending is not None:
-                subscription.pending.append((change, messages))
-                if len(subscription.pending) > subscription.connection.queue_limit:
-                    subscription.connection.drop_too_slow()
-                continue
-            target = (subscription.connection, form)
-            if target in delivered:
-                continue
-            delivered.add(target)
-            for text in messages:
-                subscription.connection.send(text)
-
-    # -- snapshots -----------------------------------------------------------------------
-    async def _matching(self, pattern: Pattern, auth: str | None, chunk: int) -> AsyncIterator[StoredEntity]:
-        """The entities ``pattern`` matches now, over the whole cluster, in id order."""
-        if pattern.prefix is None:
-            for stored in (await self.cluster.lookup([pattern.text], auth)).values():
-                yield stored
-            return
-        async for stored in self.cluster.entities(pattern.prefix, auth, chunk):
-            yield stored
-
-    async def snapshot_size_ok(self, pattern: Pattern, auth: str | None) -> bool:
-        """Whether a snapshot of ``pattern`` stays within FLUX_WS_SNAPSHOT_LIMIT entities."""
-        limit = self.settings.ws_snapshot_limit
-        count = 0
-        async for _ in self._matching(pattern, auth, limit + 1):
-            count += 1
-            if count > limit:
-                return False
-        return True
-
-    async def send_snapshot(self, subscription: Subscription) -> int:
-        """Send the current state of every matching entity, then the live changes that waited."""
-        connection = subscription.connection
-        count = 0
-        async for stored in self._matching(subscription.pattern, connection.auth, SNAPSHOT_SLICE):
-            subscription.seen[stored.entity["id"]] = stored.applied
-            connection.send(_text({"type": "snapshot", "entity": stored.entity}))
-            count += 1
-            if count % SNAPSHOT_SLICE == 0:
-                await asyncio.sleep(0)
-        until = {p: offset for p in range(self.settings.partitions) if (offset := self.reader.applied_offset(p)) >= 0}
-        for entity_id, applied in subscription.seen.items():  # partitions other nodes serve
-            partition = partition_for(entity_id, self.settings.partitions)
-            until[partition] = max(until.get(partition, -1), applied)
-        subscription.until = {p: offset for p, offset in until.items() if offset >= 0}
-        pending, subscription.pending = subscription.pending or [], None
-        delivered: set[int] = set()
-        for change, messages in pending:
-            if subscription.already_sent(change) or id(change) in delivered:
-                continue
-            delivered.add(id(change))
-            for text in messages:
-                connection.send(text)
-        if subscription.until:
-            self._catching_up.add(subscription)
-        else:
-            subscription.seen.clear()
-        return count
-
-    # -- metrics -------------------------------------------------------------------------
-    def broadcast(self, text: str) -> None:
-        """Queue ``text`` for every connection (dropping those too far behind first)."""
-        for connection in list(self.connections):
-            connection.check_backlog()
-            connection.send(text)
-
-
-class MetricsTicker:
-    """Sends ``metrics_update`` to every connection every FLUX_WS_METRICS_INTERVAL_S seconds."""
-
-    def __init__(self, hub: Hub, totals: Any) -> None:
-        self._hub = hub
-        self._totals = totals
-        self._task: asyncio.Task[None] | None = None
-
-    def message(self) -> dict[str, Any]:
-        """The current ``metrics_update`` message."""
-        totals = self._totals
-        entities = totals.entities() if totals.partitions_known() else 0
-        if totals.partitions_known() < self._hub.settings.partitions:
-            with contextlib.suppress(Exception):  # the feed has not reported every partition yet
-                entities = max(entities, self._hub.reader.count())
-        return {
-            "type": "metrics_update",
-            "timestamp": rfc3339_ms(int(time.time() * 1000)),
-            "entities": {"total": entities},
-            "events": {"total": totals.events(), "rate_per_second": round(totals.events_rate(), 1)},
-            "websocket": {"connections": len(self._hub.connections)},
-            "publishers": {"active": totals.active_publishers()},
-        }
-
-    def start(self) -> None:
-        """Start ticking."""
-        self._task = asyncio.create_task(self._run(), name="flux-ws-metrics")
-
-    async def stop(self) -> None:
-        """Stop ticking."""
-        await cancel(self._task)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._hub.settings.ws_metrics_interval_s)
-            try:
-                message = self.message()
-            except Exception:
-                log.exception("metrics_update failed")
-                continue
-            if self._hub.connections:
-                self._hub.broadcast(_text(message))
 
 
 class ClientError(ValueError):
@@ -371,34 +77,34 @@ async def _handle(hub: Hub, connection: Connection, raw: str | bytes) -> None:
     try:
         message = parse_client_message(raw)
     except ClientError as exc:
-        connection.send(_text({"type": "error", "error": str(exc)}))
+        connection.send(message_text({"type": "error", "error": str(exc)}))
         return
     if message["type"] == "ping":
-        connection.send(_text({"type": "pong"}))
+        connection.send(message_text({"type": "pong"}))
         return
     text = message["pattern"]
     if message["type"] == "unsubscribe":
         if hub.unsubscribe(connection, text):
-            connection.send(_text({"type": "unsubscribed", "entity_id": text}))
+            connection.send(message_text({"type": "unsubscribed", "entity_id": text}))
         else:
-            connection.send(_text({"type": "error", "error": f"not subscribed to {text!r}", "entity_id": text}))
+            connection.send(message_text({"type": "error", "error": f"not subscribed to {text!r}", "entity_id": text}))
         return
     pattern = Pattern.parse(text)
     try:
-        guard = connection.websocket.app.state.guard
+        guard = node_of(connection.websocket).guard
         guard.check_prefix(connection.caller, text if pattern.prefix is None else pattern.prefix, "read")
     except ApiError as exc:
-        connection.send(_text({"type": "error", "entity_id": text, "error": exc.message}))
+        connection.send(message_text({"type": "error", "entity_id": text, "error": exc.message}))
         return
     limit = hub.settings.ws_max_subscriptions
     if text not in connection.subscriptions and len(connection.subscriptions) >= limit:
-        connection.send(_text({"type": "error", "error": f"at most {limit} subscriptions per connection"}))
+        connection.send(message_text({"type": "error", "error": f"at most {limit} subscriptions per connection"}))
         return
     snapshot = message["snapshot"]
     try:
         if snapshot and not await hub.snapshot_size_ok(pattern, connection.auth):
             connection.send(
-                _text(
+                message_text(
                     {
                         "type": "error",
                         "entity_id": text,
@@ -411,23 +117,24 @@ async def _handle(hub: Hub, connection: Connection, raw: str | bytes) -> None:
             return
         subscription = hub.subscribe(connection, pattern, message["form"], snapshot)
         connection.send(
-            _text({"type": "subscribed", "entity_id": text, "format": message["form"], "snapshot": snapshot})
+            message_text({"type": "subscribed", "entity_id": text, "format": message["form"], "snapshot": snapshot})
         )
         if snapshot:
             count = await hub.send_snapshot(subscription)
-            connection.send(_text({"type": "snapshot_complete", "entity_id": text, "count": count}))
+            connection.send(message_text({"type": "snapshot_complete", "entity_id": text, "count": count}))
     except PartitionUnavailable as exc:
         hub.unsubscribe(connection, text)
-        connection.send(_text({"type": "error", "entity_id": text, "error": f"{exc}; try again shortly"}))
+        connection.send(message_text({"type": "error", "entity_id": text, "error": f"{exc}; try again shortly"}))
 
 
 @router.websocket("/api/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Live entity changes; see the module docstring for the protocol."""
-    hub: Hub = websocket.app.state.hub
+    node = node_of(websocket)
+    hub: Hub = node.hub
     await websocket.accept()
     try:
-        caller = websocket.app.state.guard.reader(websocket)
+        caller = node.guard.reader(websocket)
     except ApiError as exc:
         await websocket.close(CLOSE_UNAUTHORIZED, exc.message[:120])
         return

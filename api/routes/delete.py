@@ -16,9 +16,10 @@ from urllib.parse import unquote
 from fastapi import APIRouter, Request
 
 from api.body import read_json
+from api.deps import Node, NodeDep, Writer
 from api.errors import ApiError
 from api.live.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
-from api.models import SECURED, WRITE_ERRORS, BatchDeleteOut, DeleteOut, ErrorOut, json_body, ref
+from api.models import WRITE_ERRORS, BatchDeleteOut, DeleteOut, ErrorOut, json_body, ref
 from api.responses import JSON
 from flux.events import OP_DELETE, Envelope
 from flux.ids import new_event_id
@@ -49,27 +50,29 @@ def tombstone(stored: StoredEntity) -> Envelope:
     "/api/state/entities/{entity_id:path}",
     response_model=DeleteOut,
     responses={404: {"model": ErrorOut, "description": "Entity not found"}, **WRITE_ERRORS},
-    openapi_extra=SECURED,
 )
 async def delete_entity(
-    request: Request, entity_id: str, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY
+    request: Request,
+    node: NodeDep,
+    caller: Writer,
+    entity_id: str,
+    wait: bool = WAIT_QUERY,
+    wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY,
 ) -> JSON:
     """Delete one entity (the id may contain '/'): publishes a tombstone event; 404 if it does not exist."""
-    state = request.app.state
-    timeout = wait_timeout(state.settings, wait_timeout_ms)
-    caller = state.guard.writer(request)
-    state.guard.check_entity(caller, unquote(entity_id), "delete")
-    stored = (await state.cluster.lookup([unquote(entity_id)], request.headers.get("authorization"))).get(
+    timeout = wait_timeout(node.settings, wait_timeout_ms)
+    node.guard.check_entity(caller, unquote(entity_id), "delete")
+    stored = (await node.cluster.lookup([unquote(entity_id)], request.headers.get("authorization"))).get(
         unquote(entity_id)
     )
     if stored is None:
         raise ApiError(404, "Entity not found")
-    state.guard.charge(caller, 1)
+    node.guard.charge(caller, 1)
     event = tombstone(stored)
-    offsets = await state.publisher.publish(event)  # PublishFailed: 503 (api.errors)
+    offsets = await node.publisher.publish(event)  # PublishFailed: 503 (api.errors)
     answer = {"entity_id": stored.entity["id"], "eventId": event["eventId"]}
     if wait:
-        await wait_until_applied(state.applied, state.settings, offsets, [event], timeout, answer)
+        await wait_until_applied(node.applied, node.settings, offsets, [event], timeout, answer)
     return JSON(answer)
 
 
@@ -95,9 +98,9 @@ def _one_filter(body: Any) -> tuple[str, Any]:
     return name, value
 
 
-async def _matching(request: Request, prefix: str, limit: int) -> list[StoredEntity]:
+async def _matching(request: Request, node: Node, prefix: str, limit: int) -> list[StoredEntity]:
     found: list[StoredEntity] = []
-    async for stored in request.app.state.cluster.entities(prefix, request.headers.get("authorization"), limit + 1):
+    async for stored in node.cluster.entities(prefix, request.headers.get("authorization"), limit + 1):
         found.append(stored)
         if len(found) > limit:
             raise ApiError(
@@ -114,17 +117,19 @@ async def _matching(request: Request, prefix: str, limit: int) -> list[StoredEnt
     "/api/state/entities/delete",
     response_model=BatchDeleteOut,
     responses=WRITE_ERRORS,
-    openapi_extra={**json_body(ref("BatchDeleteIn")), **SECURED},
+    openapi_extra={**json_body(ref("BatchDeleteIn"))},
 )
 async def delete_entities(
-    request: Request, wait: bool = WAIT_QUERY, wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY
+    request: Request,
+    node: NodeDep,
+    caller: Writer,
+    wait: bool = WAIT_QUERY,
+    wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY,
 ) -> JSON:
     """Delete by exactly one filter: ``prefix``, ``namespace`` or ``entity_ids``; all tombstones in one transaction."""
-    state = request.app.state
-    settings = state.settings
+    settings = node.settings
     timeout = wait_timeout(settings, wait_timeout_ms)
-    guard = state.guard
-    caller = guard.writer(request)
+    guard = node.guard
     name, value = _one_filter(await read_json(request, settings.max_batch_bytes))
     limit = settings.delete_batch_limit
     errors: list[dict[str, str]] = []
@@ -139,19 +144,19 @@ async def delete_entities(
                 allowed.append(entity_id)
             else:
                 errors.append({"entity_id": entity_id, "error": refused.message})
-        found = await state.cluster.lookup(allowed, request.headers.get("authorization"))
+        found = await node.cluster.lookup(allowed, request.headers.get("authorization"))
         targets = [found[i] for i in allowed if i in found]
         errors.extend({"entity_id": i, "error": "Entity not found"} for i in allowed if i not in found)
     else:
         prefix = value if name == "prefix" else f"{value}/"
         guard.check_prefix(caller, prefix, "delete")
-        targets = await _matching(request, prefix, limit)
+        targets = await _matching(request, node, prefix, limit)
     guard.charge(caller, len(targets))
     events = [tombstone(stored) for stored in targets]
     offsets = {}
     if events:
-        offsets = await state.publisher.publish_batch(events)  # PublishFailed: 503 (api.errors)
+        offsets = await node.publisher.publish_batch(events)  # PublishFailed: 503 (api.errors)
     answer = {"deleted": len(events), "failed": len(errors), "errors": errors}
     if wait and events:
-        await wait_until_applied(state.applied, settings, offsets, events, timeout, answer)
+        await wait_until_applied(node.applied, settings, offsets, events, timeout, answer)
     return JSON(answer)

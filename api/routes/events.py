@@ -9,9 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from api.body import read_json
+from api.deps import NodeDep, Writer
 from api.errors import ApiError
 from api.live.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
-from api.models import SECURED, WRITE_ERRORS, BatchOut, PublishOut, json_body, ref
+from api.models import WRITE_ERRORS, BatchOut, PublishOut, json_body, ref
 from api.responses import JSON
 from api.routes.idempotent import IDEMPOTENCY_HEADER, check_key, remember
 from flux.events import InvalidEvent, entity_of, validate_event
@@ -29,36 +30,36 @@ def _now_ms() -> int:
     "/api/events",
     response_model=PublishOut,
     responses=WRITE_ERRORS,
-    openapi_extra={**json_body(ref("EventIn")), **SECURED},
+    openapi_extra={**json_body(ref("EventIn"))},
 )
 async def publish_event(
     request: Request,
+    node: NodeDep,
+    caller: Writer,
     wait: bool = WAIT_QUERY,
     wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY,
     _key: str | None = IDEMPOTENCY_HEADER,
 ) -> JSON:
     """Publish one event; answers after the broker acknowledged it (acks=all), or once applied with wait=true."""
-    state = request.app.state
-    timeout = wait_timeout(state.settings, wait_timeout_ms)
-    caller = state.guard.writer(request)
-    body = await read_json(request, state.settings.max_event_bytes)
-    keyed_request, first = check_key(request, caller, body)
+    timeout = wait_timeout(node.settings, wait_timeout_ms)
+    body = await read_json(request, node.settings.max_event_bytes)
+    keyed_request, first = check_key(request, node.idempotency, caller, body)
     if first is not None:
         return first
     if keyed_request is not None:
         (body,) = keyed_request.fill_event_ids([body])
     try:
-        envelope = validate_event(body, now_ms=_now_ms(), limits=state.settings.event_limits())
+        envelope = validate_event(body, now_ms=_now_ms(), limits=node.settings.event_limits())
     except InvalidEvent as exc:
         raise ApiError(400, str(exc)) from exc
-    state.guard.check_entity(caller, entity_of(envelope))
-    state.guard.charge(caller, 1)
-    offsets = await state.publisher.publish(envelope)  # PublishFailed: 503 (api.errors)
-    state.metrics.published(1, (envelope["source"],))
+    node.guard.check_entity(caller, entity_of(envelope))
+    node.guard.charge(caller, 1)
+    offsets = await node.publisher.publish(envelope)  # PublishFailed: 503 (api.errors)
+    node.metrics.published(1, (envelope["source"],))
     answer = {"eventId": envelope["eventId"], "stream": envelope["stream"]}
     if wait:
-        await wait_until_applied(state.applied, state.settings, offsets, [envelope], timeout, answer)
-    await remember(request, keyed_request, answer)
+        await wait_until_applied(node.applied, node.settings, offsets, [envelope], timeout, answer)
+    await remember(node.idempotency, keyed_request, answer)
     return JSON(answer)
 
 
@@ -82,23 +83,22 @@ def _batch_items(body: Any, max_events: int) -> list[Any]:
     responses=WRITE_ERRORS,
     openapi_extra={
         **json_body({"oneOf": [ref("BatchIn"), {"type": "array", "items": ref("EventIn"), "minItems": 1}]}),
-        **SECURED,
     },
 )
 async def publish_batch(
     request: Request,
+    node: NodeDep,
+    caller: Writer,
     wait: bool = WAIT_QUERY,
     wait_timeout_ms: int | None = WAIT_TIMEOUT_QUERY,
     _key: str | None = IDEMPOTENCY_HEADER,
 ) -> JSON:
     """Publish many events; the valid ones are written in one Kafka transaction, invalid ones fail one by one."""
-    state = request.app.state
-    settings = state.settings
+    settings = node.settings
     timeout = wait_timeout(settings, wait_timeout_ms)
-    guard = state.guard
-    caller = guard.writer(request)
+    guard = node.guard
     body = await read_json(request, settings.max_batch_bytes)
-    keyed_request, first = check_key(request, caller, body)
+    keyed_request, first = check_key(request, node.idempotency, caller, body)
     if first is not None:
         return first
     items = _batch_items(body, settings.max_batch_events)
@@ -133,10 +133,10 @@ async def publish_batch(
             message = "no event of the batch may be written with this token"
         raise ApiError(status, message, {"successful": 0, "failed": failed, "results": results})
     guard.charge(caller, len(valid))
-    offsets = await state.publisher.publish_batch(valid)  # PublishFailed: 503 (api.errors)
-    state.metrics.published(len(valid), {e["source"] for e in valid})
+    offsets = await node.publisher.publish_batch(valid)  # PublishFailed: 503 (api.errors)
+    node.metrics.published(len(valid), {e["source"] for e in valid})
     answer = {"successful": len(valid), "failed": failed, "results": results}
     if wait:
-        await wait_until_applied(state.applied, settings, offsets, valid, timeout, answer)
-    await remember(request, keyed_request, answer)
+        await wait_until_applied(node.applied, settings, offsets, valid, timeout, answer)
+    await remember(node.idempotency, keyed_request, answer)
     return JSON(answer)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
+from api.deps import NodeDep
 from api.models import HealthOut, ReadyOut
 from api.responses import JSON
 
@@ -18,9 +19,9 @@ async def health() -> JSON:
 
 
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut, "description": "Not ready yet"}})
-async def ready(request: Request) -> JSON:
+async def ready(node: NodeDep) -> JSON:
     """Ready when the broker answers and the table's recovery is done; 503 until then."""
-    r = await request.app.state.reader.readiness()
+    r = await node.reader.readiness()
     body = {
         "status": "ready" if r.ready else "not_ready",
         "broker": r.broker,
@@ -33,7 +34,6 @@ async def ready(request: Request) -> JSON:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(request: Request) -> PlainTextResponse:
+async def metrics(node: NodeDep) -> PlainTextResponse:
     """Prometheus text format."""
-    state = request.app.state
-    return PlainTextResponse(state.metrics.prometheus(state.reader.count()), media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(node.metrics.prometheus(node.reader.count()), media_type="text/plain; version=0.0.4")

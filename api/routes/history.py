@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 
+from api.deps import NodeDep, Reader
 from api.models import AUTH_ERRORS, ERRORS, StoredEvent
 from api.params import QueryTime, effective_prefix, history_query, query_time
 from api.responses import JSON
@@ -25,6 +26,8 @@ TIME_HELP = "RFC 3339 (2026-02-23T10:30:00Z) or Unix epoch ms"
 @router.get("/api/events", response_model=list[StoredEvent], responses={**ERRORS, **AUTH_ERRORS})
 async def list_events(
     request: Request,
+    node: NodeDep,
+    caller: Reader,
     entity: str | None = Query(None, min_length=1, description="One entity's events"),
     prefix: str | None = Query(None, min_length=1, description="Events of every entity whose id starts with this"),
     namespace: str | None = Query(None, min_length=1, pattern=r"^[^/]+$", description="Events of 'namespace/...'"),
@@ -46,8 +49,7 @@ async def list_events(
     When more match, ``Link: <...>; rel="next"`` points at the next page; following it never skips
     or repeats an event.
     """
-    guard = request.app.state.guard
-    caller = guard.reader(request)
+    guard = node.guard
     scope = effective_prefix(prefix or "", namespace)
     if entity is not None:
         guard.check_entity(caller, entity, "read")
@@ -72,10 +74,10 @@ async def list_events(
         source=source,
     )
     if entity is not None:
-        await request.app.state.cluster.settle(entity)  # served here, else forwarded (api.cluster.forward)
-        events, last = request.app.state.history.events(query)
+        await node.cluster.settle(entity)  # served here, else forwarded (api.cluster.forward)
+        events, last = node.history.events(query)
     else:
-        events, last = await request.app.state.cluster.history(query, request.headers.get("authorization"))
+        events, last = await node.cluster.history(query, request.headers.get("authorization"))
     headers = {}
     if last is not None:
         params = {k: v for k, v in request.query_params.items() if k != "cursor"}

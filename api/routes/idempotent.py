@@ -10,7 +10,7 @@ from fastapi import Header, Request
 from api.auth import Caller
 from api.errors import ApiError
 from api.responses import JSON
-from flux.idempotency import MAX_KEY_LENGTH, KeyReused, body_hash, event_id_for, record_key
+from flux.idempotency import MAX_KEY_LENGTH, IdempotencyLog, KeyReused, body_hash, event_id_for, record_key
 
 HEADER = "x-idempotency-key"
 REPLAYED = {"Idempotent-Replayed": "true"}
@@ -43,7 +43,9 @@ class Keyed:
         ]
 
 
-def check_key(request: Request, caller: Caller, body: Any) -> tuple[Keyed | None, JSON | None]:
+def check_key(
+    request: Request, idempotency: IdempotencyLog, caller: Caller, body: Any
+) -> tuple[Keyed | None, JSON | None]:
     """The request's key (None without the header) and, for a retry, the first answer again
     (``Idempotent-Replayed: true``); 422 when the key was used with another body."""
     key = request.headers.get(HEADER)
@@ -52,7 +54,7 @@ def check_key(request: Request, caller: Caller, body: Any) -> tuple[Keyed | None
     scope = caller.scope()
     keyed_request = Keyed(key, scope, record_key(scope, key, request.url.path), body_hash(body))
     try:
-        found = request.app.state.idempotency.lookup(keyed_request.where, keyed_request.digest)
+        found = idempotency.lookup(keyed_request.where, keyed_request.digest)
     except KeyReused as exc:
         raise ApiError(
             422,
@@ -63,7 +65,7 @@ def check_key(request: Request, caller: Caller, body: Any) -> tuple[Keyed | None
     return keyed_request, JSON(found.answer, status_code=found.status, headers=REPLAYED)
 
 
-async def remember(request: Request, keyed_request: Keyed | None, answer: Any) -> None:
+async def remember(idempotency: IdempotencyLog, keyed_request: Keyed | None, answer: Any) -> None:
     """Keep a successful answer under the request's key (nothing without a key)."""
     if keyed_request is not None:
-        await request.app.state.idempotency.remember(keyed_request.where, keyed_request.digest, 200, answer)
+        await idempotency.remember(keyed_request.where, keyed_request.digest, 200, answer)

@@ -8,11 +8,11 @@ from fastapi import APIRouter, Query, Request
 
 from api.auth import Caller
 from api.body import read_json
+from api.deps import Admin, Node, NodeDep, Reader
 from api.errors import ApiError
 from api.models import (
     AUTH_ERRORS,
     ERRORS,
-    SECURED,
     ErrorOut,
     NamespaceCreated,
     NamespaceDeleted,
@@ -33,10 +33,10 @@ MAX_NAME_BODY_BYTES = 4096
 PURGE_CHUNK = 1000
 
 
-async def _described(request: Request, namespaces: list[Namespace]) -> list[dict[str, Any]]:
+async def _described(request: Request, node: Node, namespaces: list[Namespace]) -> list[dict[str, Any]]:
     """The namespaces' public views with their entity counts, gathered over the cluster."""
     auth = request.headers.get("authorization")
-    counts = await request.app.state.cluster.count_namespaces([ns.name for ns in namespaces], auth)
+    counts = await node.cluster.count_namespaces([ns.name for ns in namespaces], auth)
     return [{**ns.public(), "entityCount": counts[ns.name]} for ns in namespaces]
 
 
@@ -44,11 +44,11 @@ def _visible(caller: Caller, namespace: Namespace) -> bool:
     return caller.namespace is None or caller.namespace.name == namespace.name
 
 
-def _holder(request: Request, name: str) -> Namespace:
-    namespace = request.app.state.namespaces.registry.holder(name)
+def _holder(node: Node, name: str) -> Namespace:
+    namespace = node.namespaces.registry.holder(name)
     if namespace is None:
         raise ApiError(404, f"no namespace named {name!r}")
-    return namespace  # type: ignore[no-any-return]
+    return namespace
 
 
 @router.post(
@@ -56,17 +56,15 @@ def _holder(request: Request, name: str) -> Namespace:
     status_code=201,
     response_model=NamespaceCreated,
     responses={409: {"model": ErrorOut, "description": "The name is taken"}, **AUTH_ERRORS, **ERRORS},
-    openapi_extra={**json_body(ref("NamespaceIn")), **SECURED},
+    openapi_extra=json_body(ref("NamespaceIn")),
 )
-async def register_namespace(request: Request) -> JSON:
+async def register_namespace(request: Request, node: NodeDep, _: Admin) -> JSON:
     """Register a namespace (admin token); the answer carries its token, shown this once only."""
-    state = request.app.state
-    state.guard.admin(request)
     body = await read_json(request, MAX_NAME_BODY_BYTES)
     if not isinstance(body, dict) or "name" not in body:
         raise ApiError(400, f'body must be {{"name": "..."}}; a name is {NAME_RULE}')
     try:
-        namespace, token = await state.namespaces.register(check_name(body["name"]))
+        namespace, token = await node.namespaces.register(check_name(body["name"]))
     except InvalidName as exc:
         raise ApiError(400, str(exc)) from exc
     except NamespaceTaken as exc:
@@ -75,46 +73,41 @@ async def register_namespace(request: Request) -> JSON:
 
 
 @router.get("/api/state/namespaces", response_model=list[NamespaceOut], responses=AUTH_ERRORS)
-async def list_namespaces(request: Request) -> JSON:
+async def list_namespaces(request: Request, node: NodeDep, caller: Reader) -> JSON:
     """Every namespace (name, id, creation time, entity count; never tokens), by name."""
-    caller = request.app.state.guard.reader(request)
-    found = [ns for ns in request.app.state.namespaces.registry.all() if _visible(caller, ns)]
-    return JSON(await _described(request, found))
+    found = [ns for ns in node.namespaces.registry.all() if _visible(caller, ns)]
+    return JSON(await _described(request, node, found))
 
 
 @router.get("/api/namespaces/{name}", response_model=NamespaceOut, responses={**NOT_FOUND, **AUTH_ERRORS})
-async def show_namespace(request: Request, name: str) -> JSON:
+async def show_namespace(request: Request, node: NodeDep, caller: Reader, name: str) -> JSON:
     """One namespace with its true entity count."""
-    caller = request.app.state.guard.reader(request)
-    namespace = _holder(request, name)
+    namespace = _holder(node, name)
     if not _visible(caller, namespace):
         raise ApiError(403, f"the token of namespace {caller.scope()[:-1]!r} cannot read namespace {name!r}")
-    return JSON((await _described(request, [namespace]))[0])
+    return JSON((await _described(request, node, [namespace]))[0])
 
 
 @router.post(
     "/api/namespaces/{name}/token",
     response_model=NamespaceCreated,
     responses={**NOT_FOUND, **AUTH_ERRORS, 503: ERRORS[503]},
-    openapi_extra=SECURED,
 )
-async def rotate_token(request: Request, name: str) -> JSON:
+async def rotate_token(node: NodeDep, _: Admin, name: str) -> JSON:
     """Give the namespace a new token (admin); the old one stops working at once."""
-    state = request.app.state
-    state.guard.admin(request)
     try:
-        namespace, token = await state.namespaces.rotate_token(name)
+        namespace, token = await node.namespaces.rotate_token(name)
     except UnknownNamespace as exc:
         raise ApiError(404, f"no namespace named {name!r}") from exc
     return JSON({"namespaceId": namespace.namespace_id, "name": namespace.name, "token": token})
 
 
-async def _purge(request: Request, name: str) -> int:
+async def _purge(request: Request, node: Node, name: str) -> int:
     """Publish tombstones for every entity of the namespace, a transaction per chunk."""
-    publisher = request.app.state.publisher
+    publisher = node.publisher
     deleted = 0
     chunk: list[StoredEntity] = []
-    async for stored in request.app.state.cluster.entities(f"{name}/", request.headers.get("authorization")):
+    async for stored in node.cluster.entities(f"{name}/", request.headers.get("authorization")):
         chunk.append(stored)
         if len(chunk) == PURGE_CHUNK:
             await publisher.publish_batch([tombstone(s) for s in chunk])
@@ -130,24 +123,25 @@ async def _purge(request: Request, name: str) -> int:
     "/api/namespaces/{name}",
     response_model=NamespaceDeleted,
     responses={**NOT_FOUND, **AUTH_ERRORS, 503: ERRORS[503]},
-    openapi_extra=SECURED,
 )
 async def delete_namespace(
-    request: Request, name: str, purge: bool = Query(False, description="Also delete every entity of the namespace")
+    request: Request,
+    node: NodeDep,
+    _: Admin,
+    name: str,
+    purge: bool = Query(False, description="Also delete every entity of the namespace"),
 ) -> JSON:
     """Remove a namespace (admin): its token stops working; with purge=true its entities are deleted too.
 
     A purge first locks the tenant out (a new token nobody sees), then deletes the entities, then
     the namespace: if it fails part-way (503), the namespace is still there to retry with.
     """
-    state = request.app.state
-    state.guard.admin(request)
     try:
         deleted = 0
         if purge:
-            await state.namespaces.rotate_token(name)
-            deleted = await _purge(request, name)
-        namespace = await state.namespaces.delete(name)
+            await node.namespaces.rotate_token(name)
+            deleted = await _purge(request, node, name)
+        namespace = await node.namespaces.delete(name)
     except UnknownNamespace as exc:
         raise ApiError(404, f"no namespace named {name!r}") from exc
     return JSON({"namespaceId": namespace.namespace_id, "name": name, "purged": purge, "entitiesDeleted": deleted})

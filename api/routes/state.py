@@ -7,6 +7,7 @@ from urllib.parse import unquote, urlencode
 
 from fastapi import APIRouter, Query, Request
 
+from api.deps import NodeDep, Reader
 from api.errors import ApiError
 from api.models import AUTH_ERRORS, ERRORS, Entity, ErrorOut
 from api.params import QueryTime, effective_prefix, query_time
@@ -20,6 +21,8 @@ AT_HELP = "The state as it was at this time (RFC 3339 or Unix epoch ms): the fol
 @router.get("/api/state/entities", response_model=list[Entity], responses={**ERRORS, **AUTH_ERRORS})
 async def list_entities(
     request: Request,
+    node: NodeDep,
+    caller: Reader,
     prefix: str = Query("", description="Only ids starting with this"),
     namespace: str | None = Query(None, min_length=1, description="Only ids 'namespace/...'; prefix applies within"),
     limit: int | None = Query(
@@ -29,16 +32,15 @@ async def list_entities(
     at: Annotated[QueryTime, Query(description=AT_HELP + " Costs a fold of each matching entity's history.")] = None,
 ) -> JSON:
     """Entities in id order; when more follow, a ``Link: <...>; rel="next"`` header points at the next page."""
-    settings = request.app.state.settings
+    settings = node.settings
     page_size = settings.list_default_limit if limit is None else limit
     if page_size > settings.list_max_limit:
         raise ApiError(422, f"limit must be at most {settings.list_max_limit}")
-    caller = request.app.state.guard.reader(request)
     scope = effective_prefix(prefix, namespace) or caller.scope()  # a tenant's unfiltered list is its own
-    request.app.state.guard.check_prefix(caller, scope, "read")
+    node.guard.check_prefix(caller, scope, "read")
     moment = None if at is None else query_time(at, "at", 0)
     auth = request.headers.get("authorization")
-    entities, more = await request.app.state.cluster.page(scope, offset, page_size, auth, moment)
+    entities, more = await node.cluster.page(scope, offset, page_size, auth, moment)
     headers = {}
     if more:
         params = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit")}
@@ -53,16 +55,15 @@ async def list_entities(
     responses={404: {"model": ErrorOut, "description": "Entity not found"}, **AUTH_ERRORS, 400: ERRORS[400]},
 )
 async def get_entity(
-    request: Request, entity_id: str, at: Annotated[QueryTime, Query(description=AT_HELP)] = None
+    node: NodeDep, caller: Reader, entity_id: str, at: Annotated[QueryTime, Query(description=AT_HELP)] = None
 ) -> JSON:
     """One entity; the id may contain '/' (raw or as %2F). With ``at``, as it was then."""
-    guard = request.app.state.guard
-    guard.check_entity(guard.reader(request), unquote(entity_id), "read")
-    await request.app.state.cluster.settle(unquote(entity_id))  # partitions on the move: wait a little
+    node.guard.check_entity(caller, unquote(entity_id), "read")
+    await node.cluster.settle(unquote(entity_id))  # partitions on the move: wait a little
     if at is None:
-        entity = request.app.state.reader.get(unquote(entity_id))
+        entity = node.reader.get(unquote(entity_id))
     else:
-        entity = request.app.state.history.entity_at(unquote(entity_id), query_time(at, "at", 0))
+        entity = node.history.entity_at(unquote(entity_id), query_time(at, "at", 0))
     if entity is None:
         raise ApiError(404, "Entity not found")
     return JSON(entity)

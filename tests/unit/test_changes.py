@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from api.live.websocket import FORMAT_ENTITY, FORMAT_PROPERTY, change_messages
+from api.live.hub import FORMAT_ENTITY, FORMAT_PROPERTY, change_messages
 from flux.changes import (
     CHUNK_ENTITIES,
     ChangeRecord,
