@@ -64,7 +64,7 @@ class MembershipFence:
         self._fenced: Fenced | None = None  # once fenced, this process never writes again
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start the ticker on the running loop."""
         self._last_tick = time.monotonic()
         self._task = asyncio.get_running_loop().create_task(self._tick())

@@ -56,7 +56,7 @@ class StallWatch:
         self._rebalances = -1
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start watching in the background."""
         self._task = asyncio.create_task(self._run(), name="flux-stall-watch")
 

@@ -67,7 +67,7 @@ class StandbyTailer:
         self._store.standbys = {p: behind for p, behind in self._store.standbys.items() if p in self._wanted}
         self._changed.set()
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start tailing (on the running loop)."""
         if self._settings.standby_replicas > 0:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="flux-standby")

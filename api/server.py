@@ -32,6 +32,8 @@ from agents.replay import ReplayJobs
 from agents.stall_watch import StallWatch
 from agents.standby import StandbyTailer
 from api.app import app_node, create_app
+from api.cluster.forward import Forwarder
+from api.cluster.gather import Cluster
 from api.live.applied import AppliedOffsets
 from api.live.hub import MetricsTicker
 from api.live.relay import ChangeRelay, FeedTotals
@@ -39,6 +41,7 @@ from flux.compacted_log import CompactedLog
 from flux.config import Settings
 from flux.idempotency import IdempotencyLog
 from flux.kafka_security import client_options
+from flux.lifecycle import Service, Services
 from flux.metrics import Metrics
 from flux.namespace_log import NamespaceLog
 from flux.publisher import EventPublisher
@@ -58,80 +61,82 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-class HttpService(mode.Service):
-    """Starts the publisher and the change relay, and serves the FastAPI app until the worker stops."""
+class HttpServer:
+    """uvicorn serving the FastAPI app on ``FLUX_HOST:FLUX_PORT``, as a :class:`flux.lifecycle.Service`."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        http_app: Any,
-        publisher: EventPublisher,
-        relay: ChangeRelay,
-        logs: list[CompactedLog],
-        ticker: MetricsTicker,
-        jobs: list[HistoryRebuilder | ReplayJobs],
-        background: list[StallWatch | MembershipFence | StandbyTailer],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, settings: Settings, http_app: Any) -> None:
         self._settings = settings
-        self._http_app = http_app
-        self._publisher = publisher
-        self._relay = relay
-        self._logs = logs
-        self._jobs = jobs
-        self._background = background
-        self._ticker = ticker
-        self._server: _EmbeddedUvicorn | None = None
-        self._serving: asyncio.Task[None] | None = None
-
-    async def on_start(self) -> None:
-        """Connect the publisher and the change relay, load the namespaces and idempotency keys, then listen."""
-        await self._publisher.start()
-        for shared in self._logs:
-            await shared.start()
-        await self._relay.start()
-        self._ticker.start()
-        for task in self._background:
-            task.start()
         config = uvicorn.Config(
-            self._http_app,
-            host=self._settings.host,
-            port=self._settings.port,
+            http_app,
+            host=settings.host,
+            port=settings.port,
             lifespan="off",
             access_log=False,
-            log_level=self._settings.log_level.lower(),
+            log_level=settings.log_level.lower(),
             http="httptools",
             ws="websockets-sansio",
             ws_per_message_deflate=False,  # compressing small JSON messages costs more CPU than it saves
         )
         self._server = _EmbeddedUvicorn(config)
+        self._serving: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Listen; raises what kept the server from starting (e.g. the port is taken)."""
         self._serving = asyncio.create_task(self._server.serve(), name="flux-http")
         while not self._server.started:
             if self._serving.done():
-                self._serving.result()  # raises what stopped it (e.g. the port is taken)
+                self._serving.result()
                 raise RuntimeError(f"HTTP server on port {self._settings.port} did not start")
             await asyncio.sleep(0.02)
         log.warning("Flux listening on http://%s:%d", self._settings.host, self._settings.port)
 
-    async def on_stop(self) -> None:
-        """Stop accepting requests, finish the ones in flight, close the relay and the publisher."""
-        if self._server is not None and self._serving is not None:
+    async def stop(self) -> None:
+        """Stop accepting requests and finish the ones in flight."""
+        if self._serving is not None:
             self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._serving, timeout=10)
-        await self._ticker.stop()
-        for task in self._background:
-            await task.stop()
+            await self._serving
+
+
+class NodeServices(mode.Service):
+    """Everything a node runs beside the Faust worker, started after it in order and stopped in reverse.
+
+    Start: the publisher, the shared compacted logs (namespaces, idempotency keys), the change
+    relay; then the metrics ticker, the background watches (stall watch, fence, standby tailer) and
+    last the HTTP server. Stop, through one :class:`flux.lifecycle.Services` owner: the HTTP server
+    first (no new requests), then the watches and the ticker, the jobs (history rebuilds, replays)
+    and the HTTP clients to other nodes, the relay, the logs, and the publisher last.
+    """
+
+    def __init__(
+        self,
+        publisher: EventPublisher,
+        logs: list[CompactedLog],
+        relay: ChangeRelay,
+        jobs: list[HistoryRebuilder | ReplayJobs],
+        clients: list[Forwarder | Cluster],
+        background: list[Service],
+        http: HttpServer,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._first: list[Service] = [publisher, *logs, relay]
+        self._jobs = jobs
+        self._clients = clients
+        self._then: list[Service] = [*background, http]
+        self._owner = Services()
+
+    async def on_start(self) -> None:
+        """Start every part in order (see the class docstring)."""
+        await self._owner.start(*self._first)
         for job in self._jobs:
-            await job.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._relay.stop(), timeout=10)
-        for shared in self._logs:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(shared.stop(), timeout=10)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._publisher.stop(), timeout=10)
+            self._owner.close_on_stop(job.stop, type(job).__name__)
+        for client in self._clients:
+            self._owner.close_on_stop(client.close, type(client).__name__)
+        await self._owner.start(*self._then)
+
+    async def on_stop(self) -> None:
+        """Stop every started part, the last started first."""
+        await self._owner.stop()
 
 
 def _exit_if_stuck(timeout_s: float, code: int, why: str) -> None:
@@ -209,8 +214,8 @@ class _Worker(faust.Worker):
         super()._crash(reason)
 
 
-def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
-    """The Faust app with its reducer agent, and the HTTP service reading its table."""
+def build_node(settings: Settings) -> tuple[faust.App, NodeServices]:
+    """The Faust app with its reducer agent, and the services beside it (HTTP included) reading its table."""
     app, events_topic, table = create_faust_app(settings)
     metrics = Metrics()
     publisher = EventPublisher(
@@ -257,27 +262,26 @@ def build_node(settings: Settings) -> tuple[faust.App, HttpService]:
     history = HistoryStore(store, settings.partitions, rebuilder)
     idempotency = IdempotencyLog(settings)
     http_app = create_app(settings, publisher, store, metrics, applied, namespaces, history, idempotency, replays)
-    hub = app_node(http_app).hub
-    relay.listen(hub.on_record)
-    return app, HttpService(
-        settings,
-        http_app,
+    relay.listen(app_node(http_app).hub.on_record)
+    node = app_node(http_app)
+    return app, NodeServices(
         publisher,
-        relay,
         [namespaces, idempotency],
-        MetricsTicker(hub, totals),
+        relay,
         [rebuilder, replays],
-        [StallWatch(app, settings, store, metrics, reducer.paused()), fence, standby],
+        [node.forwarder, node.cluster],
+        [MetricsTicker(node.hub, totals), StallWatch(app, settings, store, metrics, reducer.paused()), fence, standby],
+        HttpServer(settings, http_app),
     )
 
 
 def run_node(settings: Settings) -> int:
     """Run one Flux node in the foreground until SIGINT/SIGTERM (exit code 0) or a crash (1)."""
-    app, http = build_node(settings)
+    app, services = build_node(settings)
     worker = _Worker(
         settings.shutdown_timeout_s,
         app,
-        http,
+        services,
         loglevel=quiet_logging(settings.log_level, settings.faust_log_level),
         quiet=True,
         redirect_stdouts=False,

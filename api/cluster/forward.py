@@ -43,6 +43,11 @@ class Forwarder:
             return None  # forwarded once already: the assignment is changing
         return owner
 
+    async def close(self) -> None:
+        """Close the connections to the other nodes."""
+        if self._client is not None:
+            await self._client.aclose()
+
     async def forward(self, request: Request, owner: str) -> Response:
         """The owner's answer to ``request``; raises :class:`OwnerUnreachable`."""
         if self._client is None:

@@ -304,7 +304,7 @@ class MetricsTicker:
             "publishers": {"active": totals.active_publishers()},
         }
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start ticking."""
         self._task = asyncio.create_task(self._run(), name="flux-ws-metrics")
 
