@@ -10,7 +10,7 @@ from pydantic import AliasChoices, Field, FilePath, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flux.events import EventLimits
-from flux.kafka_security import SaslMechanism, SecurityProtocol
+from flux.kafka_options import SaslMechanism, SecurityProtocol
 
 
 class Settings(BaseSettings):
