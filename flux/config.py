@@ -5,12 +5,16 @@ from __future__ import annotations
 import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 
-from pydantic import AliasChoices, Field, FilePath, SecretStr
+from pydantic import AliasChoices, Field, FilePath, SecretStr, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flux.events import EventLimits
-from flux.kafka_options import SaslMechanism, SecurityProtocol
+from flux.kafka_options import KafkaSecurityError, SaslMechanism, SecurityProtocol, check
+
+MIN_ADMIN_TOKEN_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -87,6 +91,27 @@ class Settings(BaseSettings):
 
     list_default_limit: int = Field(default=1000, ge=1)
     list_max_limit: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _strong_admin_token(self) -> Self:
+        """With auth on, the admin token must be long enough not to be guessed."""
+        if self.auth_enabled and len(self.admin_token or "") < MIN_ADMIN_TOKEN_LENGTH:
+            raise PydanticCustomError(
+                "admin_token_too_short",
+                "FLUX_AUTH_ENABLED=true needs FLUX_ADMIN_TOKEN of at least {min_length} characters "
+                "(e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
+                {"min_length": MIN_ADMIN_TOKEN_LENGTH},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_security_works(self) -> Self:
+        """The Kafka security options must make a working connection (:func:`flux.kafka_options.check`)."""
+        try:
+            check(self)
+        except KafkaSecurityError as exc:
+            raise PydanticCustomError("kafka_security", "{reason}", {"reason": str(exc)}) from None
+        return self
 
     def node_url(self) -> str:
         """The URL other nodes reach this node's HTTP API at (``FLUX_ADVERTISED_URL``)."""
