@@ -44,7 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Start a local broker if none is configured, create the topics, run the node."""
     overrides = {k: v for k, v in {"port": args.port, "host": args.host}.items() if v is not None}
     try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)
     except ValidationError as exc:
         print(f"flux: invalid configuration: {_invalid_settings(exc)}; refusing to start", file=sys.stderr)
         return 2
@@ -52,7 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from flux.localkafka import LocalKafka
 
         broker = LocalKafka(LOCAL_KAFKA_DIR, port=9092, controller_port=9093, progress=_progress)
-        settings = Settings(**overrides, kafka_bootstrap_servers=broker.start())  # type: ignore[arg-type]
+        settings = Settings(**overrides, kafka_bootstrap_servers=broker.start())
         print(f"flux: using the local Kafka broker at {settings.kafka_bootstrap_servers}", file=sys.stderr)
     try:
         cluster_id = asyncio.run(ensure_topics(settings))

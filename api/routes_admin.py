@@ -21,7 +21,7 @@ BUSY: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut, "description":
 
 def _replays(request: Request) -> Replays:
     request.app.state.guard.admin(request)
-    return request.app.state.replays  # type: ignore[no-any-return]
+    return request.app.state.replays
 
 
 def _job(replays: Replays, job_id: str) -> ReplayJob:

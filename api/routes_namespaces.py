@@ -48,7 +48,7 @@ def _holder(request: Request, name: str) -> Namespace:
     namespace = request.app.state.namespaces.registry.holder(name)
     if namespace is None:
         raise ApiError(404, f"no namespace named {name!r}")
-    return namespace  # type: ignore[no-any-return]
+    return namespace
 
 
 @router.post(

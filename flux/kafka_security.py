@@ -48,7 +48,7 @@ def ssl_context(settings: KafkaSecurityOptions) -> ssl.SSLContext:
     """A client TLS context: the CA file (else the system's CAs), the client certificate if any."""
     from aiokafka.helpers import create_ssl_context
 
-    context = create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(  # aiokafka.helpers is untyped
         cafile=settings.kafka_ssl_cafile,
         certfile=settings.kafka_ssl_certfile,
         keyfile=settings.kafka_ssl_keyfile,
@@ -97,7 +97,7 @@ def faust_credentials(settings: KafkaSecurityOptions) -> CredentialsT | None:
         credentials = SSLCredentials(ssl_context(settings))  # a context: SSLCredentials(cafile=) raises TypeError
     else:
         return None
-    assert credentials.protocol.value == settings.kafka_security_protocol  # type: ignore[attr-defined]
+    assert credentials.protocol.value == settings.kafka_security_protocol
     return credentials
 
 
