@@ -31,6 +31,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if tier in TIERS:
             item.add_marker(tier)
 
+
 NodeFactory = Callable[..., FluxProcess]
 
 
