@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run cluster test unit lint fuzz kafka-start kafka-stop bench bench-ws bench-auth bench-history bench-replay bench-cluster clean
+.PHONY: install run cluster test unit lint docs fuzz kafka-start kafka-stop bench bench-ws bench-auth bench-history bench-replay bench-cluster clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ unit: install
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# docs/configuration.md is rendered from the settings' field descriptions (tests/unit/test_configuration_doc.py
+# fails when it is out of date).
+docs: install
+	$(BIN)/python -m flux.config_doc > docs/configuration.md
 
 FLUX_URL ?= http://localhost:3000
 FUZZ_EXAMPLES ?= 200

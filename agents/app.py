@@ -14,7 +14,7 @@ from flux.kafka_security import faust_credentials
 from flux.topics import MAX_MESSAGE_BYTES, TABLE_NAME
 
 
-class FluxTable(RestoringTable, faust.Table):  # type: ignore[misc]
+class FluxTable(RestoringTable, faust.Table):
     """Faust's table, restored from its changelog at raw consumer speed after a rebalance."""
 
 
@@ -49,7 +49,7 @@ def quiet_logging(level: str, faust_level: str = "WARNING") -> str:
     faust = max(logging.INFO, _numeric(faust_level))
     for name in ("faust", "mode"):
         logging.getLogger(name).setLevel(faust)
-    return logging.getLevelName(min(_numeric(level), faust))  # type: ignore[no-any-return]
+    return logging.getLevelName(min(_numeric(level), faust))
 
 
 def create_faust_app(settings: Settings) -> tuple[FluxApp, Any, Any]:

@@ -56,7 +56,7 @@ def namespace_key(entity_key: bytes) -> bytes | None:
 
 def decode_state(raw: bytes) -> State:
     """A stored entity state."""
-    return orjson.loads(raw)  # type: ignore[no-any-return]
+    return orjson.loads(raw)
 
 
 def _stored(entity_id: str, state: State) -> StoredEntity:
@@ -131,7 +131,7 @@ class EntityStore:
     # -- writes (called by the reducer agent) ---------------------------------------------
     def load(self, partition: int, key: bytes) -> bytes | None:
         """The stored state bytes of ``key`` on ``partition`` (for the reducer)."""
-        return self.db(partition).get(key)  # type: ignore[no-any-return]
+        return self.db(partition).get(key)
 
     def applied_offset(self, partition: int) -> int:
         """The events-topic offset up to which this node wrote ``partition``'s state (-1: none yet)."""

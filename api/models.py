@@ -6,33 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
+from flux.envelope import EventIn  # the envelope's model lives with its rule (flux.events)
 from flux.events import MAX_TIMESTAMP_MS
 from flux.replay import OFFSETS_PATTERN, RFC3339_PATTERN
-
-
-class EventPayload(BaseModel):
-    """What an event says about one entity."""
-
-    entity_id: str = Field(
-        min_length=1, pattern=r"^[^\x00]*$", description="Target entity; may contain '/', e.g. 'acme/sensor-01'"
-    )
-    properties: dict[str, Any] = Field(description="Properties to merge into the entity; values are any JSON")
-
-
-class EventIn(BaseModel):
-    """An event envelope as published."""
-
-    stream: str = Field(min_length=1, description="Logical stream, e.g. 'sensors'")
-    source: str = Field(min_length=1, description="Who published the event")
-    timestamp: int | None = Field(
-        default=None, ge=0, le=MAX_TIMESTAMP_MS, description="Unix epoch milliseconds; defaults to now"
-    )
-    eventId: str | None = Field(
-        default=None, min_length=1, description="Defaults to a fresh UUIDv7; re-sending an id is idempotent"
-    )
-    key: Any | None = Field(default=None, description="Optional ordering/grouping hint, kept with the event")
-    schema_: Any | None = Field(default=None, alias="schema", description="Optional schema metadata, kept")
-    payload: EventPayload
 
 
 class BatchIn(BaseModel):

@@ -1,16 +1,20 @@
-"""Settings read from environment variables (pydantic-settings); every one is listed in the README."""
+"""Settings read from environment variables (pydantic-settings); docs/configuration.md lists them (flux.config_doc)."""
 
 from __future__ import annotations
 
 import socket
 from functools import lru_cache
 from pathlib import Path
+from typing import Self
 
-from pydantic import AliasChoices, Field, FilePath, SecretStr
+from pydantic import AliasChoices, Field, FilePath, SecretStr, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flux.events import EventLimits
-from flux.kafka_security import SaslMechanism, SecurityProtocol
+from flux.kafka_options import KafkaSecurityError, SaslMechanism, SecurityProtocol, check
+
+MIN_ADMIN_TOKEN_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -18,75 +22,217 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FLUX_", extra="ignore")
 
-    url: str = "http://localhost:3000"
-    host: str = "127.0.0.1"
-    port: int = 3000
-    advertised_url: str | None = None  # how other nodes reach this one; default http://host:port
-    forward_timeout_s: float = Field(default=10.0, gt=0)
-    rebalance_wait_s: float = Field(default=5.0, ge=0)  # how long a read waits for moving partitions before 503
-    auth_enabled: bool = False
-    admin_token: str | None = None
-    public_reads: bool = True
-    rate_limit_per_minute: int = Field(default=10_000, ge=1)
-    log_level: str = "WARNING"
-    faust_log_level: str = "WARNING"  # Faust's and mode's own loggers (INFO shows rebalances and recovery)
+    url: str = Field(
+        default="http://localhost:3000",
+        description="Where clients (`flux backfill`, `flux replay`) reach Flux; the server itself does not read it",
+    )
+    host: str = Field(default="127.0.0.1", description="HTTP bind address (`0.0.0.0` to listen on all interfaces)")
+    port: int = Field(default=3000, description="HTTP port")
+    advertised_url: str | None = Field(
+        default=None,
+        description="How the other nodes reach this one (forwarded reads); unset: `http://FLUX_HOST:FLUX_PORT`, "
+        "with this machine's host name for a wildcard host",
+    )
+    forward_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a read forwarded to another node (or its share of a gathered read) may take",
+    )
+    rebalance_wait_s: float = Field(
+        default=5.0, ge=0, description="Seconds a read waits for moving partitions to be served again before `503`"
+    )
+    auth_enabled: bool = Field(
+        default=False, description="Namespaces and bearer tokens (see README, Namespaces and tokens)"
+    )
+    admin_token: str | None = Field(
+        default=None,
+        description=f"The admin token; required, of at least {MIN_ADMIN_TOKEN_LENGTH} characters, when "
+        "`FLUX_AUTH_ENABLED=true` (`flux serve` refuses to start otherwise)",
+    )
+    public_reads: bool = Field(
+        default=True,
+        description="With auth on, `false` makes reads and WebSocket subscriptions need a token of the namespace",
+    )
+    rate_limit_per_minute: int = Field(
+        default=10_000, ge=1, description="Events per minute per namespace and per process, with auth on (429 beyond)"
+    )
+    log_level: str = Field(
+        default="WARNING", description="Log level (Faust, mode and aiokafka stay at WARNING or above)"
+    )
+    faust_log_level: str = Field(
+        default="WARNING",
+        description="Faust's and mode's own log level, down to `INFO` (rebalances, recovery; the tests use it)",
+    )
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "FLUX_KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka bootstrap servers, `host:port[,host:port]`; unset, `make run` / `flux serve` start the "
+        "local broker on this address (also read as `FLUX_KAFKA_BOOTSTRAP_SERVERS`)",
     )
-    # How the clients authenticate (flux/kafka_security.py; combinations are checked there).
-    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
-    kafka_sasl_mechanism: SaslMechanism = "PLAIN"
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_ssl_cafile: FilePath | None = None
-    kafka_ssl_certfile: FilePath | None = None  # client certificate (PEM), for brokers that require one
-    kafka_ssl_keyfile: FilePath | None = None  # its private key, unless the certificate file holds it
-    kafka_ssl_check_hostname: bool = True
-    app_id: str = "flux"
-    node_id: str = Field(default_factory=lambda: socket.gethostname())
-    data_dir: Path = Path(".flux/data")
-    events_topic: str = "flux.events"
-    dead_letter_topic: str = "flux.events.dlq"
-    changes_topic: str = "flux.changes"
-    namespaces_topic: str = "flux.namespaces"
-    idempotency_topic: str = "flux.idempotency"
-    idempotency_ttl_s: int = Field(default=86_400, ge=1)
-    changes_retention_ms: int = Field(default=3_600_000, ge=60_000)
-    partitions: int = Field(default=8, ge=1, le=1024)
-    replay_workers: int = Field(default=0, ge=0, le=64)  # processes folding a replay; 0: one per CPU core
-    replication_factor: int = Field(default=1, ge=1)
-    standby_replicas: int = Field(default=1, ge=0)  # nodes that keep a warm copy of each partition's table
-    events_retention_ms: int = -1
-    session_timeout_s: float = Field(default=6.0, gt=0)  # the least brokers accept by default: quick failovers
-    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT",
+        description="`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`, in any case (see README, Secured and "
+        "managed Kafka); combinations that cannot work are refused at start",
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        default="PLAIN", description="With SASL: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`, in any case"
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None,
+        description="SASL user (an API key on Confluent Cloud); required with SASL, refused without",
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (API secret); required with SASL, refused without; never printed"
+    )
+    kafka_ssl_cafile: FilePath | None = Field(
+        default=None,
+        description="With TLS: the CA certificate(s), PEM, that signed the brokers' certificates; unset: the "
+        "system's CA certificates. An existing file; refused without TLS",
+    )
+    kafka_ssl_certfile: FilePath | None = Field(
+        default=None,
+        description="With TLS: a client certificate (PEM), for brokers that require one. An existing file",
+    )
+    kafka_ssl_keyfile: FilePath | None = Field(
+        default=None,
+        description="The client certificate's private key (PEM, unencrypted), unless the certificate file holds "
+        "it; needs `FLUX_KAFKA_SSL_CERTFILE`",
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="With TLS: check that the broker's certificate names the host connected to"
+    )
+    app_id: str = Field(default="flux", description="Faust app id: the consumer group and the changelog topic's prefix")
+    node_id: str = Field(
+        default_factory=lambda: socket.gethostname(),
+        json_schema_extra={"default_doc": "the host name"},  # shown by flux.config_doc
+        description="This node's name (part of its transactional producer id)",
+    )
+    data_dir: Path = Field(default=Path(".flux/data"), description="Where the RocksDB stores live")
+    events_topic: str = Field(default="flux.events", description="The events topic")
+    dead_letter_topic: str = Field(default="flux.events.dlq", description="Invalid records, with the reason")
+    changes_topic: str = Field(
+        default="flux.changes", description="The change-feed topic (same partition count as the events topic)"
+    )
+    namespaces_topic: str = Field(
+        default="flux.namespaces", description="The compacted topic of namespaces and token hashes"
+    )
+    idempotency_topic: str = Field(
+        default="flux.idempotency",
+        description="The compacted topic of keyed answers (retention: the TTL plus an hour)",
+    )
+    idempotency_ttl_s: int = Field(
+        default=86_400, ge=1, description="Seconds an `X-Idempotency-Key` answer is replayed"
+    )
+    changes_retention_ms: int = Field(
+        default=3_600_000, ge=60_000, description="Retention of the change feed, in milliseconds"
+    )
+    partitions: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Partitions of the events topic, the change feed and the table: the most nodes that fold in "
+        "parallel; must match existing topics (checked at start)",
+    )
+    replay_workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Processes that fold a replay; `0`: one per CPU core (at most one per partition)",
+    )
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replication factor of the topics Flux creates (`3` under `make cluster`); an existing topic "
+        "with fewer replicas is logged as a warning",
+    )
+    standby_replicas: int = Field(
+        default=1, ge=0, description="How many other nodes keep a warm copy of each partition's table"
+    )
+    events_retention_ms: int = Field(
+        default=-1, description="Retention of the events topic, in milliseconds (`-1`: forever)"
+    )
+    session_timeout_s: float = Field(
+        default=6.0,
+        gt=0,
+        description="Consumer group session timeout in seconds: a crashed node's partitions move this long after "
+        "its last heartbeat (brokers refuse less than their `group.min.session.timeout.ms`, 6 s by default)",
+    )
+    heartbeat_interval_s: float = Field(default=1.0, gt=0, description="Consumer group heartbeat interval, in seconds")
 
-    max_event_bytes: int = 1_048_576
-    max_batch_bytes: int = 10_485_760
-    max_batch_events: int = 100_000
-    max_entity_id_length: int = 512
-    max_properties_per_event: int = Field(default=1_000, ge=1)
-    max_property_key_length: int = Field(default=256, ge=1)
-    publish_timeout_ms: int = 30_000
-    shutdown_timeout_s: float = Field(default=20.0, gt=0)
+    max_event_bytes: int = Field(default=1_048_576, description="Largest body of `POST /api/events` (413 beyond)")
+    max_batch_bytes: int = Field(
+        default=10_485_760, description="Largest body of `POST /api/events/batch` (413 beyond)"
+    )
+    max_batch_events: int = Field(default=100_000, description="Most events in one batch (413 beyond)")
+    max_entity_id_length: int = Field(default=512, description="Longest entity id, in characters (400 beyond)")
+    max_properties_per_event: int = Field(default=1_000, ge=1, description="Most properties in one event (400 beyond)")
+    max_property_key_length: int = Field(
+        default=256, ge=1, description="Longest property name, in characters (400 beyond)"
+    )
+    publish_timeout_ms: int = Field(
+        default=30_000, description="Milliseconds a publish waits for the broker before answering 503"
+    )
+    shutdown_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="After SIGINT/SIGTERM, exit anyway after this many seconds (a stop waiting on an unreachable "
+        "broker)",
+    )
 
-    rocksdb_block_cache_mb: int = Field(default=64, ge=1)
-    rocksdb_write_buffer_mb: int = Field(default=16, ge=1)
+    rocksdb_block_cache_mb: int = Field(default=64, ge=1, description="RocksDB block cache per partition store, in MB")
+    rocksdb_write_buffer_mb: int = Field(
+        default=16, ge=1, description="RocksDB memtable size per partition store, in MB"
+    )
 
-    flush_interval_ms: int = Field(default=5, ge=1)
+    flush_interval_ms: int = Field(
+        default=5, ge=1, description="Milliseconds the agent waits to gather records into one batch"
+    )
 
-    delete_batch_limit: int = Field(default=10_000, ge=1)
-    wait_timeout_ms: int = Field(default=5_000, ge=1)
-    wait_max_timeout_ms: int = Field(default=60_000, ge=1)
+    delete_batch_limit: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most entities one batch deletion may match (400 beyond, nothing deleted)",
+    )
+    wait_timeout_ms: int = Field(default=5_000, ge=1, description="Default `wait_timeout_ms` of `?wait=true`")
+    wait_max_timeout_ms: int = Field(
+        default=60_000, ge=1, description="Largest `wait_timeout_ms` accepted (422 beyond)"
+    )
 
-    ws_queue_limit: int = Field(default=10_000, ge=1)
-    ws_snapshot_limit: int = Field(default=10_000, ge=0)
-    ws_metrics_interval_s: float = Field(default=2.0, gt=0)
-    ws_max_subscriptions: int = Field(default=1_000, ge=1)
+    ws_queue_limit: int = Field(
+        default=10_000,
+        ge=1,
+        description="Messages a WebSocket client may have waiting before it is dropped (close code 1008)",
+    )
+    ws_snapshot_limit: int = Field(default=10_000, ge=0, description="Largest snapshot a subscribe may ask for")
+    ws_metrics_interval_s: float = Field(default=2.0, gt=0, description="Period of `metrics_update`, in seconds")
+    ws_max_subscriptions: int = Field(default=1_000, ge=1, description="Patterns per WebSocket connection")
 
-    list_default_limit: int = Field(default=1000, ge=1)
-    list_max_limit: int = Field(default=10_000, ge=1)
+    list_default_limit: int = Field(
+        default=1000, ge=1, description="Page size of `GET /api/state/entities` without `limit`"
+    )
+    list_max_limit: int = Field(default=10_000, ge=1, description="Largest `limit` accepted")
+
+    @model_validator(mode="after")
+    def _strong_admin_token(self) -> Self:
+        """With auth on, the admin token must be long enough not to be guessed."""
+        if self.auth_enabled and len(self.admin_token or "") < MIN_ADMIN_TOKEN_LENGTH:
+            raise PydanticCustomError(
+                "admin_token_too_short",
+                "FLUX_AUTH_ENABLED=true needs FLUX_ADMIN_TOKEN of at least {min_length} characters "
+                "(e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
+                {"min_length": MIN_ADMIN_TOKEN_LENGTH},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_security_works(self) -> Self:
+        """The Kafka security options must make a working connection (:func:`flux.kafka_options.check`)."""
+        try:
+            check(self)
+        except KafkaSecurityError as exc:
+            raise PydanticCustomError("kafka_security", "{reason}", {"reason": str(exc)}) from None
+        return self
 
     def node_url(self) -> str:
         """The URL other nodes reach this node's HTTP API at (``FLUX_ADVERTISED_URL``)."""

@@ -162,7 +162,8 @@ def _check_property_limits(properties: dict[str, Any], limits: EventLimits) -> N
 
 def entity_of(envelope: Envelope) -> str:
     """The entity id a validated envelope is about."""
-    return envelope["payload"]["entity_id"]  # type: ignore[no-any-return]
+    entity_id: str = envelope["payload"]["entity_id"]
+    return entity_id
 
 
 def encode(envelope: Envelope) -> bytes:

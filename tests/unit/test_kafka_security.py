@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from api.cli.main import cmd_serve
 from flux.config import Settings
@@ -110,6 +110,8 @@ def test_faust_credentials_are_sasl_or_ssl_credentials(tls: TlsFiles) -> None:
 def test_values_are_case_insensitive_and_unknown_ones_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLUX_KAFKA_SECURITY_PROTOCOL", "sasl_ssl")
     monkeypatch.setenv("FLUX_KAFKA_SASL_MECHANISM", "scram-sha-256")
+    monkeypatch.setenv("FLUX_KAFKA_SASL_USERNAME", USER)
+    monkeypatch.setenv("FLUX_KAFKA_SASL_PASSWORD", PASSWORD)
     settings = Settings()
     assert (settings.kafka_security_protocol, settings.kafka_sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-256")
     with pytest.raises(ValidationError, match="kafka_sasl_mechanism"):
@@ -132,10 +134,15 @@ def test_values_are_case_insensitive_and_unknown_ones_refused(monkeypatch: pytes
     ids=["sasl-no-user", "sasl-no-password", "user-on-plaintext", "password-on-ssl", "cafile-no-tls", "key-no-cert"],
 )  # fmt: skip
 def test_combinations_that_cannot_work_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):  # the settings' own validator
+        Settings(**settings)
+    # Settings that skipped validation (model_construct) are still refused where they are used.
+    secret = {"kafka_sasl_password": SecretStr(PASSWORD)} if "kafka_sasl_password" in settings else {}
+    unchecked = Settings.model_construct(**{**settings, **secret})
     with pytest.raises(KafkaSecurityError, match=message):
-        check(Settings(**settings))
+        check(unchecked)
     with pytest.raises(KafkaSecurityError):
-        client_options(Settings(**settings))
+        client_options(unchecked)
 
 
 def test_a_node_refuses_to_start_with_sasl_and_no_user(

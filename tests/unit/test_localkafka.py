@@ -142,3 +142,19 @@ def test_an_existing_cluster_keeps_its_id_and_ports_and_refuses_another_size(tmp
     assert isinstance(open_launcher(tmp_path / "single"), LocalKafka)
     assert not cluster.is_running()
     assert cluster.stop() is False
+
+
+def test_the_environment_gives_the_defaults_and_a_bad_number_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLUX_KAFKA_PORT", "29492")
+    monkeypatch.setenv("FLUX_KAFKA_CONTROLLER_PORT", "29493")
+    monkeypatch.setenv("FLUX_KAFKA_HEAP_OPTS", "")  # empty counts as unset
+    monkeypatch.setenv("FLUX_KAFKA_DATA_DIR", str(tmp_path / "kafka"))
+    kafka = LocalKafka()
+    assert (kafka.port, kafka.controller_port, kafka.heap_opts) == (29492, 29493, "-Xms256m -Xmx1g")
+    assert kafka.data_dir == tmp_path.resolve() / "kafka"
+    assert LocalKafka(tmp_path, port=1, controller_port=2, heap_opts="-Xmx64m").heap_opts == "-Xmx64m"
+    monkeypatch.setenv("FLUX_KAFKA_PORT", "ninety")
+    with pytest.raises(LocalKafkaError, match="FLUX_KAFKA_PORT='ninety' is not an integer"):
+        LocalKafka(tmp_path)
