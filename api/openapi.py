@@ -67,9 +67,11 @@ def _configured_maxima(schema: dict[str, Any], settings: Settings) -> None:
                             option["maximum"] = maxima[parameter["name"]]
                             option.setdefault("minimum", 0)
     schemas = schema.get("components", {}).get("schemas", {})
+    for name in ("EventPayload", "DeletePayload"):
+        if name in schemas:
+            schemas[name]["properties"]["entity_id"]["maxLength"] = settings.max_entity_id_length
     payload = schemas.get("EventPayload")
     if payload is not None:
-        payload["properties"]["entity_id"]["maxLength"] = settings.max_entity_id_length
         properties = payload["properties"]["properties"]
         properties["maxProperties"] = settings.max_properties_per_event
         properties["propertyNames"] = {"maxLength": settings.max_property_key_length}

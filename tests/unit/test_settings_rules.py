@@ -7,7 +7,7 @@ import argparse
 import pytest
 from pydantic import ValidationError
 
-from api.cli import cmd_serve
+from api.cli.main import cmd_serve
 from flux.config import MIN_ADMIN_TOKEN_LENGTH, Settings
 
 STRONG = "x" * MIN_ADMIN_TOKEN_LENGTH
