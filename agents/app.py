@@ -7,7 +7,7 @@ from typing import Any
 
 import faust
 
-from agents.changelog_restore import RestoringTable
+from agents.table.restore import RestoringTable
 from agents.transport import ReadCommittedTransport
 from flux.config import Settings
 from flux.kafka_security import faust_credentials
@@ -74,7 +74,7 @@ def create_faust_app(settings: Settings) -> tuple[FluxApp, Any, Any]:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         stream_buffer_maxsize=16384,
-        table_standby_replicas=0,  # agents.standby keeps the warm copies, at raw consumer speed
+        table_standby_replicas=0,  # agents.table.standby keeps the warm copies, at raw consumer speed
         autodiscover=False,
         loghandlers=[],
     )

@@ -3,7 +3,7 @@
 It takes records in batches (``stream.take_events``: Faust acks them only after the loop body
 returns), decodes each record (one event or a packed array), merges every event into the
 in-memory state of its entity with :func:`flux.reducer.apply_event`, then writes each touched
-entity once per batch through :class:`agents.entity_store.EntityStore`. Invalid elements go to
+entity once per batch through :class:`agents.table.store.EntityStore`. Invalid elements go to
 the dead-letter topic with the reason; events on the wrong partition are forwarded to theirs.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from agents.change_feed import ChangeFeed
-from agents.entity_store import EntityStore, decode_state
 from agents.membership_fence import Fenced, MembershipFence
+from agents.table.store import EntityStore, decode_state
 from flux.changes import ChangeRecord, EntityChange, encode_ops
 from flux.config import Settings
 from flux.events import encode

@@ -12,7 +12,7 @@ moved one more :data:`STALL_S` later, the watch crashes the worker: the process 
 restart it, rather than hold partitions it does not fold. No acknowledged event is at risk
 meanwhile: its offset is not committed.
 
-This module and :mod:`agents.entity_store` are the places that touch Faust's internals.
+This module and :mod:`agents.table.store` are the places that touch Faust's internals.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from agents.entity_store import EntityStore
 from agents.log_reader import log_consumer
+from agents.table.store import EntityStore
 from flux.background import cancel
 from flux.config import Settings
 from flux.metrics import Metrics

@@ -22,15 +22,15 @@ import uvicorn
 
 from agents.app import create_faust_app, quiet_logging
 from agents.change_feed import ChangeFeed
-from agents.entity_store import EntityStore
-from agents.history_rebuild import HistoryRebuilder
-from agents.history_store import HistoryStore
+from agents.history.rebuild import HistoryRebuilder
+from agents.history.store import HistoryStore
 from agents.log_reader import committed_offsets
 from agents.membership_fence import MembershipFence
 from agents.reducer_agent import BatchReducer, install_reducer
-from agents.replay import ReplayJobs
+from agents.replay.jobs import ReplayJobs
 from agents.stall_watch import StallWatch
-from agents.standby import StandbyTailer
+from agents.table.standby import StandbyTailer
+from agents.table.store import EntityStore
 from api.app import app_node, create_app
 from api.cluster.forward import Forwarder
 from api.cluster.gather import Cluster

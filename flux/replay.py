@@ -1,7 +1,7 @@
 """Replay jobs: which part of the events topic a replay re-derives state from, and how far it got.
 
 Pure, no I/O. A replay folds a range of the events topic into a new generation of the entity
-table (see :mod:`agents.replay`). The range starts at the beginning of every partition, at the
+table (see :mod:`agents.replay.jobs`). The range starts at the beginning of every partition, at the
 first record at or after a time (Kafka's record time, when Flux published the event), or at
 given offsets of some partitions; it ends at the live table's position when the new generation
 switches in, or at the last record before ``to`` (a rollback: later events stay in the log and in

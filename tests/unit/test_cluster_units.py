@@ -190,7 +190,7 @@ def test_history_pages_end_early_with_a_cursor_when_sources_only_pass_frontiers(
 
 
 def test_standbys_follow_each_owner_in_the_ring_of_nodes() -> None:
-    from agents.standby import standby_partitions
+    from agents.table.standby import standby_partitions
 
     owners = {"http://a": [0, 3], "http://b": [1, 4], "http://c": [2, 5]}
     assert standby_partitions(owners, "http://b", 1) == [0, 3]

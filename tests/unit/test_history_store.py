@@ -9,8 +9,8 @@ import orjson
 import pytest
 import rocksdict
 
-from agents import history_store
-from agents.history_store import HistoryStore
+from agents.history import store as history_store
+from agents.history.store import HistoryStore
 from flux.history import HistoryQuery, history_key
 
 

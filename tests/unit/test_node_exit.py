@@ -12,7 +12,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from agents.entity_store import EntityStore
+from agents.table.store import EntityStore
 
 
 def _run(program: str, timeout: float = 30.0) -> tuple[int, float, str]:

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.replay_switch import joined, stamped, unstamped
-from agents.shadow_store import ShadowPartition, open_shadow, shadow_events
+from agents.replay.shadow_store import ShadowPartition, open_shadow, shadow_events
+from agents.replay.switch import joined, stamped, unstamped
 from flux.config import Settings
 from flux.events import encode
 from flux.partitioning import partition_for

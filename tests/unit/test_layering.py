@@ -1,4 +1,5 @@
-"""No module of the core package ``flux`` is part of an import cycle (imports under TYPE_CHECKING count too)."""
+"""The packages' imports run one way (api -> agents only in the composition root; agents -> flux;
+api -> flux), and no module is part of an import cycle (imports under TYPE_CHECKING count too)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from pathlib import Path
 
 import flux
 
-PACKAGE = Path(flux.__file__).parent
+ROOT = Path(flux.__file__).parent.parent
+PACKAGES = ("flux", "agents", "api")
+COMPOSITION_ROOT = "api.server"
 
 
 def _module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -28,8 +31,8 @@ def _imported(node: ast.Import | ast.ImportFrom, package: str) -> list[str]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the modules of ``flux`` it imports, wherever in the module the import statement is."""
-    paths = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    """Module -> the modules of Flux's packages it imports, wherever in the module the import statement is."""
+    paths = {_module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
     graph: dict[str, set[str]] = {name: set() for name in paths}
     for name, path in paths.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -44,9 +47,29 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
-def test_no_module_of_flux_is_part_of_an_import_cycle() -> None:
+def _imports_of(graph: dict[str, set[str]], importer: str, imported: str) -> dict[str, set[str]]:
+    """The modules of package ``importer`` that import modules of package ``imported``, with those."""
+    found = {name: {t for t in targets if t.split(".")[0] == imported} for name, targets in graph.items()}
+    return {name: targets for name, targets in found.items() if name.split(".")[0] == importer and targets}
+
+
+def test_the_core_imports_neither_agents_nor_api() -> None:
     graph = import_graph()
-    assert "flux.config" in graph and "flux.kafka_security" in graph
+    assert _imports_of(graph, "flux", "agents") == {}
+    assert _imports_of(graph, "flux", "api") == {}
+
+
+def test_agents_know_no_http() -> None:
+    assert _imports_of(import_graph(), "agents", "api") == {}
+
+
+def test_only_the_composition_root_imports_agents_from_api() -> None:
+    assert set(_imports_of(import_graph(), "api", "agents")) == {COMPOSITION_ROOT}
+
+
+def test_no_module_is_part_of_an_import_cycle() -> None:
+    graph = import_graph()
+    assert "flux.config" in graph and "agents.table.store" in graph and "api.deps" in graph
     try:
         TopologicalSorter(graph).prepare()
     except CycleError as exc:

@@ -21,8 +21,8 @@ import orjson
 import rocksdict
 from aiokafka import TopicPartition
 
-from agents.entity_store import HISTORY_OFFSET_KEY, EntityStore
 from agents.log_reader import committed_offsets, decode_message, log_consumer
+from agents.table.store import HISTORY_OFFSET_KEY, EntityStore
 from flux.config import Settings
 from flux.history import index_entry
 from flux.state import PartitionUnavailable

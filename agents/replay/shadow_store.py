@@ -3,7 +3,7 @@
 It lives in its own RocksDB directory, apart from the table Faust serves, and holds what the live
 table holds for the same events: entity states (without the ``o`` stamp, which the switch adds),
 applied-once marks (the first occurrence of an eventId wins, as in the live reducer) and the
-count of events folded. It is not changelogged: the switch (:mod:`agents.replay`) writes what
+count of events folded. It is not changelogged: the switch (:mod:`agents.replay.jobs`) writes what
 differs from the live table through the live table's own changelog.
 """
 

@@ -86,7 +86,7 @@ class EntityStore:
         self.rebalances = 0  # bumped by every rebalance: a replay that spans one starts again
         self._watches: list[dict[int, set[bytes]]] = []
         self.stalled_partitions: list[int] = []  # set by agents.stall_watch: served but not advancing
-        self.standbys: dict[int, int] = {}  # set by agents.standby: copied partition -> records behind
+        self.standbys: dict[int, int] = {}  # set by agents.table.standby: copied partition -> records behind
 
     # -- partitions -------------------------------------------------------------------------
     def active_partitions(self) -> list[int]:

@@ -1,10 +1,10 @@
 """Replay jobs: re-derive the entity table from the events topic, then switch over to the result.
 
 A job folds its range of the log (:mod:`flux.replay`) into a new generation in worker processes
-(:mod:`agents.replay_worker`, one per core) while the live table keeps serving reads and folding
+(:mod:`agents.replay.worker`, one per core) while the live table keeps serving reads and folding
 live events. The new generation follows the live table's position (each partition's applied
 offset) until a round of catching up is short (:data:`SHORT_ROUND_S`); then the workers stop and the
-new generation is compared with the live table and switched in (:mod:`agents.replay_switch`),
+new generation is compared with the live table and switched in (:mod:`agents.replay.switch`),
 with the reducer paused only for the last records and the entities that differ. Entities that
 are equal are not touched, so replaying an unchanged log writes nothing.
 
@@ -24,11 +24,11 @@ import uuid
 from aiokafka import TopicPartition
 
 from agents.change_feed import ChangeFeed
-from agents.entity_store import EntityStore
 from agents.log_reader import log_consumer
 from agents.reducer_agent import BatchReducer
-from agents.replay_switch import GenerationSwitch
-from agents.replay_worker import WorkerPool
+from agents.replay.switch import GenerationSwitch
+from agents.replay.worker import WorkerPool
+from agents.table.store import EntityStore
 from flux.config import Settings
 from flux.replay import (
     CANCELLED,

@@ -4,7 +4,7 @@
    RocksDB iterator each, a consistent view); the keys that differ are the candidates, and from
    the moment the comparison starts, the keys the reducer writes are watched.
 2. With the reducer paused, the records the live table folded after the new generation's position
-   (what arrived during a short last round of catching up, see :mod:`agents.replay`) are folded here, so
+   (what arrived during a short last round of catching up, see :mod:`agents.replay.jobs`) are folded here, so
    that both hold exactly the same offsets. Only the candidates, the watched keys and the keys
    those last records touched can differ now: each is compared again, and what differs is
    written through the live table's changelog in one RocksDB write per partition, stamped with
@@ -25,9 +25,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.change_feed import ChangeFeed
-from agents.entity_store import EntityStore, decode_state
 from agents.log_reader import log_consumer
-from agents.shadow_store import ShadowPartition, open_shadow
+from agents.replay.shadow_store import ShadowPartition, open_shadow
+from agents.table.store import EntityStore, decode_state
 from flux.changes import ChangeRecord, EntityChange, encode_ops
 from flux.config import Settings
 from flux.reducer import State, diff_states, exists, new_state, to_entity

@@ -4,7 +4,7 @@ With ``FLUX_STANDBY_REPLICAS=k``, each partition's table is copied on the ``k`` 
 its owner in the group (nodes ordered by URL, wrapping around). A node tails the changelog
 partitions it is a standby for with a plain aiokafka consumer and writes each fetch into the
 partition's local RocksDB store in one ``WriteBatch``, with the changelog offset it reached
-(``__faust\\0offset__``, the offset Faust's recovery and :mod:`agents.changelog_restore` resume
+(``__faust\\0offset__``, the offset Faust's recovery and :mod:`agents.table.restore` resume
 from). When the partition's owner dies and the group moves the partition here, only the last
 records remain to restore.
 
@@ -22,9 +22,9 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from agents.changelog_restore import persisted_offset, write_changelog
-from agents.entity_store import EntityStore
 from agents.log_reader import log_consumer
+from agents.table.restore import persisted_offset, write_changelog
+from agents.table.store import EntityStore
 from flux.background import cancel
 from flux.config import Settings
 

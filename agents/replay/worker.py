@@ -29,7 +29,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from agents.log_reader import log_consumer
-from agents.shadow_store import ShadowPartition, open_shadow
+from agents.replay.shadow_store import ShadowPartition, open_shadow
 from flux.config import Settings
 from flux.kafka_security import TLS_PROTOCOLS, secrets
 from flux.replay import ReplayJob
@@ -167,7 +167,7 @@ class WorkerPool:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
-                    "agents.replay_worker",
+                    "agents.replay.worker",
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     limit=1 << 20,

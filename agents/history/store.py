@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import rocksdict
 
-from agents.entity_store import EntityStore
-from agents.history_rebuild import HistoryRebuilder
+from agents.history.rebuild import HistoryRebuilder
+from agents.table.store import EntityStore
 from flux.history import HISTORY_PREFIX, HistoryQuery, entity_range, split_history_key, time_key
 from flux.partitioning import partition_for
 from flux.reducer import fold, new_state, to_entity

@@ -9,7 +9,7 @@ entities took ~40 s to serve again after a failover). A plain aiokafka consumer 
 So, right after a rebalance assigns this node active partitions and Faust opened their stores,
 and before Faust's recovery reads its persisted offsets, :func:`restore_actives` brings each such
 store up to its changelog's end: from the offset the store persisted (``__faust\\0offset__``,
-also written by standby replicas and by :mod:`agents.entity_store`) to the end offset it finds,
+also written by standby replicas and by :mod:`agents.table.store`) to the end offset it finds,
 applying puts and tombstones in log order with the last offset applied, one ``WriteBatch`` per
 fetch. Faust's recovery then
 finds (almost) nothing left and only reads the records written since.
@@ -24,8 +24,8 @@ from typing import Any
 import rocksdict
 from aiokafka import TopicPartition
 
-from agents.entity_store import OFFSET_KEY
 from agents.log_reader import log_consumer
+from agents.table.store import OFFSET_KEY
 from flux.config import Settings
 
 log = logging.getLogger(__name__)
