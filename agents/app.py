@@ -14,7 +14,7 @@ from flux.kafka_security import faust_credentials
 from flux.topics import MAX_MESSAGE_BYTES, TABLE_NAME
 
 
-class FluxTable(RestoringTable, faust.Table):
+class FluxTable(RestoringTable, faust.Table[bytes, bytes]):
     """Faust's table, restored from its changelog at raw consumer speed after a rebalance."""
 
 

@@ -139,7 +139,7 @@ class _Worker:
                 self.job.partitions[int(p)].position = offset
             self.last.update({int(p): offset for p, offset in message.get("last", {}).items()})
             if event in message:
-                return message
+                return dict(message)
 
     async def kill(self) -> None:
         if self.process.returncode is None:

@@ -56,7 +56,8 @@ def namespace_key(entity_key: bytes) -> bytes | None:
 
 def decode_state(raw: bytes) -> State:
     """A stored entity state."""
-    return orjson.loads(raw)
+    state: State = orjson.loads(raw)
+    return state
 
 
 def _stored(entity_id: str, state: State) -> StoredEntity:
@@ -120,7 +121,8 @@ class EntityStore:
 
     def db(self, partition: int) -> rocksdict.Rdict:
         """The RocksDB store of ``partition`` on this node, served or not (for the agents' own writes)."""
-        return self._table.data._db_for_partition(partition)
+        db: rocksdict.Rdict = self._table.data._db_for_partition(partition)
+        return db
 
     def serving_db(self, partition: int) -> rocksdict.Rdict:
         """The store of ``partition``; raises :class:`PartitionUnavailable` unless this node serves it now."""
