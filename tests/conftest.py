@@ -65,12 +65,7 @@ def new_flux(kafka_bootstrap: str, tmp_path: Path) -> Iterator[NodeFactory]:
 @pytest.fixture(scope="module")
 def flux(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FluxProcess]:
     """One running Flux node shared by a test module (tests use their own entity ids)."""
-    node = _node(
-        kafka_bootstrap,
-        tmp_path_factory.mktemp("flux"),
-        4,
-        {"FLUX_MAX_EVENT_BYTES": "65536", "FLUX_DELETE_BATCH_LIMIT": "50"},
-    )
+    node = _node(kafka_bootstrap, tmp_path_factory.mktemp("flux"), 4, {})
     node.start()
     yield node
     node.stop()
