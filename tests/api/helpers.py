@@ -58,6 +58,12 @@ def ids(response: httpx.Response) -> list[str]:
     return [entity["id"] for entity in response.json()]
 
 
+def assert_refused(response: httpx.Response, status: int, message: str) -> None:
+    """``response`` is Flux's JSON error ``{"error": ...}`` of ``status``, its message containing ``message``."""
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"], response.text
+
+
 def next_link(response: httpx.Response) -> str | None:
     """The target of the ``Link: <...>; rel="next"`` header, if any."""
     link = response.headers.get("link")

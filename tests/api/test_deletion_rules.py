@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.api.helpers import event, ids
+from tests.api.helpers import assert_refused, event, ids
 from tests.api.memory import MemoryNode
 
 
@@ -69,9 +69,7 @@ async def test_batch_delete_by_prefix_namespace_and_ids(client: httpx.AsyncClien
 async def test_batch_delete_needs_exactly_one_valid_filter(
     client: httpx.AsyncClient, body: object, message: str
 ) -> None:
-    response = await client.post("/api/state/entities/delete", json=body)
-    assert response.status_code == 400
-    assert message in response.json()["error"]
+    assert_refused(await client.post("/api/state/entities/delete", json=body), 400, message)
 
 
 async def test_batch_delete_over_the_limit_is_refused_and_deletes_nothing(client: httpx.AsyncClient) -> None:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from flux.namespaces import NAME_RULE
-from tests.api.helpers import ADMIN, bearer, event, ids, new_name, register
+from tests.api.helpers import ADMIN, assert_refused, bearer, event, ids, new_name, register
 
 
 async def test_registering_needs_the_admin_token(secured: httpx.AsyncClient) -> None:
@@ -28,9 +28,7 @@ async def test_registration_answers_id_name_and_a_token_of_256_bits(secured: htt
 
 @pytest.mark.parametrize("name", ["ab", "x" * 33, "Upper", "with space", "slash/ns", 7])
 async def test_names_breaking_the_rules_are_400_stating_them(secured: httpx.AsyncClient, name: object) -> None:
-    response = await secured.post("/api/namespaces", json={"name": name}, headers=ADMIN)
-    assert response.status_code == 400
-    assert NAME_RULE in response.json()["error"]
+    assert_refused(await secured.post("/api/namespaces", json={"name": name}, headers=ADMIN), 400, NAME_RULE)
 
 
 @pytest.mark.parametrize(
@@ -45,8 +43,7 @@ async def test_names_breaking_the_rules_are_400_stating_them(secured: httpx.Asyn
 async def test_a_registration_body_that_is_not_a_name_is_refused(
     secured: httpx.AsyncClient, raw: bytes, status: int, message: str
 ) -> None:
-    response = await secured.post("/api/namespaces", content=raw, headers=ADMIN)
-    assert response.status_code == status and message in response.json()["error"]
+    assert_refused(await secured.post("/api/namespaces", content=raw, headers=ADMIN), status, message)
 
 
 async def test_a_taken_name_is_409(secured: httpx.AsyncClient) -> None:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from flux.publisher import PublishFailed
-from tests.api.helpers import event
+from tests.api.helpers import assert_refused, event
 from tests.api.memory import MemoryNode, node_settings
 
 PATHS = ("/api/events", "/api/events/batch")
@@ -72,9 +72,7 @@ def _body(**fields: Any) -> dict[str, Any]:
 async def test_invalid_event_gets_a_json_error_naming_the_field(
     client: httpx.AsyncClient, body: Any, message: str
 ) -> None:
-    response = await client.post("/api/events", json=body)
-    assert response.status_code == 400
-    assert message in response.json()["error"]
+    assert_refused(await client.post("/api/events", json=body), 400, message)
 
 
 @pytest.mark.parametrize(
@@ -84,8 +82,7 @@ async def test_invalid_event_gets_a_json_error_naming_the_field(
 async def test_malformed_body_gets_400(client: httpx.AsyncClient, raw: bytes, message: str) -> None:
     for path in PATHS:
         response = await client.post(path, content=raw, headers={"content-type": "application/json"})
-        assert response.status_code == 400
-        assert message in response.json()["error"]
+        assert_refused(response, 400, message)
 
 
 async def test_batch_errors_name_the_index(client: httpx.AsyncClient) -> None:
@@ -95,8 +92,7 @@ async def test_batch_errors_name_the_index(client: httpx.AsyncClient) -> None:
         ([], "batch is empty"),
     ]
     for body, message in cases:
-        response = await client.post("/api/events/batch", json=body)
-        assert response.status_code == 400 and message in response.json()["error"]
+        assert_refused(await client.post("/api/events/batch", json=body), 400, message)
     response = await client.post("/api/events/batch", json=[{"stream": "s"}, 3])
     assert response.status_code == 400
     body = response.json()

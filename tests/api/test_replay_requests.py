@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.helpers import ADMIN, bearer, register
+from tests.api.helpers import ADMIN, assert_refused, bearer, register
 
 
 @pytest.mark.parametrize(
@@ -31,9 +31,7 @@ from tests.api.helpers import ADMIN, bearer, register
     ],
 )
 async def test_replay_requests_are_checked(client: httpx.AsyncClient, body: Any, message: str) -> None:
-    response = await client.post("/api/admin/replay", json=body)
-    assert response.status_code == 400, (body, response.text)
-    assert message in response.json()["error"], (body, response.text)
+    assert_refused(await client.post("/api/admin/replay", json=body), 400, message)
 
 
 async def test_a_malformed_replay_body_or_an_unknown_job_is_refused(client: httpx.AsyncClient) -> None:
