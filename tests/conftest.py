@@ -3,7 +3,8 @@
 Tests live in tiers, one folder each, and carry the folder's marker (``-m unit`` ...):
 
 - ``unit/``: pure code, no broker, no process;
-- ``api/``: the FastAPI app built in process on in-memory ports (httpx's ASGITransport);
+- ``api/``: the FastAPI app built in process on in-memory ports (tests/api/memory.py; httpx's ASGITransport,
+  Starlette's TestClient for the WebSocket);
 - ``integration/``: Flux's Kafka plumbing against a real broker (started once per session);
 - ``e2e/``: real ``flux serve`` processes on a real broker;
 - ``faults/``: clusters of real processes under crashes, freezes and broker loss.
