@@ -11,7 +11,7 @@ from api.auth import Guard
 from api.cluster import internal
 from api.cluster.forward import Forwarder
 from api.cluster.gather import Cluster
-from api.deps import Node
+from api.deps import Node, Publisher
 from api.errors import install_error_handlers
 from api.live import websocket
 from api.live.applied import AppliedOffsets
@@ -26,14 +26,13 @@ from flux.config import Settings
 from flux.idempotency import IdempotencyLog
 from flux.metrics import Metrics
 from flux.namespace_log import NamespaceLog
-from flux.publisher import EventPublisher
 from flux.replay import Replays
 from flux.state import HistoryReader, StateReader
 
 
 def create_app(
     settings: Settings,
-    publisher: EventPublisher,
+    publisher: Publisher,
     reader: StateReader,
     metrics: Metrics,
     applied: AppliedOffsets,

@@ -11,7 +11,7 @@ nowhere with auth off, on reads too with private reads).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, cast
+from typing import Annotated, Protocol, cast
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -24,12 +24,27 @@ from api.live.applied import AppliedOffsets
 from api.live.hub import Hub
 from api.models import BEARER
 from flux.config import Settings
+from flux.events import Envelope
 from flux.idempotency import IdempotencyLog
 from flux.metrics import Metrics
 from flux.namespace_log import NamespaceLog
-from flux.publisher import EventPublisher
+from flux.publisher import Offsets
 from flux.replay import Replays
 from flux.state import HistoryReader, StateReader
+
+
+class Publisher(Protocol):
+    """What the routes need of the events-topic writer (:class:`flux.publisher.EventPublisher`):
+    both calls return once the events are acknowledged, with where they landed; they raise
+    :class:`flux.publisher.PublishFailed` when the broker did not acknowledge."""
+
+    async def publish(self, envelope: Envelope) -> Offsets:
+        """Write one event."""
+        ...
+
+    async def publish_batch(self, envelopes: list[Envelope]) -> Offsets:
+        """Write a batch atomically."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -37,7 +52,7 @@ class Node:
     """The parts of a node the HTTP API serves from (built by :func:`api.app.create_app`)."""
 
     settings: Settings
-    publisher: EventPublisher
+    publisher: Publisher
     reader: StateReader
     history: HistoryReader
     metrics: Metrics

@@ -3,7 +3,8 @@
 Tests live in tiers, one folder each, and carry the folder's marker (``-m unit`` ...):
 
 - ``unit/``: pure code, no broker, no process;
-- ``api/``: the FastAPI app built in process on in-memory ports (httpx's ASGITransport);
+- ``api/``: the FastAPI app built in process on in-memory ports (tests/api/memory.py; httpx's ASGITransport,
+  Starlette's TestClient for the WebSocket);
 - ``integration/``: Flux's Kafka plumbing against a real broker (started once per session);
 - ``e2e/``: real ``flux serve`` processes on a real broker;
 - ``faults/``: clusters of real processes under crashes, freezes and broker loss.
@@ -65,12 +66,7 @@ def new_flux(kafka_bootstrap: str, tmp_path: Path) -> Iterator[NodeFactory]:
 @pytest.fixture(scope="module")
 def flux(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FluxProcess]:
     """One running Flux node shared by a test module (tests use their own entity ids)."""
-    node = _node(
-        kafka_bootstrap,
-        tmp_path_factory.mktemp("flux"),
-        4,
-        {"FLUX_MAX_EVENT_BYTES": "65536", "FLUX_DELETE_BATCH_LIMIT": "50"},
-    )
+    node = _node(kafka_bootstrap, tmp_path_factory.mktemp("flux"), 4, {})
     node.start()
     yield node
     node.stop()

@@ -1,4 +1,8 @@
-"""History (GET /api/events), time travel (?at=) and applied-once eventIds, on a real broker."""
+"""History (GET /api/events), time travel (?at=) and applied-once eventIds, on a real broker.
+
+The parameters of both (time forms, windows, filters, pages through Link headers, refusals) are proven in
+process: tests/api/test_history_params.py and tests/api/test_state_reads.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -69,26 +72,6 @@ def test_an_entity_history_lists_its_events_in_time_order_as_published(flux: Flu
     assert history(flux, entity=f"h{uid}/never") == []
 
 
-def test_since_and_until_take_rfc3339_or_unix_ms_and_bound_the_window(flux: FluxProcess, uid: str) -> None:
-    entity = f"h{uid}/w"
-    publish_all(flux, [event(entity, T0 + i * 1000, t=i) for i in range(5)])
-    window = history(flux, entity=entity, since="2023-11-14T22:13:21Z", until=str(T0 + 3000))
-    assert [e["payload"]["properties"]["t"] for e in window] == [1, 2, 3]
-    assert history(flux, entity=entity, since=str(T0 + 3000), until=str(T0 + 1000)) == []
-    default = flux.client.get("/api/events", params={"entity": entity}).json()
-    assert default == []  # the default window is the last 24 h; these events are from 2023
-
-
-def test_pages_follow_link_headers_without_skipping_or_repeating(flux: FluxProcess, uid: str) -> None:
-    entity = f"h{uid}/paged"
-    publish_all(flux, [event(entity, T0 + i, f"id{i:04d}", i=i) for i in range(250)])
-    for order in ("asc", "desc"):
-        found, pages = all_pages(flux, entity=entity, limit=40, order=order)
-        expected = list(range(250)) if order == "asc" else list(range(249, -1, -1))
-        assert [e["payload"]["properties"]["i"] for e in found] == expected
-        assert pages == 7
-
-
 def test_paging_while_new_events_arrive_neither_skips_nor_repeats(flux: FluxProcess, uid: str) -> None:
     entity = f"h{uid}/live"
     publish_all(flux, [event(entity, T0 + i, f"a{i:05d}", i=i) for i in range(300)])
@@ -111,52 +94,6 @@ def test_paging_while_new_events_arrive_neither_skips_nor_repeats(flux: FluxProc
     assert seen == list(range(len(seen))) and len(seen) >= 300
 
 
-def test_prefix_and_namespace_histories_with_stream_and_source_filters(flux: FluxProcess, uid: str) -> None:
-    ns = f"h{uid}"
-    publish_all(
-        flux,
-        [
-            event(f"{ns}/a", T0 + 1, stream="x", source="gw1", n=1),
-            event(f"{ns}/b", T0 + 2, stream="y", source="gw1", n=2),
-            event(f"{ns}/a", T0 + 3, stream="x", source="gw2", n=3),
-            event(f"{ns}x/c", T0 + 4, n=4),
-        ],
-    )
-    by_ns = history(flux, namespace=ns)
-    assert [e["payload"]["properties"]["n"] for e in by_ns] == [1, 3, 2]  # entity id order, then time
-    assert [e["payload"]["properties"]["n"] for e in history(flux, prefix=ns)] == [1, 3, 2, 4]
-    assert [e["payload"]["properties"]["n"] for e in history(flux, namespace=ns, stream="x")] == [1, 3]
-    assert [e["payload"]["properties"]["n"] for e in history(flux, namespace=ns, source="gw1")] == [1, 2]
-
-
-@pytest.mark.parametrize(
-    ("params", "status", "message"),
-    [
-        ({"entity": "a/b", "cursor": "garbage"}, 400, "cursor"),
-        ({"entity": "a/b", "since": "2025-02-11T16:10:00"}, 400, "time zone"),
-        ({"entity": "a/b", "since": "yesterday"}, 422, "since"),
-        ({"entity": "a/b", "limit": "1001"}, 422, "limit"),
-        ({"entity": "a/b", "order": "sideways"}, 422, "order"),
-    ],
-)
-def test_bad_history_parameters_are_refused_saying_why(
-    flux: FluxProcess, params: dict, status: int, message: str
-) -> None:
-    response = flux.client.get("/api/events", params=params)
-    assert response.status_code == status
-    assert message in response.json()["error"]
-
-
-def test_history_filters_combine(flux: FluxProcess, uid: str) -> None:
-    ns = f"h{uid}"
-    publish_all(flux, [event(f"{ns}/a", T0, n=1), event(f"{ns}/b", T0, n=2)])
-    assert [e["payload"]["properties"]["n"] for e in history(flux, entity=f"{ns}/a", namespace=ns)] == [1]
-    assert history(flux, entity=f"{ns}/a", prefix=f"{ns}/b") == []
-    assert [e["payload"]["properties"]["n"] for e in history(flux, namespace=ns, prefix="b")] == [2]
-    everything = [e for e in all_pages(flux, limit=1000)[0] if e["payload"]["entity_id"].startswith(f"{ns}/")]
-    assert len(everything) == 2
-
-
 def test_a_resent_event_id_is_applied_and_stored_once(flux: FluxProcess, uid: str) -> None:
     entity = f"h{uid}/dup"
     publish_all(flux, [event(entity, T0 + 10, "same-id", v=1)])
@@ -167,17 +104,6 @@ def test_a_resent_event_id_is_applied_and_stored_once(flux: FluxProcess, uid: st
     assert [e["eventId"] for e in found] == ["other-id", "same-id"]
     assert found[1]["payload"]["properties"] == {"v": 1}
     assert flux.entity(entity).json()["properties"] == {"v": 1, "w": 1}
-
-
-def test_state_at_a_past_time_is_the_fold_of_the_events_up_to_it(flux: FluxProcess, uid: str) -> None:
-    entity = f"h{uid}/tt"
-    publish_all(flux, [event(entity, T0 + 100, temp=20, unit="c"), event(entity, T0 + 200, temp=21)])
-    at = flux.client.get(f"/api/state/entities/{entity}", params={"at": str(T0 + 150)})
-    assert at.status_code == 200 and at.json()["properties"] == {"temp": 20, "unit": "c"}
-    assert at.json()["lastUpdated"] == "2023-11-14T22:13:20.100Z"
-    assert flux.client.get(f"/api/state/entities/{entity}", params={"at": str(T0 + 99)}).status_code == 404
-    rfc = flux.client.get(f"/api/state/entities/{entity}", params={"at": "2023-11-14T22:13:20.250Z"})
-    assert rfc.json()["properties"] == {"temp": 21, "unit": "c"}
 
 
 def test_a_late_event_changes_the_past_but_not_the_present(flux: FluxProcess, uid: str) -> None:

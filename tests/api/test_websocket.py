@@ -1,0 +1,151 @@
+"""WS /api/ws in process (Starlette's TestClient): protocol errors, who may subscribe to what, and limits.
+
+Messages to one connection arrive in the order they were queued, so a ``ping`` answered by
+``pong`` proves that nothing else was queued before it. How changes reach subscribers through
+the real change feed (order, snapshots joined to the stream, slow clients, several nodes) is in
+tests/e2e/test_websocket.py.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+from starlette.websockets import WebSocketDisconnect
+
+from tests.api.helpers import ADMIN, bearer, event, new_name
+from tests.api.memory import MemoryNode, node_settings
+
+with warnings.catch_warnings():  # Starlette would rather have httpx2, which Flux does not depend on
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
+    from starlette.testclient import TestClient, WebSocketTestSession
+
+
+def register(http: TestClient) -> tuple[str, str]:
+    """Register a namespace as the admin; returns (name, token)."""
+    name = new_name()
+    response = http.post("/api/namespaces", json={"name": name}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return name, str(response.json()["token"])
+
+
+def subscribe(ws: WebSocketTestSession, pattern: str, **fields: Any) -> dict[str, Any]:
+    """Subscribe and return the acknowledgement."""
+    ws.send_json({"type": "subscribe", "entity_id": pattern, **fields})
+    return ws.receive_json()  # type: ignore[no-any-return]
+
+
+def nothing_queued(ws: WebSocketTestSession) -> bool:
+    """Whether the next message after a ping is its pong."""
+    ws.send_json({"type": "ping"})
+    return ws.receive_json() == {"type": "pong"}  # type: ignore[no-any-return]
+
+
+def publish(http: TestClient, entity_id: str, token: str | None = None, **properties: Any) -> None:
+    response = http.post("/api/events", json=event(entity_id, **properties), headers=bearer(token) if token else {})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ("not json", "message is not valid JSON"),
+        ("[1]", "message must be a JSON object"),
+        ({"type": "dance"}, "unknown message type 'dance'"),
+        ({"type": "subscribe"}, "subscribe needs 'entity_id'"),
+        ({"type": "subscribe", "entity_id": ""}, "subscribe needs 'entity_id'"),
+        ({"type": "subscribe", "entity_id": "x", "format": "xml"}, "format must be 'property' or 'entity'"),
+        ({"type": "subscribe", "entity_id": "x", "snapshot": "yes"}, "snapshot must be true or false"),
+        ({"type": "unsubscribe", "entity_id": "never"}, "not subscribed to 'never'"),
+    ],
+)
+def test_malformed_and_unknown_messages_get_an_error_and_the_socket_stays_open(
+    node: MemoryNode, message: dict[str, Any] | str, error: str
+) -> None:
+    with TestClient(node.app) as http, http.websocket_connect("/api/ws") as ws:
+        if isinstance(message, str):
+            ws.send_text(message)
+        else:
+            ws.send_json(message)
+        answer = ws.receive_json()
+        assert answer["type"] == "error" and error in answer["error"]
+        assert nothing_queued(ws)
+        assert subscribe(ws, "u/a")["type"] == "subscribed"
+        publish(http, "u/a", still="open")
+        update = ws.receive_json()
+        assert (update["type"], update["entity_id"], update["property"], update["value"]) == (
+            "state_update",
+            "u/a",
+            "still",
+            "open",
+        )
+
+
+def test_subscriptions_are_open_by_default_with_auth_on(secured_node: MemoryNode) -> None:
+    with TestClient(secured_node.app) as http, http.websocket_connect("/api/ws") as ws:
+        name, token = register(http)
+        assert subscribe(ws, f"{name}/*")["type"] == "subscribed"
+        assert subscribe(ws, "*")["type"] == "subscribed"
+        publish(http, f"{name}/live", token, v=1)
+        update = ws.receive_json()
+        assert update["type"] == "state_update" and update["entity_id"] == f"{name}/live"
+        assert nothing_queued(ws), "two matching subscriptions of one format: one message"
+
+
+def test_private_websocket_without_a_token_is_closed_with_1008_and_the_reason(private_node: MemoryNode) -> None:
+    with TestClient(private_node.app) as http:
+        for query in ("", "?token=flux_not-a-real-token"):
+            with http.websocket_connect(f"/api/ws{query}") as ws, pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1008
+            assert "Bearer" in closed.value.reason or "invalid token" in closed.value.reason
+
+
+def test_private_websocket_is_scoped_to_the_token_namespace(private_node: MemoryNode) -> None:
+    with TestClient(private_node.app) as http:
+        mine, token = register(http)
+        theirs, their_token = register(http)
+        with (
+            http.websocket_connect(f"/api/ws?token={token}") as by_query,
+            http.websocket_connect("/api/ws", headers=bearer(token)) as by_header,
+        ):
+            for ws in (by_query, by_header):
+                for pattern in ("*", f"{theirs}/*", f"{theirs}/b", mine[:5] + "*"):
+                    refusal = subscribe(ws, pattern)
+                    assert refusal["type"] == "error" and refusal["entity_id"] == pattern
+                    assert "can read ids starting with" in refusal["error"]
+                assert subscribe(ws, f"{mine}/*")["type"] == "subscribed"
+            publish(http, f"{theirs}/b", their_token, v=1)
+            publish(http, f"{mine}/a", token, v=2)
+            for ws in (by_query, by_header):
+                update = ws.receive_json()
+                assert update["entity_id"] == f"{mine}/a"  # theirs never arrives, though it came first
+
+
+def test_a_connection_has_at_most_the_configured_number_of_subscriptions() -> None:
+    node = MemoryNode(node_settings(ws_max_subscriptions=2))
+    with TestClient(node.app) as http, http.websocket_connect("/api/ws") as ws:
+        assert subscribe(ws, "a")["type"] == "subscribed"
+        assert subscribe(ws, "b*")["type"] == "subscribed"
+        refused = subscribe(ws, "c")
+        assert refused == {"type": "error", "error": "at most 2 subscriptions per connection"}
+        assert subscribe(ws, "a", format="entity")["type"] == "subscribed", "a subscription may be replaced"
+
+
+def test_a_snapshot_over_the_configured_size_is_refused_and_one_within_it_is_sent() -> None:
+    node = MemoryNode(node_settings(ws_snapshot_limit=2))
+    with TestClient(node.app) as http, http.websocket_connect("/api/ws") as ws:
+        for entity_id in ("big/1", "big/2", "big/3", "small/1", "small/2"):
+            publish(http, entity_id, n=1)
+        refused = subscribe(ws, "big/*", snapshot=True)
+        assert refused["type"] == "error" and "FLUX_WS_SNAPSHOT_LIMIT" in refused["error"]
+        assert subscribe(ws, "small/*", snapshot=True) == {
+            "type": "subscribed",
+            "entity_id": "small/*",
+            "format": "property",
+            "snapshot": True,
+        }
+        snapshot = [ws.receive_json() for _ in range(2)]
+        assert [(m["type"], m["entity"]["id"]) for m in snapshot] == [("snapshot", "small/1"), ("snapshot", "small/2")]
+        assert ws.receive_json() == {"type": "snapshot_complete", "entity_id": "small/*", "count": 2}
