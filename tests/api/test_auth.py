@@ -127,9 +127,11 @@ async def test_a_namespace_over_its_events_per_minute_gets_429_with_retry_after(
         calm, calm_token = await register(secured)
         full = [event(f"{busy}/e{i}", i=i) for i in range(599)]
         assert (await secured.post("/api/events/batch", json=full, headers=bearer(busy_token))).status_code == 200
-        over = await secured.post("/api/events/batch", json=full[:2], headers=bearer(busy_token))
+        # 30 more need 29 s/10 of refill: refused however slowly this machine gets from one request to the next
+        over = await secured.post("/api/events/batch", json=full[:30], headers=bearer(busy_token))
         assert over.status_code == 429
-        assert over.headers["retry-after"] == "1" and over.json()["retryAfterSeconds"] == 1
+        assert over.headers["retry-after"] in ("1", "2", "3")
+        assert over.json()["retryAfterSeconds"] == int(over.headers["retry-after"])
         assert "FLUX_RATE_LIMIT_PER_MINUTE" in over.json()["error"]
         assert (await publish(secured, calm_token, f"{calm}/e", t=1)).status_code == 200  # others unaffected
         assert (await secured.post("/api/events", json=event(f"{busy}/admin", t=1), headers=ADMIN)).status_code == 200
