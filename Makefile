@@ -46,7 +46,7 @@ docs: install
 FLUX_URL ?= http://localhost:3000
 FUZZ_EXAMPLES ?= 200
 
-# schemathesis over the OpenAPI document of a running Flux (see README, Tests).
+# schemathesis over the OpenAPI document of a running Flux (see docs/testing.md).
 fuzz: install
 	HYPOTHESIS_STORAGE_DIRECTORY=$${TMPDIR:-/tmp}/flux-fuzz-hypothesis $(BIN)/schemathesis \
 	  --config-file tests/e2e/schemathesis.toml run $(FLUX_URL)/openapi.json \

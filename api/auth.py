@@ -4,7 +4,7 @@ With ``FLUX_AUTH_ENABLED=false`` (the default) everybody may do everything. With
 ids are ``namespace/entity``; a write needs the token of the entity's namespace (or the admin
 token, ``FLUX_ADMIN_TOKEN``): no token is 401, another namespace's token 403. Reads are open
 unless ``FLUX_PUBLIC_READS=false``, which scopes them to the token's namespace too. Tenants'
-writes are rate limited per namespace and per process (see the README for why per process).
+writes are rate limited per namespace and per process (see docs/security.md for why per process).
 """
 
 from __future__ import annotations

@@ -41,9 +41,7 @@ class Settings(BaseSettings):
     rebalance_wait_s: float = Field(
         default=5.0, ge=0, description="Seconds a read waits for moving partitions to be served again before `503`"
     )
-    auth_enabled: bool = Field(
-        default=False, description="Namespaces and bearer tokens (see README, Namespaces and tokens)"
-    )
+    auth_enabled: bool = Field(default=False, description="Namespaces and bearer tokens (see docs/security.md)")
     admin_token: str | None = Field(
         default=None,
         description=f"The admin token; required, of at least {MIN_ADMIN_TOKEN_LENGTH} characters, when "
@@ -72,7 +70,7 @@ class Settings(BaseSettings):
     )
     kafka_security_protocol: SecurityProtocol = Field(
         default="PLAINTEXT",
-        description="`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`, in any case (see README, Secured and "
+        description="`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`, in any case (see docs/kafka.md, Secured and "
         "managed Kafka); combinations that cannot work are refused at start",
     )
     kafka_sasl_mechanism: SaslMechanism = Field(
