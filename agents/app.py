@@ -10,8 +10,8 @@ import faust
 from agents.table.restore import RestoringTable
 from agents.transport import ReadCommittedTransport
 from flux.config import Settings
-from flux.kafka_security import faust_credentials
-from flux.topics import MAX_MESSAGE_BYTES, TABLE_NAME
+from flux.kafka.security import faust_credentials
+from flux.kafka.topics import MAX_MESSAGE_BYTES, TABLE_NAME
 
 
 class FluxTable(RestoringTable, faust.Table[bytes, bytes]):

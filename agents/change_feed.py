@@ -12,13 +12,13 @@ import asyncio
 import logging
 from typing import Any
 
-from flux.changes import ChangeRecord, encode_records
+from flux.model.changes import ChangeRecord, encode_records
 
 log = logging.getLogger(__name__)
 
 
 class ChangeFeed:
-    """Publishes :class:`flux.changes.ChangeRecord` values to the changes topic."""
+    """Publishes :class:`flux.model.changes.ChangeRecord` values to the changes topic."""
 
     def __init__(self, app: Any, topic: str) -> None:
         self._app = app

@@ -7,9 +7,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from flux.config import Settings
-from flux.events import EventLimits
-from flux.kafka_security import client_options
-from flux.records import DecodedRecord, decode_record
+from flux.kafka.security import client_options
+from flux.model.events import EventLimits
+from flux.model.records import DecodedRecord, decode_record
 
 FETCH_BYTES = 8 * 1024 * 1024
 

@@ -2,7 +2,7 @@
 
 It takes records in batches (``stream.take_events``: Faust acks them only after the loop body
 returns), decodes each record (one event or a packed array), merges every event into the
-in-memory state of its entity with :func:`flux.reducer.apply_event`, then writes each touched
+in-memory state of its entity with :func:`flux.model.reducer.apply_event`, then writes each touched
 entity once per batch through :class:`agents.table.store.EntityStore`. Invalid elements go to
 the dead-letter topic with the reason; events on the wrong partition are forwarded to theirs.
 """
@@ -19,13 +19,13 @@ import orjson
 from agents.change_feed import ChangeFeed
 from agents.membership_fence import Fenced, MembershipFence
 from agents.table.store import EntityStore, decode_state
-from flux.changes import ChangeRecord, EntityChange, encode_ops
 from flux.config import Settings
-from flux.events import encode
-from flux.history import index_entry
 from flux.metrics import Metrics
-from flux.records import DecodedRecord, dead_letter, decode_record
-from flux.reducer import Change, State, apply_event, exists, new_state, to_entity
+from flux.model.changes import ChangeRecord, EntityChange, encode_ops
+from flux.model.events import encode
+from flux.model.history import index_entry
+from flux.model.records import DecodedRecord, dead_letter, decode_record
+from flux.model.reducer import Change, State, apply_event, exists, new_state, to_entity
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class _Touched:
 
 class _PartitionBatch:
     """What one batch did to one partition: entities touched, offset reached, events, sources,
-    and the history entries of the events it applied (see :mod:`flux.history`)."""
+    and the history entries of the events it applied (see :mod:`flux.model.history`)."""
 
     __slots__ = ("applied", "entities", "events", "history", "seen", "sources")
 

@@ -23,11 +23,11 @@ from api.routes import history as history_routes
 from api.routes import namespaces as namespace_routes
 from flux import __version__
 from flux.config import Settings
-from flux.idempotency import IdempotencyLog
+from flux.kafka.idempotency import IdempotencyLog
+from flux.kafka.namespace_log import NamespaceLog
 from flux.metrics import Metrics
-from flux.namespace_log import NamespaceLog
-from flux.replay import Replays
-from flux.state import HistoryReader, StateReader
+from flux.model.replay import Replays
+from flux.model.state import HistoryReader, StateReader
 
 
 def create_app(

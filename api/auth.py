@@ -17,8 +17,8 @@ from starlette.requests import HTTPConnection
 
 from api.errors import ApiError
 from flux.config import Settings
-from flux.namespace_log import NamespaceLog
-from flux.namespaces import Namespace, namespace_of
+from flux.kafka.namespace_log import NamespaceLog
+from flux.model.namespaces import Namespace, namespace_of
 from flux.rate_limit import RateLimiter
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="flux"'}

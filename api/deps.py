@@ -24,19 +24,19 @@ from api.live.applied import AppliedOffsets
 from api.live.hub import Hub
 from api.models import BEARER
 from flux.config import Settings
-from flux.events import Envelope
-from flux.idempotency import IdempotencyLog
+from flux.kafka.idempotency import IdempotencyLog
+from flux.kafka.namespace_log import NamespaceLog
+from flux.kafka.publisher import Offsets
 from flux.metrics import Metrics
-from flux.namespace_log import NamespaceLog
-from flux.publisher import Offsets
-from flux.replay import Replays
-from flux.state import HistoryReader, StateReader
+from flux.model.events import Envelope
+from flux.model.replay import Replays
+from flux.model.state import HistoryReader, StateReader
 
 
 class Publisher(Protocol):
-    """What the routes need of the events-topic writer (:class:`flux.publisher.EventPublisher`):
+    """What the routes need of the events-topic writer (:class:`flux.kafka.publisher.EventPublisher`):
     both calls return once the events are acknowledged, with where they landed; they raise
-    :class:`flux.publisher.PublishFailed` when the broker did not acknowledge."""
+    :class:`flux.kafka.publisher.PublishFailed` when the broker did not acknowledge."""
 
     async def publish(self, envelope: Envelope) -> Offsets:
         """Write one event."""

@@ -13,8 +13,8 @@ from starlette.routing import Match
 
 from api.cluster.forward import Forwarder, OwnerUnreachable
 from api.responses import JSON
-from flux.publisher import PublishFailed
-from flux.state import PartitionUnavailable, StateReader
+from flux.kafka.publisher import PublishFailed
+from flux.model.state import PartitionUnavailable, StateReader
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from flux.envelope import EventIn  # the envelope's model lives with its rule (flux.events)
-from flux.events import MAX_TIMESTAMP_MS
-from flux.replay import OFFSETS_PATTERN, RFC3339_PATTERN
+from flux.model.envelope import EventIn  # the envelope's model lives with its rule (flux.model.events)
+from flux.model.events import MAX_TIMESTAMP_MS
+from flux.model.replay import OFFSETS_PATTERN, RFC3339_PATTERN
 
 
 class BatchIn(BaseModel):

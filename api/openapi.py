@@ -11,7 +11,7 @@ from typing import Any
 
 from api.models import BEARER, request_schemas
 from flux.config import Settings
-from flux.events import MAX_TIMESTAMP_MS
+from flux.model.events import MAX_TIMESTAMP_MS
 
 TIME_PARAMETERS = ("since", "until", "at")  # Unix ms or RFC 3339 (api.params.QueryTime)
 

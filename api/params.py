@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator
 
 from api.errors import ApiError
-from flux.events import MAX_TIMESTAMP_MS
-from flux.history import HistoryQuery, InvalidQuery, decode_cursor
+from flux.model.events import MAX_TIMESTAMP_MS
+from flux.model.history import HistoryQuery, InvalidQuery, decode_cursor
 
 
 def effective_prefix(prefix: str, namespace: str | None) -> str:

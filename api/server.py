@@ -37,14 +37,14 @@ from api.cluster.gather import Cluster
 from api.live.applied import AppliedOffsets
 from api.live.hub import MetricsTicker
 from api.live.relay import ChangeRelay, FeedTotals
-from flux.compacted_log import CompactedLog
 from flux.config import Settings
-from flux.idempotency import IdempotencyLog
-from flux.kafka_security import client_options
+from flux.kafka.compacted_log import CompactedLog
+from flux.kafka.idempotency import IdempotencyLog
+from flux.kafka.namespace_log import NamespaceLog
+from flux.kafka.publisher import EventPublisher
+from flux.kafka.security import client_options
 from flux.lifecycle import Service, Services
 from flux.metrics import Metrics
-from flux.namespace_log import NamespaceLog
-from flux.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_core import broker_for, http_ingest, pct, print_table, progress
 from flux.localkafka import free_port
-from flux.namespaces import Namespace, Registry, encode_record, hash_token, new_token
+from flux.model.namespaces import Namespace, Registry, encode_record, hash_token, new_token
 from flux.rate_limit import RateLimiter
 from tests.flux_process import FluxProcess
 

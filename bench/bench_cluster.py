@@ -32,9 +32,9 @@ from aiokafka import AIOKafkaProducer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_core import applied_total, broker_for, kafka_options, print_table, progress, raw_kafka
-from flux.events import validate_event
+from flux.kafka.publisher import pack_by_partition
 from flux.localkafka import free_port
-from flux.publisher import pack_by_partition
+from flux.model.events import validate_event
 from tests.flux_process import FluxProcess, served_partitions
 
 PARTITIONS = 6  # divides over 1, 2 and 3 nodes evenly

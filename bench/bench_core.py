@@ -28,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flux.config import Settings
-from flux.kafka_security import client_options
+from flux.kafka.security import client_options
 from flux.localkafka import LocalKafka, free_port
 from tests.flux_process import FluxProcess
 

@@ -11,8 +11,8 @@ from pydantic import AliasChoices, Field, FilePath, SecretStr, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from flux.events import EventLimits
-from flux.kafka_options import KafkaSecurityError, SaslMechanism, SecurityProtocol, check
+from flux.kafka.options import KafkaSecurityError, SaslMechanism, SecurityProtocol, check
+from flux.model.events import EventLimits
 
 MIN_ADMIN_TOKEN_LENGTH = 32
 
@@ -225,7 +225,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _kafka_security_works(self) -> Self:
-        """The Kafka security options must make a working connection (:func:`flux.kafka_options.check`)."""
+        """The Kafka security options must make a working connection (:func:`flux.kafka.options.check`)."""
         try:
             check(self)
         except KafkaSecurityError as exc:

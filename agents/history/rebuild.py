@@ -24,8 +24,8 @@ from aiokafka import TopicPartition
 from agents.log_reader import committed_offsets, decode_message, log_consumer
 from agents.table.store import HISTORY_OFFSET_KEY, EntityStore
 from flux.config import Settings
-from flux.history import index_entry
-from flux.state import PartitionUnavailable
+from flux.model.history import index_entry
+from flux.model.state import PartitionUnavailable
 
 log = logging.getLogger(__name__)
 

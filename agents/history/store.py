@@ -1,4 +1,4 @@
-"""Reads of the history index the reducer writes next to the entity table (see :mod:`flux.history`).
+"""Reads of the history index the reducer writes next to the entity table (see :mod:`flux.model.history`).
 
 A history query walks history keys in key order: one entity's events are one time-ordered range;
 a prefix covers the ranges of every matching entity, in entity-id order, then time order. The
@@ -18,9 +18,9 @@ import rocksdict
 
 from agents.history.rebuild import HistoryRebuilder
 from agents.table.store import EntityStore
-from flux.history import HISTORY_PREFIX, HistoryQuery, entity_range, split_history_key, time_key
-from flux.partitioning import partition_for
-from flux.reducer import fold, new_state, to_entity
+from flux.model.history import HISTORY_PREFIX, HistoryQuery, entity_range, split_history_key, time_key
+from flux.model.partitioning import partition_for
+from flux.model.reducer import fold, new_state, to_entity
 
 
 def _walk(

@@ -1,6 +1,6 @@
 """Replay jobs: re-derive the entity table from the events topic, then switch over to the result.
 
-A job folds its range of the log (:mod:`flux.replay`) into a new generation in worker processes
+A job folds its range of the log (:mod:`flux.model.replay`) into a new generation in worker processes
 (:mod:`agents.replay.worker`, one per core) while the live table keeps serving reads and folding
 live events. The new generation follows the live table's position (each partition's applied
 offset) until a round of catching up is short (:data:`SHORT_ROUND_S`); then the workers stop and the
@@ -30,7 +30,7 @@ from agents.replay.switch import GenerationSwitch
 from agents.replay.worker import WorkerPool
 from agents.table.store import EntityStore
 from flux.config import Settings
-from flux.replay import (
+from flux.model.replay import (
     CANCELLED,
     CATCHING_UP,
     DONE,
@@ -45,7 +45,7 @@ from flux.replay import (
     ReplayJob,
     ReplayRange,
 )
-from flux.state import PartitionUnavailable
+from flux.model.state import PartitionUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ KEEP_JOBS = 20
 
 
 class ReplayJobs:
-    """The node's replay jobs (one at a time); implements :class:`flux.replay.Replays`."""
+    """The node's replay jobs (one at a time); implements :class:`flux.model.replay.Replays`."""
 
     def __init__(self, settings: Settings, store: EntityStore, reducer: BatchReducer, feed: ChangeFeed) -> None:
         self._settings = settings

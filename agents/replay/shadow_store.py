@@ -18,8 +18,8 @@ import rocksdict
 
 from agents.log_reader import decode_message
 from flux.config import Settings
-from flux.history import seen_key
-from flux.reducer import State, apply_event, new_state
+from flux.model.history import seen_key
+from flux.model.reducer import State, apply_event, new_state
 
 EVENTS_KEY = b"__flux\0replay-events__"
 

@@ -28,10 +28,10 @@ from agents.change_feed import ChangeFeed
 from agents.log_reader import log_consumer
 from agents.replay.shadow_store import ShadowPartition, open_shadow
 from agents.table.store import EntityStore, decode_state
-from flux.changes import ChangeRecord, EntityChange, encode_ops
 from flux.config import Settings
-from flux.reducer import State, diff_states, exists, new_state, to_entity
-from flux.replay import SwitchReport
+from flux.model.changes import ChangeRecord, EntityChange, encode_ops
+from flux.model.reducer import State, diff_states, exists, new_state, to_entity
+from flux.model.replay import SwitchReport
 
 YIELD_EVERY_KEYS = 2_000
 

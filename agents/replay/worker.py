@@ -31,8 +31,8 @@ from aiokafka import TopicPartition
 from agents.log_reader import log_consumer
 from agents.replay.shadow_store import ShadowPartition, open_shadow
 from flux.config import Settings
-from flux.kafka_security import TLS_PROTOCOLS, secrets
-from flux.replay import ReplayJob
+from flux.kafka.security import TLS_PROTOCOLS, secrets
+from flux.model.replay import ReplayJob
 
 PROGRESS_EVERY_S = 0.25
 MAX_RECORDS_PER_FETCH = 20_000

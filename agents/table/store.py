@@ -9,7 +9,7 @@ the batch's source offsets can be committed), written to the partition's RocksDB
 standby replicas read the same changelog records Faust would have written itself.
 
 This module is the only place that touches the Faust store's internals (``_dbs``,
-``_db_for_partition``); the HTTP API sees it through :class:`flux.state.StateReader`.
+``_db_for_partition``); the HTTP API sees it through :class:`flux.model.state.StateReader`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 import orjson
 import rocksdict
 
-from flux.partitioning import partition_for
-from flux.reducer import State, exists, to_entity
-from flux.state import PartitionUnavailable, Readiness, StoredEntity
+from flux.model.partitioning import partition_for
+from flux.model.reducer import State, exists, to_entity
+from flux.model.state import PartitionUnavailable, Readiness, StoredEntity
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def _stored(entity_id: str, state: State) -> StoredEntity:
 
 
 class EntityStore:
-    """Reads and batched writes of the entity table; implements :class:`flux.state.StateReader`."""
+    """Reads and batched writes of the entity table; implements :class:`flux.model.state.StateReader`."""
 
     def __init__(
         self, app: Any, table: Any, partitions: int, broker_check: Any = None, read_committed: Any = None
@@ -218,7 +218,7 @@ class EntityStore:
     ) -> PartitionStats:
         """Persist changed states ``{key: (value, existence delta)}`` of one partition; returns its totals.
 
-        ``history`` (key, event) entries and ``seen`` marks (see :mod:`flux.history`; each with the
+        ``history`` (key, event) entries and ``seen`` marks (see :mod:`flux.model.history`; each with the
         events-topic offset after its event) go into the same WriteBatch but not to the changelog:
         the events topic holds them already.
 

@@ -14,11 +14,11 @@ from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
 from flux import localkafka
-from flux.broker_check import diagnose
 from flux.config import Settings
 from flux.datadir import claim_data_dir
-from flux.kafka_security import uses_tls
-from flux.topics import TopicMismatch, ensure_topics
+from flux.kafka.broker_check import diagnose
+from flux.kafka.security import uses_tls
+from flux.kafka.topics import TopicMismatch, ensure_topics
 
 LOCAL_KAFKA_DIR = Path(".flux/kafka")
 

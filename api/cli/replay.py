@@ -8,7 +8,7 @@ from typing import IO, Any
 
 import httpx
 
-from flux.replay import FINISHED
+from flux.model.replay import FINISHED
 
 POLL_S = 0.5
 

@@ -1,7 +1,7 @@
 """Reads for a partition another node serves are forwarded to that node.
 
 Each node serves the partitions the consumer group assigned it. A read that needs one partition
-(an entity, its ``?at=``, its history) raises :class:`flux.state.PartitionUnavailable` on a node
+(an entity, its ``?at=``, its history) raises :class:`flux.model.state.PartitionUnavailable` on a node
 that does not serve it; the error handler then asks the group's assignment which node does and
 relays the request there, answering with that node's response and ``X-Flux-Served-By``. A
 request is forwarded at most once (``X-Flux-Forwarded-By``), so a partition on the move answers

@@ -28,9 +28,9 @@ import httpx
 
 from api.cluster.forward import FORWARDED_BY
 from api.errors import ApiError
-from flux.history import HistoryQuery, encode_cursor
-from flux.partitioning import partition_for
-from flux.state import HistoryReader, PartitionUnavailable, StateReader, StoredEntity
+from flux.model.history import HistoryQuery, encode_cursor
+from flux.model.partitioning import partition_for
+from flux.model.state import HistoryReader, PartitionUnavailable, StateReader, StoredEntity
 
 INTERNAL = "/api/internal"
 REMOTE_PAGE = 5_000  # entities or events one internal request returns at most

@@ -19,7 +19,7 @@ from api.deps import Node, NodeDep, Reader
 from api.errors import ApiError
 from api.params import history_query
 from api.responses import JSON
-from flux.state import StoredEntity
+from flux.model.state import StoredEntity
 
 router = APIRouter(prefix="/api/internal", include_in_schema=False)
 

@@ -1,7 +1,7 @@
 """Read-your-writes: waiting until the reducer has applied given events-topic offsets.
 
 The change feed reports, per partition, the offset up to which state is written (``applied``,
-see :mod:`flux.changes`). A publish knows where its events landed; ``?wait=true`` waits here
+see :mod:`flux.model.changes`). A publish knows where its events landed; ``?wait=true`` waits here
 until every partition it wrote to has been applied past those offsets.
 """
 
@@ -11,7 +11,7 @@ import asyncio
 import heapq
 import itertools
 
-from flux.publisher import Offsets
+from flux.kafka.publisher import Offsets
 
 
 class AppliedOffsets:

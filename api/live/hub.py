@@ -24,12 +24,12 @@ from api.auth import OPEN, Caller, bearer_token
 from api.cluster.gather import Cluster
 from api.live.subscriptions import Pattern, SubscriptionIndex
 from flux.background import cancel
-from flux.changes import OP_DELETED, OP_REMOVED, ChangeRecord, EntityChange
 from flux.config import Settings
 from flux.metrics import Metrics
-from flux.partitioning import partition_for
-from flux.reducer import rfc3339_ms
-from flux.state import StateReader, StoredEntity
+from flux.model.changes import OP_DELETED, OP_REMOVED, ChangeRecord, EntityChange
+from flux.model.partitioning import partition_for
+from flux.model.reducer import rfc3339_ms
+from flux.model.state import StateReader, StoredEntity
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from fastapi import Query
 from api.errors import ApiError
 from api.live.applied import AppliedOffsets
 from flux.config import Settings
-from flux.events import Envelope, entity_of
-from flux.partitioning import partition_for
-from flux.publisher import Offsets
+from flux.kafka.publisher import Offsets
+from flux.model.events import Envelope, entity_of
+from flux.model.partitioning import partition_for
 
 WAIT_QUERY = Query(False, description="Answer once the event(s) are applied, so that a following GET sees them")
 WAIT_TIMEOUT_QUERY = Query(

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from api.live.applied import AppliedOffsets
-from flux.changes import ChangeRecord, InvalidChangeRecord, decode_record
 from flux.config import Settings
-from flux.kafka_security import client_options
+from flux.kafka.security import client_options
 from flux.metrics import RateMeter, RecentSources
+from flux.model.changes import ChangeRecord, InvalidChangeRecord, decode_record
 
 log = logging.getLogger(__name__)
 

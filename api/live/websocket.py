@@ -38,7 +38,7 @@ from api.live.hub import (
     message_text,
 )
 from api.live.subscriptions import Pattern
-from flux.state import PartitionUnavailable
+from flux.model.state import PartitionUnavailable
 
 router = APIRouter()
 

@@ -1,4 +1,4 @@
-"""Admin jobs: ``/api/admin/replay`` starts, shows and cancels replays (see :mod:`flux.replay`)."""
+"""Admin jobs: ``/api/admin/replay`` starts, shows and cancels replays (see :mod:`flux.model.replay`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from api.deps import Admin, NodeDep
 from api.errors import ApiError
 from api.models import AUTH_ERRORS, ERRORS, ErrorOut, ReplayJobOut, json_body, ref
 from api.responses import JSON
-from flux.replay import InvalidReplay, ReplayBusy, ReplayJob, Replays, parse_replay_request
+from flux.model.replay import InvalidReplay, ReplayBusy, ReplayJob, Replays, parse_replay_request
 
 router = APIRouter(tags=["admin"])
 

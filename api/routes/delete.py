@@ -21,9 +21,9 @@ from api.errors import ApiError
 from api.live.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
 from api.models import WRITE_ERRORS, BatchDeleteOut, DeleteOut, ErrorOut, json_body, ref
 from api.responses import JSON
-from flux.events import OP_DELETE, Envelope
-from flux.ids import new_event_id
-from flux.state import StoredEntity
+from flux.model.events import OP_DELETE, Envelope
+from flux.model.ids import new_event_id
+from flux.model.state import StoredEntity
 
 router = APIRouter(tags=["deletion"])
 

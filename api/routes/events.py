@@ -15,7 +15,7 @@ from api.live.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeo
 from api.models import WRITE_ERRORS, BatchOut, PublishOut, json_body, ref
 from api.responses import JSON
 from api.routes.idempotent import IDEMPOTENCY_HEADER, check_key, remember
-from flux.events import InvalidEvent, entity_of, validate_event
+from flux.model.events import InvalidEvent, entity_of, validate_event
 
 router = APIRouter(tags=["events"])
 

@@ -12,8 +12,8 @@ from api.deps import NodeDep, Reader
 from api.models import AUTH_ERRORS, ERRORS, StoredEvent
 from api.params import QueryTime, effective_prefix, history_query, query_time
 from api.responses import JSON
-from flux.events import MAX_TIMESTAMP_MS
-from flux.history import encode_cursor
+from flux.model.events import MAX_TIMESTAMP_MS
+from flux.model.history import encode_cursor
 
 router = APIRouter(tags=["history"])
 

@@ -10,7 +10,7 @@ from fastapi import Header, Request
 from api.auth import Caller
 from api.errors import ApiError
 from api.responses import JSON
-from flux.idempotency import MAX_KEY_LENGTH, IdempotencyLog, KeyReused, body_hash, event_id_for, record_key
+from flux.kafka.idempotency import MAX_KEY_LENGTH, IdempotencyLog, KeyReused, body_hash, event_id_for, record_key
 
 HEADER = "x-idempotency-key"
 REPLAYED = {"Idempotent-Replayed": "true"}

@@ -22,9 +22,9 @@ from api.models import (
 )
 from api.responses import JSON
 from api.routes.delete import tombstone
-from flux.namespace_log import NamespaceTaken, UnknownNamespace
-from flux.namespaces import NAME_RULE, InvalidName, Namespace, check_name
-from flux.state import StoredEntity
+from flux.kafka.namespace_log import NamespaceTaken, UnknownNamespace
+from flux.model.namespaces import NAME_RULE, InvalidName, Namespace, check_name
+from flux.model.state import StoredEntity
 
 router = APIRouter(tags=["namespaces"])
 

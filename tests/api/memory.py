@@ -3,12 +3,12 @@ everything in the process, so the HTTP and WebSocket routes can be exercised wit
 
 A publish is acknowledged at once and folded at once, as the reducer agent would fold it
 (:mod:`agents.reducer_agent`): the events of one call land as one record per partition
-(:func:`flux.partitioning.partition_for`, offsets counted per partition), an eventId an entity
+(:func:`flux.model.partitioning.partition_for`, offsets counted per partition), an eventId an entity
 already has is applied and stored once, each event is merged with the pure reducer
-(:func:`flux.reducer.apply_event`) and kept in a history index under its real key
-(:func:`flux.history.history_key`); then, per partition, the applied offset advances
+(:func:`flux.model.reducer.apply_event`) and kept in a history index under its real key
+(:func:`flux.model.history.history_key`); then, per partition, the applied offset advances
 (:class:`api.live.applied.AppliedOffsets`, what ``?wait=true`` waits on) and the WebSocket hub gets
-the :class:`flux.changes.ChangeRecord` the change relay would have read. The namespace registry and
+the :class:`flux.model.changes.ChangeRecord` the change relay would have read. The namespace registry and
 the idempotency keys are Flux's own classes whose topic write is folded locally instead.
 
 Test levers: :attr:`MemoryPublisher.failure` (the broker does not acknowledge: 503),
@@ -39,19 +39,19 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from api.app import app_node, create_app
 from api.live.applied import AppliedOffsets
 from api.live.hub import Hub
-from flux.changes import ChangeRecord, EntityChange, encode_ops
-from flux.compacted_log import CompactedLog
 from flux.config import Settings
-from flux.events import Envelope, entity_of
-from flux.history import HISTORY_PREFIX, HistoryQuery, history_key, split_history_key, time_key
-from flux.idempotency import IdempotencyLog
+from flux.kafka.compacted_log import CompactedLog
+from flux.kafka.idempotency import IdempotencyLog
+from flux.kafka.namespace_log import NamespaceLog
+from flux.kafka.publisher import Offsets, PublishFailed
 from flux.metrics import Metrics
-from flux.namespace_log import NamespaceLog
-from flux.partitioning import partition_for
-from flux.publisher import Offsets, PublishFailed
-from flux.reducer import Change, State, apply_event, exists, fold, new_state, to_entity
-from flux.replay import CANCELLED, FINISHED, ReplayBusy, ReplayJob, ReplayRange
-from flux.state import PartitionUnavailable, Readiness, StoredEntity
+from flux.model.changes import ChangeRecord, EntityChange, encode_ops
+from flux.model.events import Envelope, entity_of
+from flux.model.history import HISTORY_PREFIX, HistoryQuery, history_key, split_history_key, time_key
+from flux.model.partitioning import partition_for
+from flux.model.reducer import Change, State, apply_event, exists, fold, new_state, to_entity
+from flux.model.replay import CANCELLED, FINISHED, ReplayBusy, ReplayJob, ReplayRange
+from flux.model.state import PartitionUnavailable, Readiness, StoredEntity
 
 BASE_URL = "http://flux"
 
@@ -92,7 +92,7 @@ def _detached(value: Any) -> Any:
 
 class MemoryTable:
     """The entity table and the history index of one node, in memory; implements
-    :class:`flux.state.StateReader` and :class:`flux.state.HistoryReader` as
+    :class:`flux.model.state.StateReader` and :class:`flux.model.state.HistoryReader` as
     :mod:`agents.entity_store` and :mod:`agents.history_store` answer them."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
@@ -359,7 +359,7 @@ class MemoryIdempotencyLog(LocalWrites, IdempotencyLog):
 
 class MemoryReplays:
     """Replay jobs that are kept but never run: started, listed, shown and cancelled (implements
-    :class:`flux.replay.Replays`); one at a time, as the real jobs."""
+    :class:`flux.model.replay.Replays`); one at a time, as the real jobs."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, ReplayJob] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from flux.namespaces import NAME_RULE
+from flux.model.namespaces import NAME_RULE
 from tests.api.helpers import ADMIN, assert_refused, bearer, event, ids, new_name, register
 
 

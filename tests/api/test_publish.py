@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from flux.publisher import PublishFailed
+from flux.kafka.publisher import PublishFailed
 from tests.api.helpers import assert_refused, event
 from tests.api.memory import MemoryNode, node_settings
 

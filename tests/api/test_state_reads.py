@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from flux.partitioning import partition_for
-from flux.reducer import fold, to_entity
+from flux.model.partitioning import partition_for
+from flux.model.reducer import fold, to_entity
 from tests.api.helpers import assert_refused, event, ids, next_link
 from tests.api.memory import MemoryNode, node_settings
 

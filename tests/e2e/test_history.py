@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flux.reducer import fold, to_entity
+from flux.model.reducer import fold, to_entity
 from tests.flux_process import FluxProcess
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z

@@ -7,7 +7,7 @@ import json
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from flux.partitioning import partition_for
+from flux.model.partitioning import partition_for
 
 
 async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes, int | None]]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from flux.partitioning import partition_for
+from flux.model.partitioning import partition_for
 from tests.conftest import NodeFactory
 from tests.flux_process import FluxProcess
 from tests.ws_client import Subscriber

@@ -31,8 +31,8 @@ from aiokafka import TopicPartition
 
 from agents.log_reader import decode_message, log_consumer
 from flux.localkafka import LocalKafkaCluster
-from flux.partitioning import partition_for
-from flux.reducer import fold, to_entity
+from flux.model.partitioning import partition_for
+from flux.model.reducer import fold, to_entity
 from tests.flux_process import FluxProcess, app_settings, free_port, served_partitions
 from tests.ws_client import Subscriber
 

@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from flux.kafka.topics import ensure_topics
 from flux.localkafka import LocalKafkaCluster
-from flux.topics import ensure_topics
 from tests.flux_process import app_settings
 
 ACKS_AFTER_KILL = 50  # acknowledged writes that must arrive with one broker dead

@@ -10,7 +10,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from flux.config import Settings
-from flux.topics import TopicMismatch, changelog_topic, ensure_topics, topic_configs
+from flux.kafka.topics import TopicMismatch, changelog_topic, ensure_topics, topic_configs
 from tests.flux_process import app_settings
 
 
@@ -79,9 +79,9 @@ async def test_warns_when_existing_topics_have_fewer_replicas_than_configured(
     settings = settings_for(kafka_bootstrap)
     await ensure_topics(settings)  # one replica each
     await create_topic(kafka_bootstrap, changelog_topic(settings), 4, {"cleanup.policy": "compact"})
-    with caplog.at_level(logging.WARNING, logger="flux.topics"):
+    with caplog.at_level(logging.WARNING, logger="flux.kafka.topics"):
         await ensure_topics(settings.model_copy(update={"replication_factor": 3}))
-    warned = {r.args[0] for r in caplog.records if r.name == "flux.topics" and "FLUX_REPLICATION_FACTOR" in r.msg}
+    warned = {r.args[0] for r in caplog.records if r.name == "flux.kafka.topics" and "FLUX_REPLICATION_FACTOR" in r.msg}
     assert warned == {
         settings.events_topic,
         settings.changes_topic,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from agents.reducer_agent import BatchReducer, _Touched
-from flux.reducer import apply_event, new_state
+from flux.model.reducer import apply_event, new_state
 
 
 class Store:

@@ -6,8 +6,8 @@ import ssl
 
 from aiokafka import errors
 
-from flux.broker_check import explain
 from flux.config import Settings
+from flux.kafka.broker_check import explain
 
 SERVER = "broker:9093"
 

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from api.live.hub import FORMAT_ENTITY, FORMAT_PROPERTY, change_messages
-from flux.changes import (
+from flux.model.changes import (
     CHUNK_ENTITIES,
     ChangeRecord,
     EntityChange,
@@ -15,7 +15,7 @@ from flux.changes import (
     encode_ops,
     encode_records,
 )
-from flux.reducer import EntityDeleted, PropertyChanged
+from flux.model.reducer import EntityDeleted, PropertyChanged
 
 
 def _record(entities: int) -> ChangeRecord:

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from api.cluster.gather import Cluster, merged
-from flux.history import HistoryQuery
-from flux.state import PartitionUnavailable, StoredEntity
+from flux.model.history import HistoryQuery
+from flux.model.state import PartitionUnavailable, StoredEntity
 
 
 def pages_of(keys: list[int], size: int, calls: list[Any]) -> Any:

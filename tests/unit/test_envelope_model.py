@@ -1,4 +1,4 @@
-"""The envelope's pydantic model (flux.envelope.EventIn) accepts exactly what flux.events.validate_event accepts.
+"""The envelope's pydantic model (flux.model.envelope) accepts exactly what flux.model.events.validate_event accepts.
 
 Envelopes are generated with hypothesis, valid and invalid in many ways: fields missing, null, of the
 wrong JSON type, empty, at and one past every length limit, every ``op``, timestamps as integers,
@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from flux.envelope import EventIn
-from flux.events import DEFAULT_LIMITS, MAX_EVENT_ID_LENGTH, MAX_TIMESTAMP_MS, InvalidEvent, validate_event
+from flux.model.envelope import EventIn
+from flux.model.events import DEFAULT_LIMITS, MAX_EVENT_ID_LENGTH, MAX_TIMESTAMP_MS, InvalidEvent, validate_event
 
 NOW_MS = 1_739_290_200_000
 MISSING = object()  # the field is left out

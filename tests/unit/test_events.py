@@ -7,11 +7,11 @@ import uuid
 import orjson
 import pytest
 
-from flux.events import EventLimits, InvalidEvent, validate_event
-from flux.ids import derived_event_id, new_event_id
-from flux.partitioning import partition_for
-from flux.records import decode_record
-from flux.reducer import fold
+from flux.model.events import EventLimits, InvalidEvent, validate_event
+from flux.model.ids import derived_event_id, new_event_id
+from flux.model.partitioning import partition_for
+from flux.model.records import decode_record
+from flux.model.reducer import fold
 
 
 def test_generated_ids_are_valid_uuid_v7_carrying_the_timestamp():
@@ -104,7 +104,7 @@ def test_undecodable_records_are_rejected_whole(value, reason):
 
 
 def test_packing_groups_by_partition_keeps_order_and_bounds_record_size():
-    from flux import publisher
+    from flux.kafka import publisher
 
     events = [
         validate_event(

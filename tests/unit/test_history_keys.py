@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flux.history import (
+from flux.model.history import (
     InvalidQuery,
     decode_cursor,
     encode_cursor,

@@ -11,7 +11,7 @@ import rocksdict
 
 from agents.history import store as history_store
 from agents.history.store import HistoryStore
-from flux.history import HistoryQuery, history_key
+from flux.model.history import HistoryQuery, history_key
 
 
 class OnePartition:

@@ -13,7 +13,7 @@ from pydantic import SecretStr, ValidationError
 
 from api.cli.main import cmd_serve
 from flux.config import Settings
-from flux.kafka_security import KafkaSecurityError, check, client_options, faust_credentials, secrets
+from flux.kafka.security import KafkaSecurityError, check, client_options, faust_credentials, secrets
 from tests.tls_certs import TlsFiles, make_tls_files
 
 USER = "flux"

@@ -74,3 +74,22 @@ def test_no_module_is_part_of_an_import_cycle() -> None:
         TopologicalSorter(graph).prepare()
     except CycleError as exc:
         raise AssertionError(f"import cycle: {' -> '.join(exc.args[1])}") from None
+
+
+IO_MODULES = {"asyncio", "socket", "subprocess", "threading", "http", "urllib", "aiokafka", "faust", "mode"}
+IO_MODULES |= {"rocksdict", "httpx", "fastapi", "starlette", "uvicorn", "flux.kafka", "flux.localkafka"}
+PURE_EXCEPTIONS = {"aiokafka.partitioner"}  # Kafka's murmur2 partitioner: a function of the key's bytes
+
+
+def test_the_model_does_no_io() -> None:
+    """``flux/model/`` (the envelope, the reducer, the encodings, the ports) imports nothing that does I/O."""
+    found = []
+    for path in (ROOT / "flux" / "model").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                for name in _imported(node, "flux.model"):
+                    if name in PURE_EXCEPTIONS or any(name.startswith(f"{m}.") for m in PURE_EXCEPTIONS):
+                        continue
+                    if any(name == m or name.startswith(f"{m}.") for m in IO_MODULES):
+                        found.append(f"{path.name}: {name}")
+    assert not found, found

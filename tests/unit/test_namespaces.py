@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flux.namespaces import (
+from flux.model.namespaces import (
     InvalidName,
     InvalidRecord,
     Namespace,

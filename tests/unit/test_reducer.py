@@ -9,8 +9,17 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flux.events import MAX_TIMESTAMP_MS
-from flux.reducer import EntityDeleted, PropertyChanged, apply_event, exists, fold, new_state, rfc3339_ms, to_entity
+from flux.model.events import MAX_TIMESTAMP_MS
+from flux.model.reducer import (
+    EntityDeleted,
+    PropertyChanged,
+    apply_event,
+    exists,
+    fold,
+    new_state,
+    rfc3339_ms,
+    to_entity,
+)
 
 json_values = st.recursive(
     st.none()

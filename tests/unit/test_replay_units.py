@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from agents.replay.shadow_store import ShadowPartition, open_shadow, shadow_events
 from agents.replay.switch import joined, stamped, unstamped
 from flux.config import Settings
-from flux.events import encode
-from flux.partitioning import partition_for
-from flux.reducer import EntityDeleted, PropertyChanged, PropertyRemoved, diff_states, fold, to_entity
-from flux.replay import (
+from flux.model.events import encode
+from flux.model.partitioning import partition_for
+from flux.model.reducer import EntityDeleted, PropertyChanged, PropertyRemoved, diff_states, fold, to_entity
+from flux.model.replay import (
     DONE,
     FROM_BEGINNING,
     FROM_OFFSETS,

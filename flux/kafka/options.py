@@ -1,7 +1,7 @@
 """The Kafka security options of the settings: their allowed values, and the combinations that can work.
 
 :mod:`flux.config` declares its ``FLUX_KAFKA_*`` security fields with these types and checks them
-with :func:`check`; :mod:`flux.kafka_security` turns them into client options. Both depend on this
+with :func:`check`; :mod:`flux.kafka.security` turns them into client options. Both depend on this
 module and neither on the other: the functions here take any object with the security fields
 (:class:`KafkaSecurityOptions`), which the settings are.
 """

@@ -3,7 +3,7 @@
 The registry is event-sourced: every change is one record of the compacted namespaces topic,
 keyed by namespace name, and every Flux process folds the topic into a :class:`Registry`. This
 module is pure (no I/O) so that the rules can be tested apart from Kafka; the topic plumbing is
-:mod:`flux.namespace_log`.
+:mod:`flux.kafka.namespace_log`.
 
 Tokens are 256 random bits. Only their SHA-256 is stored: a fast hash is enough because a
 random 256-bit secret cannot be guessed from its hash, unlike a password. A presented token is
@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from flux.reducer import rfc3339_ms
+from flux.model.reducer import rfc3339_ms
 
 NAME_RULE = "3-32 characters of a-z, 0-9, '_' and '-'"
 _NAME = re.compile(r"[a-z0-9_-]{3,32}")

@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from flux.compacted_log import CompactedLog
 from flux.config import Settings
+from flux.kafka.compacted_log import CompactedLog
 
 MAX_KEY_LENGTH = 255
 KEY_NAMESPACE = uuid.UUID("0b7f5a52-9a44-4f0b-8d55-6c1e2a9b7d31")

@@ -13,7 +13,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from flux.config import Settings
-from flux.kafka_security import client_options
+from flux.kafka.security import client_options
 
 log = logging.getLogger(__name__)
 

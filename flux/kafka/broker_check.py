@@ -17,7 +17,7 @@ from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.protocol.metadata import MetadataRequest
 
 from flux.config import Settings
-from flux.kafka_security import client_options, uses_sasl, uses_tls
+from flux.kafka.security import client_options, uses_sasl, uses_tls
 
 CHECK_TIMEOUT_S = 10.0
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from flux.history import HistoryQuery
+from flux.model.history import HistoryQuery
 
 
 class PartitionUnavailable(RuntimeError):
@@ -23,7 +23,7 @@ class StoredEntity(NamedTuple):
 
     ``last_timestamp`` is the greatest event timestamp among its properties (a deletion must be
     newer to remove them all); ``applied`` is the events-topic offset of the batch that last wrote
-    it (see :mod:`flux.changes`), -1 if unknown.
+    it (see :mod:`flux.model.changes`), -1 if unknown.
     """
 
     entity: dict[str, Any]

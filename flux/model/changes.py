@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from flux.reducer import Change, EntityDeleted, PropertyRemoved
+from flux.model.reducer import Change, EntityDeleted, PropertyRemoved
 
 CHUNK_ENTITIES = 1000
 

@@ -1,6 +1,6 @@
-"""The event envelope as a pydantic model: the published contract (OpenAPI), built from :mod:`flux.events`' rules.
+"""The event envelope as a pydantic model: the published contract (OpenAPI), built from :mod:`flux.model.events`' rules.
 
-:func:`flux.events.validate_event` stays the rule every event goes through (by hand, fast, one error
+:func:`flux.model.events.validate_event` stays the rule every event goes through (by hand, fast, one error
 naming the field); :class:`EventIn` says the same in pydantic and JSON Schema, from the same limits
 and constants, for the API's documentation. ``tests/unit/test_envelope_model.py`` generates
 envelopes with hypothesis and checks that both accept exactly the same ones.
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Discriminator, Field, RootModel, Tag
 
-from flux.events import DEFAULT_LIMITS, MAX_EVENT_ID_LENGTH, MAX_TIMESTAMP_MS, OP_DELETE, parse_timestamp
+from flux.model.events import DEFAULT_LIMITS, MAX_EVENT_ID_LENGTH, MAX_TIMESTAMP_MS, OP_DELETE, parse_timestamp
 
 NO_NUL = r"^[^\x00]*$"
 

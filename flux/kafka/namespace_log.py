@@ -1,4 +1,4 @@
-"""The namespaces topic: every Flux process follows it into a :class:`~flux.namespaces.Registry`.
+"""The namespaces topic: every Flux process follows it into a :class:`~flux.model.namespaces.Registry`.
 
 The topic is compacted, has one partition and is keyed by namespace name; a record is the
 namespace with its token hash (registration, new token) or a tombstone (deletion). Each process
@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from flux.compacted_log import CompactedLog
 from flux.config import Settings
-from flux.namespaces import (
+from flux.kafka.compacted_log import CompactedLog
+from flux.model.namespaces import (
     Namespace,
     Registry,
     check_name,

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from flux.events import OP_DELETE, Envelope
+from flux.model.events import OP_DELETE, Envelope
 
 State = dict[str, Any]
 Version = list[Any]  # [timestamp_ms, eventId]

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from flux.ids import new_event_id
+from flux.model.ids import new_event_id
 
 MAX_TIMESTAMP_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MAX_EVENT_ID_LENGTH = 128

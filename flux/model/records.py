@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from flux.events import DEFAULT_LIMITS, Envelope, EventLimits, InvalidEvent, validate_event
-from flux.ids import derived_event_id
-from flux.partitioning import partition_for
+from flux.model.events import DEFAULT_LIMITS, Envelope, EventLimits, InvalidEvent, validate_event
+from flux.model.ids import derived_event_id
+from flux.model.partitioning import partition_for
 
 
 @dataclass

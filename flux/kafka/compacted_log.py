@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from flux.config import Settings
-from flux.kafka_security import client_options
-from flux.publisher import PublishFailed
+from flux.kafka.publisher import PublishFailed
+from flux.kafka.security import client_options
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Every Kafka client Flux creates takes ``**client_options(settings)``; the Faust app takes
 ``broker_credentials=faust_credentials(settings)``. Both build a fresh TLS context from the CA
-file (and client certificate) for the SSL protocols. :func:`check` (from :mod:`flux.kafka_options`,
+file (and client certificate) for the SSL protocols. :func:`check` (from :mod:`flux.kafka.options`,
 the settings' own validator) refuses combinations that cannot work, naming the variables to change.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flux.kafka_options import (
+from flux.kafka.options import (
     SASL_PROTOCOLS,
     TLS_PROTOCOLS,
     KafkaSecurityError,

@@ -20,9 +20,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from flux.config import Settings
-from flux.events import Envelope, encode, encode_many, entity_of
-from flux.kafka_security import client_options
-from flux.partitioning import partition_for
+from flux.kafka.security import client_options
+from flux.model.events import Envelope, encode, encode_many, entity_of
+from flux.model.partitioning import partition_for
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from flux.events import MAX_TIMESTAMP_MS
-from flux.reducer import rfc3339_ms
+from flux.model.events import MAX_TIMESTAMP_MS
+from flux.model.reducer import rfc3339_ms
 
 FROM_BEGINNING = "beginning"
 FROM_TIMESTAMP = "timestamp"
