@@ -1,11 +1,15 @@
 """Publishing events to the events topic, acknowledged by the broker before we answer.
 
-Single events go through an idempotent producer (acks=all), one record each, keyed by entity id:
-the record format any Kafka producer can use too. A batch is packed: its events are grouped by
-partition into records holding a JSON array each, so that the reducer pays Faust's per-record
-cost once per few hundred events, and all records of a batch are written in one Kafka
-transaction (the agents read ``read_committed``), so no reader sees half a batch. Concurrent
-batches share a transaction (group commit): one commit round-trip serves them all.
+Single events go through an idempotent producer (acks=all) and are coalesced: while one send is
+in flight, the events that arrive meanwhile (from any number of requests) wait, then go out
+together, packed by partition into one record each (a JSON array; a partition's lone event is a
+record of its own, keyed by entity id: the record format any Kafka producer can use too). Each
+request is answered once the record holding its event is acknowledged. With no load nothing
+waits; under load the reducer pays Faust's per-record cost once per many events, not per event.
+
+A batch is packed the same way, and all records of a batch are written in one Kafka transaction
+(the agents read ``read_committed``), so no reader sees half a batch. Concurrent batches share a
+transaction (group commit): one commit round-trip serves them all.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.structs import RecordMetadata
 
 from flux.config import Settings
 from flux.kafka.security import client_options
@@ -25,39 +31,90 @@ from flux.model.events import Envelope, encode, encode_many, entity_of
 from flux.model.partitioning import partition_for
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PACKED_RECORD_MAX_BYTES = 512 * 1024
 PACKED_RECORD_MAX_EVENTS = 2000
 PRODUCER_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 GROUP_COMMIT_MAX_BATCHES = 64
+COALESCE_MAX_EVENTS = 5000  # single events sent together at most (the rest go out in the next round)
 
 
 class PublishFailed(RuntimeError):
     """The broker did not acknowledge the events; nothing can be promised about them."""
 
 
+def _by_partition(items: list[T], envelope_of: Callable[[T], Envelope], partitions: int) -> dict[int, list[T]]:
+    """``items`` grouped by the partition of their envelope's entity, in order."""
+    by_partition: dict[int, list[T]] = defaultdict(list)
+    for item in items:
+        by_partition[partition_for(entity_of(envelope_of(item)), partitions)].append(item)
+    return by_partition
+
+
+def _bounded(group: list[T], envelope_of: Callable[[T], Envelope]) -> list[tuple[bytes, list[T]]]:
+    """One JSON array for the group, halved until each part fits a packed record; with its items."""
+    value = encode_many([envelope_of(item) for item in group])
+    if len(group) == 1 or (len(value) <= PACKED_RECORD_MAX_BYTES and len(group) <= PACKED_RECORD_MAX_EVENTS):
+        return [(value, group)]
+    middle = len(group) // 2
+    return _bounded(group[:middle], envelope_of) + _bounded(group[middle:], envelope_of)
+
+
+def _itself(envelope: Envelope) -> Envelope:
+    return envelope
+
+
 def pack_by_partition(envelopes: list[Envelope], partitions: int) -> list[tuple[int, bytes]]:
     """Group envelopes by partition into JSON-array records of bounded size, keeping their order."""
-    by_partition: dict[int, list[Envelope]] = defaultdict(list)
-    for envelope in envelopes:
-        by_partition[partition_for(entity_of(envelope), partitions)].append(envelope)
-    records: list[tuple[int, bytes]] = []
-    for partition, group in by_partition.items():
-        records.extend((partition, value) for value in _encode_bounded(group))
-    return records
-
-
-def _encode_bounded(group: list[Envelope]) -> list[bytes]:
-    """One JSON array for the group, halved until each part fits a packed record."""
-    value = encode_many(group)
-    if len(group) == 1 or (len(value) <= PACKED_RECORD_MAX_BYTES and len(group) <= PACKED_RECORD_MAX_EVENTS):
-        return [value]
-    middle = len(group) // 2
-    return _encode_bounded(group[:middle]) + _encode_bounded(group[middle:])
+    return [
+        (partition, value)
+        for partition, group in _by_partition(envelopes, _itself, partitions).items()
+        for value, _ in _bounded(group, _itself)
+    ]
 
 
 Offsets = dict[int, int]
 """Where published events landed: the greatest events-topic offset written, per partition."""
+
+
+@dataclass
+class _PendingEvent:
+    envelope: Envelope
+    done: asyncio.Future[Offsets] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+def _envelope_of(event: _PendingEvent) -> Envelope:
+    return event.envelope
+
+
+def pack_pending(
+    pending: list[_PendingEvent], partitions: int
+) -> list[tuple[int, bytes, bytes | None, list[_PendingEvent]]]:
+    """Single events grouped by partition into records: (partition, value, key, the events in it).
+
+    A partition's lone event is encoded alone and keyed by its entity id, as one event per record;
+    several are packed into bounded JSON arrays, in arrival order.
+    """
+    records: list[tuple[int, bytes, bytes | None, list[_PendingEvent]]] = []
+    for partition, group in _by_partition(pending, _envelope_of, partitions).items():
+        if len(group) == 1:
+            envelope = group[0].envelope
+            records.append((partition, encode(envelope), entity_of(envelope).encode(), group))
+        else:
+            records.extend((partition, value, None, events) for value, events in _bounded(group, _envelope_of))
+    return records
+
+
+def _settle(events: list[_PendingEvent], outcome: Offsets | PublishFailed) -> None:
+    """Answer each waiting event with ``outcome`` (a failure is raised to its caller)."""
+    for event in events:
+        if event.done.done():
+            continue
+        if isinstance(outcome, PublishFailed):
+            event.done.set_exception(outcome)
+        else:
+            event.done.set_result(outcome)
 
 
 @dataclass
@@ -77,6 +134,9 @@ class EventPublisher:
         self._txn_producer: AIOKafkaProducer | None = None
         self._queue: asyncio.Queue[_PendingBatch] = asyncio.Queue()
         self._committer: asyncio.Task[None] | None = None
+        self._singles: list[_PendingEvent] = []
+        self._singles_waiting = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
         self.partitions = settings.partitions
 
     def _new_producer(self, transactional_id: str | None = None) -> AIOKafkaProducer:
@@ -103,13 +163,19 @@ class EventPublisher:
         if partitions:
             self.partitions = len(partitions)
         self._committer = asyncio.create_task(self._commit_loop(), name="flux-group-commit")
+        self._sender = asyncio.create_task(self._send_loop(), name="flux-coalesce-singles")
 
     async def stop(self) -> None:
         """Flush and close; batches still queued fail with :class:`PublishFailed`."""
-        if self._committer is not None:
-            self._committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._committer
+        for task in (self._committer, self._sender):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for single in self._singles:
+            if not single.done.done():
+                single.done.set_exception(PublishFailed("Flux is shutting down"))
+        self._singles = []
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.done.done():
@@ -130,16 +196,47 @@ class EventPublisher:
         return True
 
     async def publish(self, envelope: Envelope) -> Offsets:
-        """Write one event as one record (key = entity id) and wait for acks=all."""
+        """Write one event (coalesced with concurrent ones, see the module docstring) and wait for acks=all."""
         assert self._producer is not None, "publisher not started"
+        pending = _PendingEvent(envelope)
+        self._singles.append(pending)
+        self._singles_waiting.set()
         try:
-            sent = await asyncio.wait_for(
-                self._producer.send_and_wait(self._topic, encode(envelope), key=entity_of(envelope).encode()),
-                timeout=self._settings.publish_timeout_ms / 1000,
+            return await asyncio.wait_for(
+                asyncio.shield(pending.done), timeout=self._settings.publish_timeout_ms / 1000
             )
-        except (KafkaError, TimeoutError) as exc:
-            raise PublishFailed(f"the broker did not acknowledge the event: {exc!r}") from exc
-        return {sent.partition: sent.offset}
+        except TimeoutError as exc:
+            raise PublishFailed("the broker did not acknowledge the event in time") from exc
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._singles_waiting.wait()
+            group, self._singles = self._singles[:COALESCE_MAX_EVENTS], self._singles[COALESCE_MAX_EVENTS:]
+            if not self._singles:
+                self._singles_waiting.clear()
+            try:
+                await self._send_singles(group)
+            except asyncio.CancelledError:
+                _settle(group, PublishFailed("Flux is shutting down"))
+                raise
+
+    async def _send_singles(self, group: list[_PendingEvent]) -> None:
+        """Send ``group`` as packed records and settle each event with its record's fate."""
+        producer = self._producer
+        assert producer is not None
+        waiting: list[tuple[asyncio.Future[RecordMetadata], list[_PendingEvent]]] = []
+        for partition, value, key, events in pack_pending(group, self.partitions):
+            try:
+                waiting.append((await producer.send(self._topic, value, key=key, partition=partition), events))
+            except Exception as exc:  # e.g. the record is too large, or the producer is closing
+                _settle(events, PublishFailed(f"the broker did not acknowledge the event: {exc!r}"))
+        for future, events in waiting:
+            try:
+                metadata = await future
+            except Exception as exc:
+                _settle(events, PublishFailed(f"the broker did not acknowledge the event: {exc!r}"))
+            else:
+                _settle(events, {metadata.partition: metadata.offset})
 
     async def publish_batch(self, envelopes: list[Envelope]) -> Offsets:
         """Write a batch atomically (one transaction, packed records) and wait for the commit."""
