@@ -12,6 +12,7 @@ the :class:`flux.model.changes.ChangeRecord` the change relay would have read. T
 the idempotency keys are Flux's own classes whose topic write is folded locally instead.
 
 Test levers: :attr:`MemoryPublisher.failure` (the broker does not acknowledge: 503),
+:meth:`MemoryPublisher.fail` (only the next few calls do, written or not),
 :meth:`MemoryPublisher.hold` / :meth:`MemoryPublisher.release` (published, not yet applied: the 504
 of ``?wait=true``), :attr:`MemoryTable.served`, :attr:`MemoryTable.recovering` and
 :attr:`MemoryTable.broker` (partitions nobody serves, recovery, an unreachable broker: 503).
@@ -301,6 +302,7 @@ class MemoryPublisher:
         self._ends: dict[int, int] = {}  # the next offset of each partition
         self._held: list[tuple[int, list[Envelope], int]] | None = None
         self.failure: PublishFailed | None = None  # raised by every call while set
+        self._failures: list[bool] = []  # the next calls that fail: whether each writes its events first
         self.published: list[Envelope] = []  # every event acknowledged, in order
 
     async def publish(self, envelope: Envelope) -> Offsets:
@@ -311,9 +313,21 @@ class MemoryPublisher:
         """Write a batch (nothing for an empty one)."""
         return self._write(envelopes) if envelopes else {}
 
+    def fail(self, times: int, written: bool = False) -> None:
+        """The next ``times`` calls raise :class:`PublishFailed` (503); with ``written`` each writes (and
+        folds) its events first, as when the broker took them but its acknowledgement was lost."""
+        self._failures = [written] * times
+
     def _write(self, envelopes: list[Envelope]) -> Offsets:
         if self.failure is not None:
             raise self.failure
+        if self._failures:
+            written = self._failures.pop(0)
+            if written:
+                self._failures, pending = [], self._failures  # write once, without failing again
+                self._write(envelopes)
+                self._failures = pending
+            raise PublishFailed("the broker did not acknowledge in time (test)")
         by_partition: dict[int, list[Envelope]] = {}
         for envelope in envelopes:
             by_partition.setdefault(partition_for(entity_of(envelope), self._partitions), []).append(envelope)
