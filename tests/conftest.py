@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.flux_process import FluxProcess, free_port
+from tests.tls_certs import TlsFiles, make_tls_files
 
 pytest_plugins = ["tests.kafka_fixtures"]
 
@@ -70,6 +71,12 @@ def flux(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     node.start()
     yield node
     node.stop()
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A test CA with a broker certificate (127.0.0.1, localhost) and a client certificate."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

@@ -11,11 +11,14 @@ import datetime
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from flux.config import Settings
 
 
 @dataclass(frozen=True)
@@ -113,3 +116,18 @@ def make_tls_files(directory: Path, ca_name: str = "flux test CA") -> TlsFiles:
     files.client_cert.write_bytes(_pem_cert(client))
     files.client_key.write_bytes(_pem_key(client_key))
     return files
+
+
+USER = "flux"  # the user of the secured test brokers, for PLAIN and SCRAM
+PASSWORD = "flux-test-secret-7d1e"
+
+
+def sasl(protocol: str = "SASL_PLAINTEXT", mechanism: str = "SCRAM-SHA-256", **more: Any) -> Settings:
+    """Settings of a SASL client (user :data:`USER`)."""
+    return Settings(
+        kafka_security_protocol=protocol,
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username=USER,
+        kafka_sasl_password=PASSWORD,
+        **more,
+    )

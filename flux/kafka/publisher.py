@@ -201,12 +201,7 @@ class EventPublisher:
         pending = _PendingEvent(envelope)
         self._singles.append(pending)
         self._singles_waiting.set()
-        try:
-            return await asyncio.wait_for(
-                asyncio.shield(pending.done), timeout=self._settings.publish_timeout_ms / 1000
-            )
-        except TimeoutError as exc:
-            raise PublishFailed("the broker did not acknowledge the event in time") from exc
+        return await self._acknowledged(pending.done, "event")
 
     async def _send_loop(self) -> None:
         while True:
@@ -244,12 +239,14 @@ class EventPublisher:
             return {}
         pending = _PendingBatch(pack_by_partition(envelopes, self.partitions))
         await self._queue.put(pending)
+        return await self._acknowledged(pending.done, "batch")
+
+    async def _acknowledged(self, done: asyncio.Future[Offsets], what: str) -> Offsets:
+        """``done``'s offsets, or :class:`PublishFailed` if they do not come within FLUX_PUBLISH_TIMEOUT_MS."""
         try:
-            return await asyncio.wait_for(
-                asyncio.shield(pending.done), timeout=self._settings.publish_timeout_ms / 1000
-            )
+            return await asyncio.wait_for(asyncio.shield(done), timeout=self._settings.publish_timeout_ms / 1000)
         except TimeoutError as exc:
-            raise PublishFailed("the broker did not acknowledge the batch in time") from exc
+            raise PublishFailed(f"the broker did not acknowledge the {what} in time") from exc
 
     async def _commit_loop(self) -> None:
         while True:

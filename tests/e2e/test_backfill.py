@@ -8,24 +8,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
 
 from tests.conftest import NodeFactory
-
-T0 = 1_600_000_000_000
-
-
-def event(i: int, ns: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "stream": "backfill",
-        "source": "archive",
-        "timestamp": T0 + i * 1000,
-        "payload": {"entity_id": f"{ns}/dev-{i % 20}", "properties": {"reading": i}},
-        **extra,
-    }
+from tests.unit.test_backfill_file import T0, event
 
 
 def run_backfill(path: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -9,35 +9,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from flux.config import Settings
 from flux.localkafka import LocalKafka, SecureListeners, free_port
 from tests.flux_process import FluxProcess
-from tests.tls_certs import TlsFiles, make_tls_files
-
-USER = "flux"
-PASSWORD = "flux-test-secret-7d1e"
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    """A test CA with a broker certificate (127.0.0.1, localhost) and a client certificate."""
-    return make_tls_files(tmp_path_factory.mktemp("tls"))
-
-
-def sasl(protocol: str = "SASL_PLAINTEXT", mechanism: str = "SCRAM-SHA-256", **more: Any) -> Settings:
-    """Settings of a SASL client (user ``flux``)."""
-    return Settings(
-        kafka_security_protocol=protocol,
-        kafka_sasl_mechanism=mechanism,
-        kafka_sasl_username=USER,
-        kafka_sasl_password=PASSWORD,
-        **more,
-    )
-
+from tests.tls_certs import PASSWORD, USER, TlsFiles, make_tls_files
 
 # --- the settings: no broker needed ---------------------------------------------------------------------------------
 
