@@ -43,7 +43,8 @@ async def test_names_breaking_the_rules_are_400_stating_them(secured: httpx.Asyn
 async def test_a_registration_body_that_is_not_a_name_is_refused(
     secured: httpx.AsyncClient, raw: bytes, status: int, message: str
 ) -> None:
-    assert_refused(await secured.post("/api/namespaces", content=raw, headers=ADMIN), status, message)
+    headers = {**ADMIN, "content-type": "application/json"}
+    assert_refused(await secured.post("/api/namespaces", content=raw, headers=headers), status, message)
 
 
 async def test_a_taken_name_is_409(secured: httpx.AsyncClient) -> None:
