@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flux.kafka.options import KafkaSecurityError, SaslMechanism, SecurityProtocol, check
 from flux.model.events import EventLimits
+from flux.origins import InvalidOrigin, parse_allowed
 
 MIN_ADMIN_TOKEN_LENGTH = 32
 
@@ -205,6 +206,12 @@ class Settings(BaseSettings):
     ws_snapshot_limit: int = Field(default=10_000, ge=0, description="Largest snapshot a subscribe may ask for")
     ws_metrics_interval_s: float = Field(default=2.0, gt=0, description="Period of `metrics_update`, in seconds")
     ws_max_subscriptions: int = Field(default=1_000, ge=1, description="Patterns per WebSocket connection")
+    ws_allowed_origins: str = Field(
+        default="",
+        description="Comma-separated origins (`https://app.example.com`) of the web pages that may open `/api/ws` "
+        "besides Flux's own; `*`: any. Other pages' handshakes are refused with `403`; clients that send no "
+        "`Origin` (programs, not browsers) are always let in (see docs/websocket.md)",
+    )
 
     list_default_limit: int = Field(
         default=1000, ge=1, description="Page size of `GET /api/state/entities` without `limit`"
@@ -224,6 +231,17 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _origins_are_origins(self) -> Self:
+        """Every entry of FLUX_WS_ALLOWED_ORIGINS is an origin or ``*``."""
+        try:
+            parse_allowed(self.ws_allowed_origins)
+        except InvalidOrigin as exc:
+            raise PydanticCustomError(
+                "ws_allowed_origins", "FLUX_WS_ALLOWED_ORIGINS: {reason}", {"reason": str(exc)}
+            ) from None
+        return self
+
+    @model_validator(mode="after")
     def _kafka_security_works(self) -> Self:
         """The Kafka security options must make a working connection (:func:`flux.kafka.options.check`)."""
         try:
@@ -238,6 +256,10 @@ class Settings(BaseSettings):
             return self.advertised_url.rstrip("/")
         host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
+
+    def ws_origins(self) -> frozenset[str]:
+        """The origins of FLUX_WS_ALLOWED_ORIGINS, normalized (``*`` for any)."""
+        return parse_allowed(self.ws_allowed_origins)
 
     def event_limits(self) -> EventLimits:
         """The per-event size limits."""

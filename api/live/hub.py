@@ -146,6 +146,7 @@ class Hub:
         self.reader = reader
         self.cluster = cluster
         self.metrics = metrics
+        self.allowed_origins = settings.ws_origins()  # besides Flux's own (api.live.origin)
         self.connections: set[Connection] = set()
         self._index: SubscriptionIndex[Subscription] = SubscriptionIndex()
         self._catching_up: set[Subscription] = set()

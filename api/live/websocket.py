@@ -13,6 +13,9 @@ With ``FLUX_AUTH_ENABLED=true`` and ``FLUX_PUBLIC_READS=false`` a client shows a
 (``Authorization: Bearer`` on the upgrade request, or ``?token=`` for browsers, which cannot set
 headers): without a valid one the socket is closed at once with 1008 and the reason; a pattern
 outside the token's namespace gets an ``error`` message and the connection stays open.
+
+Browser pages of other origins than Flux's own and those of ``FLUX_WS_ALLOWED_ORIGINS`` are
+refused before the handshake is accepted (403; :mod:`api.live.origin`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from api.deps import node_of
-from api.errors import ApiError
+from api.errors import ApiError, error_response
 from api.live.hub import (
     CLOSE_TOO_SLOW,
     CLOSE_UNAUTHORIZED,
@@ -37,6 +40,7 @@ from api.live.hub import (
     Hub,
     message_text,
 )
+from api.live.origin import refusal as origin_refusal
 from api.live.subscriptions import Pattern
 from flux.model.state import PartitionUnavailable
 
@@ -127,11 +131,24 @@ async def _handle(hub: Hub, connection: Connection, raw: str | bytes) -> None:
         connection.send(message_text({"type": "error", "entity_id": text, "error": f"{exc}; try again shortly"}))
 
 
+async def refuse_handshake(websocket: WebSocket, message: str) -> None:
+    """Refuse a handshake before accepting it: 403 with Flux's JSON error where the server can answer
+    the upgrade request so, else a close with 1008 and the reason (an HTTP 403 without a body)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(403, message))
+    else:
+        await websocket.close(CLOSE_UNAUTHORIZED, message[:120])
+
+
 @router.websocket("/api/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Live entity changes; see the module docstring for the protocol."""
     node = node_of(websocket)
     hub: Hub = node.hub
+    refused = origin_refusal(websocket, hub.allowed_origins)
+    if refused is not None:
+        await refuse_handshake(websocket, refused)
+        return
     await websocket.accept()
     try:
         caller = node.guard.reader(websocket)

@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from tests.api.helpers import ADMIN, bearer, event, new_name
@@ -19,7 +20,7 @@ from tests.api.memory import MemoryNode, node_settings
 
 with warnings.catch_warnings():  # Starlette would rather have httpx2, which Flux does not depend on
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
-    from starlette.testclient import TestClient, WebSocketTestSession
+    from starlette.testclient import TestClient, WebSocketDenialResponse, WebSocketTestSession
 
 
 def register(http: TestClient) -> tuple[str, str]:
@@ -149,3 +150,57 @@ def test_a_snapshot_over_the_configured_size_is_refused_and_one_within_it_is_sen
         snapshot = [ws.receive_json() for _ in range(2)]
         assert [(m["type"], m["entity"]["id"]) for m in snapshot] == [("snapshot", "small/1"), ("snapshot", "small/2")]
         assert ws.receive_json() == {"type": "snapshot_complete", "entity_id": "small/*", "count": 2}
+
+
+OTHER_SITE = "https://evil.example"
+
+
+@pytest.mark.parametrize(
+    ("allowed", "origin"),
+    [
+        ("", None),  # a program, not a browser page
+        ("", "http://testserver"),  # Flux's own pages (TestClient's requests go to testserver:80)
+        ("", "HTTP://TestServer:80"),
+        ("https://app.example.com", "https://APP.example.com:443"),
+        ("https://app.example.com, http://localhost:8080", "http://localhost:8080"),
+        ("*", OTHER_SITE),
+        ("*", "null"),
+    ],
+)
+def test_programs_flux_own_pages_and_listed_origins_may_open_a_websocket(allowed: str, origin: str | None) -> None:
+    node = MemoryNode(node_settings(ws_allowed_origins=allowed))
+    headers = {} if origin is None else {"origin": origin}
+    with TestClient(node.app) as http, http.websocket_connect("/api/ws", headers=headers) as ws:
+        assert subscribe(ws, "o/a")["type"] == "subscribed"
+
+
+@pytest.mark.parametrize(
+    ("allowed", "origin"),
+    [
+        ("", OTHER_SITE),
+        ("", "http://testserver:8080"),  # another port is another origin
+        ("", "https://testserver.evil.example"),
+        ("", "null"),  # sandboxed frames, file:// pages
+        ("", "not an origin"),
+        ("https://app.example.com", "http://app.example.com"),  # another scheme
+        ("https://app.example.com", OTHER_SITE),
+    ],
+)
+def test_browser_pages_of_other_origins_are_refused_with_403_before_the_handshake(allowed: str, origin: str) -> None:
+    node = MemoryNode(node_settings(ws_allowed_origins=allowed))
+    with (
+        TestClient(node.app) as http,
+        pytest.raises(WebSocketDenialResponse) as refused,
+        http.websocket_connect("/api/ws", headers={"origin": origin}),
+    ):
+        pass
+    assert refused.value.status_code == 403
+    assert "FLUX_WS_ALLOWED_ORIGINS" in refused.value.json()["error"]
+    assert origin in refused.value.json()["error"]
+    assert node.hub.connections == set() and node.metrics.websocket_connections == 0
+
+
+@pytest.mark.parametrize("entry", ["https://app.example.com/path", "app.example.com", "ftp://x.example", "https://"])
+def test_an_allowed_origin_that_is_not_an_origin_is_refused_at_start(entry: str) -> None:
+    with pytest.raises(ValidationError, match="FLUX_WS_ALLOWED_ORIGINS"):
+        node_settings(ws_allowed_origins=f"https://ok.example,{entry}")
