@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, cast
 
 from fastapi import FastAPI
@@ -71,7 +72,9 @@ def create_app(
         cluster=cluster,
         hub=Hub(settings, reader, metrics, cluster),
     )
-    install_error_handlers(app, app_node(app).forwarder, reader)
+    node = app_node(app)
+    namespaces.on_change(partial(node.hub.namespace_changed, guard=node.guard))  # void tokens close sockets
+    install_error_handlers(app, node.forwarder, reader)
     for module in (events, state, delete, namespace_routes, history_routes, admin, internal, websocket, health):
         app.include_router(module.router)
 

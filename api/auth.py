@@ -81,6 +81,20 @@ class Guard:
             raise ApiError(401, "invalid token (unknown, rotated or of a deleted namespace)", headers=CHALLENGE)
         return Caller(namespace=namespace)
 
+    def revoked(self, caller: Caller, token: str | None) -> str | None:
+        """Why the namespace ``caller``, identified earlier by ``token``, is no longer who it was (its
+        namespace deleted, its token replaced), or None while the token still stands."""
+        if caller.namespace is None:
+            return None  # the admin, or nobody in particular: nothing to void
+        name = caller.namespace.name
+        registry = self._namespaces.registry
+        current = None if token is None else registry.authenticate(token)
+        if current is not None and current.name == name:
+            return None
+        if registry.holder(name) is None:
+            return f"namespace {name!r} was deleted: its token no longer works"
+        return f"the token of namespace {name!r} was replaced (a rotation, or a purge under way)"
+
     def writer(self, connection: HTTPConnection) -> Caller:
         """The caller of a write; 401 without a valid token."""
         caller = self.identify(connection)

@@ -12,7 +12,9 @@ Connections, their queues and the fan-out live in :mod:`api.live.hub`.
 With ``FLUX_AUTH_ENABLED=true`` and ``FLUX_PUBLIC_READS=false`` a client shows a token
 (``Authorization: Bearer`` on the upgrade request, or ``?token=`` for browsers, which cannot set
 headers): without a valid one the socket is closed at once with 1008 and the reason; a pattern
-outside the token's namespace gets an ``error`` message and the connection stays open.
+outside the token's namespace gets an ``error`` message and the connection stays open. When the
+token's namespace is deleted or gets a new token (on any node), the connection is closed with 1008
+and a reason saying which (:meth:`api.live.hub.Hub.namespace_changed`).
 
 Browser pages of other origins than Flux's own and those of ``FLUX_WS_ALLOWED_ORIGINS`` are
 refused before the handshake is accepted (403; :mod:`api.live.origin`).
@@ -31,7 +33,7 @@ from starlette.websockets import WebSocketDisconnect
 from api.deps import node_of
 from api.errors import ApiError, error_response
 from api.live.hub import (
-    CLOSE_TOO_SLOW,
+    CLOSE_DROPPED,
     CLOSE_UNAUTHORIZED,
     CLOSE_WAIT_S,
     FORMAT_ENTITY,
@@ -179,6 +181,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         with contextlib.suppress(BaseException):
             await sender
     if connection.dropped.done():
-        hub.metrics.websocket_dropped += 1
+        if connection.too_slow:
+            hub.metrics.websocket_dropped += 1
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(websocket.close(CLOSE_TOO_SLOW, connection.dropped.result()), CLOSE_WAIT_S)
+            await asyncio.wait_for(websocket.close(CLOSE_DROPPED, connection.dropped.result()), CLOSE_WAIT_S)

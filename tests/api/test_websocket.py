@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
+from flux.model.namespaces import encode_record
 from tests.api.helpers import ADMIN, bearer, event, new_name
 from tests.api.memory import MemoryNode, node_settings
 
@@ -122,6 +123,58 @@ def test_private_websocket_is_scoped_to_the_token_namespace(private_node: Memory
             for ws in (by_query, by_header):
                 update = ws.receive_json()
                 assert update["entity_id"] == f"{mine}/a"  # theirs never arrives, though it came first
+
+
+def closed_with(ws: WebSocketTestSession) -> WebSocketDisconnect:
+    """How the server closed ``ws``: the next receive raises it (a message first would fail the test)."""
+    with pytest.raises(WebSocketDisconnect) as closed:
+        ws.receive_json()
+    return closed.value
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [("rotate", "was replaced (a rotation"), ("delete", "was deleted: its token no longer works")],
+)
+def test_private_websockets_of_a_namespace_whose_token_is_voided_are_closed_with_1008(
+    private_node: MemoryNode, change: str, reason: str
+) -> None:
+    with TestClient(private_node.app) as http:
+        doomed, token = register(http)
+        other, other_token = register(http)
+        with (
+            http.websocket_connect(f"/api/ws?token={token}") as by_query,
+            http.websocket_connect("/api/ws", headers=bearer(token)) as by_header,
+            http.websocket_connect("/api/ws", headers=bearer(other_token)) as bystander,
+            http.websocket_connect("/api/ws", headers=ADMIN) as admin,
+        ):
+            for ws, pattern in ((by_query, doomed), (by_header, doomed), (bystander, other), (admin, doomed)):
+                assert subscribe(ws, f"{pattern}/*")["type"] == "subscribed"
+            hub = private_node.hub
+            tenants = [c for c in hub.connections if c.caller.namespace and c.caller.namespace.name == doomed]
+            assert len(tenants) == 2
+            if change == "rotate":
+                assert http.post(f"/api/namespaces/{doomed}/token", headers=ADMIN).status_code == 200
+            else:
+                assert http.delete(f"/api/namespaces/{doomed}", headers=ADMIN).status_code == 200
+            assert all(c.dropped.done() for c in tenants), "closed as the change is folded"
+            for ws in (by_query, by_header):
+                closed = closed_with(ws)
+                assert closed.code == 1008 and reason in closed.reason and doomed in closed.reason
+            assert nothing_queued(bystander) and nothing_queued(admin), "other namespaces and the admin stay"
+            assert len(private_node.hub.connections) == 2
+        assert private_node.metrics.websocket_dropped == 0, "not counted as too slow"
+
+
+def test_a_namespace_change_that_keeps_the_token_keeps_the_connection(private_node: MemoryNode) -> None:
+    with TestClient(private_node.app) as http:
+        name, token = register(http)
+        with http.websocket_connect("/api/ws", headers=bearer(token)) as ws:
+            holder = private_node.namespaces.registry.holder(name)
+            assert holder is not None
+            private_node.namespaces.apply(*encode_record(holder))  # restated, as a process that lost a race does
+            assert [c.dropped.done() for c in private_node.hub.connections] == [False]
+            assert nothing_queued(ws)
 
 
 def test_a_connection_has_at_most_the_configured_number_of_subscriptions() -> None:

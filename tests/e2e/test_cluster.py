@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from tests.conftest import NodeFactory
 from tests.flux_process import FluxProcess
 
@@ -100,6 +102,18 @@ async def snapshot_ids(node: FluxProcess, pattern: str, token: str) -> list[str]
     return ids
 
 
+async def closed_by_rotation(watcher: FluxProcess, rotator: FluxProcess, token: str) -> tuple[int, str]:
+    """A tenant's socket on ``watcher`` while ``rotator`` gives the namespace a new token: how it closes."""
+    from tests.ws_client import Subscriber
+
+    async with Subscriber(watcher.url, query=f"?token={token}") as client:
+        await client.subscribe("fleet/*")
+        async with httpx.AsyncClient(base_url=rotator.url, timeout=30) as http:
+            rotated = await http.post("/api/namespaces/fleet/token", headers=ADMIN)
+        assert rotated.status_code == 200, rotated.text
+        return await client.closed()
+
+
 def test_lists_counts_history_deletes_and_snapshots_span_every_node(new_flux: NodeFactory) -> None:
     """Reads over many partitions gather every node's share, with the caller's token, in one order."""
     import asyncio
@@ -153,3 +167,6 @@ def test_lists_counts_history_deletes_and_snapshots_span_every_node(new_flux: No
     )
     assert purged.json()["deleted"] == len(left)
     assert second.client.get("/api/namespaces/fleet", headers=tenant).json()["entityCount"] == 0
+
+    code, reason = asyncio.run(closed_by_rotation(second, first, token))  # the record reaches the other node
+    assert code == 1008 and "namespace 'fleet' was replaced" in reason, reason
