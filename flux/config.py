@@ -169,6 +169,9 @@ class Settings(BaseSettings):
     max_property_key_length: int = Field(
         default=256, ge=1, description="Longest property name, in characters (400 beyond)"
     )
+    max_stream_source_length: int = Field(
+        default=256, ge=1, description="Longest `stream` and longest `source` of an event, in characters (400 beyond)"
+    )
     publish_timeout_ms: int = Field(
         default=30_000, description="Milliseconds a publish waits for the broker before answering 503"
     )
@@ -263,7 +266,12 @@ class Settings(BaseSettings):
 
     def event_limits(self) -> EventLimits:
         """The per-event size limits."""
-        return EventLimits(self.max_entity_id_length, self.max_properties_per_event, self.max_property_key_length)
+        return EventLimits(
+            self.max_entity_id_length,
+            self.max_properties_per_event,
+            self.max_property_key_length,
+            self.max_stream_source_length,
+        )
 
 
 @lru_cache(maxsize=1)

@@ -84,6 +84,7 @@ async def test_openapi_maxima_are_the_configured_ones() -> None:
         max_properties_per_event=12,
         max_property_key_length=24,
         max_entity_id_length=64,
+        max_stream_source_length=32,
     )
     spec = await spec_of(MemoryNode(settings))
     assert maximum(spec, "/api/state/entities", "get", "limit") == 500
@@ -100,6 +101,8 @@ async def test_openapi_maxima_are_the_configured_ones() -> None:
     assert payload["entity_id"]["maxLength"] == 64
     assert payload["properties"]["maxProperties"] == 12 and payload["properties"]["propertyNames"] == {"maxLength": 24}
     assert schemas["BatchIn"]["properties"]["events"]["maxItems"] == 250
+    for kind in ("UpsertEvent", "DeleteEvent"):
+        assert [schemas[kind]["properties"][field]["maxLength"] for field in ("stream", "source")] == [32, 32]
 
 
 async def test_openapi_declares_bearer_security_where_it_is_checked() -> None:

@@ -121,6 +121,25 @@ async def test_a_body_streamed_past_the_limit_without_a_length_is_413(
     assert node.publisher.published == []
 
 
+async def test_a_stream_or_source_over_the_configured_length_is_refused() -> None:
+    node = MemoryNode(node_settings(max_event_bytes=1_048_576))  # the default size: 100,000 characters fit
+    async with node.client() as client:
+        long_source = {**event("s/1", v=1), "source": "x" * 100_000}
+        assert_refused(await client.post("/api/events", json=long_source), 400, "source must be at most 256 characters")
+        batch = [{**event("s/2", v=1), "stream": "y" * 257}, {**event("s/3", v=1), "source": "z" * 256}]
+        results = (await client.post("/api/events/batch", json=batch)).json()["results"]
+        assert results[0]["error"] == "events[0]: stream must be at most 256 characters"
+        assert results[1]["error"] is None
+    narrow = MemoryNode(node_settings(max_stream_source_length=8))
+    async with narrow.client() as client:
+        assert_refused(
+            await client.post("/api/events", json={**event("s/4", v=1), "stream": "nine-char"}),
+            400,
+            "stream must be at most 8 characters",
+        )
+    assert [e["payload"]["entity_id"] for e in node.publisher.published + narrow.publisher.published] == ["s/3"]
+
+
 async def test_a_batch_over_the_configured_event_count_or_size_is_413() -> None:
     node = MemoryNode(node_settings(max_batch_events=3, max_batch_bytes=2_000))
     async with node.client() as client:
