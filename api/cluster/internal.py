@@ -2,7 +2,8 @@
 
 Not part of the public API (absent from the OpenAPI document), but held to the same rules: the
 caller's own ``Authorization`` travels with the request and is checked here as on the node it
-came to, so these endpoints read nothing the caller could not read through the public ones. Each
+came to, so these endpoints read nothing the caller could not read through the public ones, and
+their parameters are checked as the public ones are (times out of range are 400). Each
 names the partitions it wants; a node that does not serve one of them (any more) answers 503,
 and the asking node answers 503 with ``Retry-After`` in turn (see :mod:`api.cluster.gather`).
 """
@@ -17,7 +18,7 @@ from api.auth import Caller
 from api.body import read_json
 from api.deps import Node, NodeDep, Reader
 from api.errors import ApiError
-from api.params import history_query
+from api.params import history_query, query_time
 from api.responses import JSON
 from flux.model.state import StoredEntity
 
@@ -62,7 +63,7 @@ async def entities(
         found = node.reader.iter_prefix(prefix, wanted, after)
         items = [_row(stored) for _, stored in zip(range(limit), found, strict=False)]
     else:
-        found_at = node.history.iter_at(prefix, at, wanted, after)
+        found_at = node.history.iter_at(prefix, query_time(at, "at", 0), wanted, after)
         items = [[entity, 0, -1] for _, (_, entity) in zip(range(limit), found_at, strict=False)]
     return JSON({"items": items, "frontier": items[-1][0]["id"] if len(items) == limit else None})
 
@@ -119,8 +120,8 @@ async def history(
     query = history_query(
         entity=None,
         prefix=prefix,
-        since=since,
-        until=until,
+        since=query_time(since, "since", 0),
+        until=query_time(until, "until", 0),
         order=order,
         limit=limit,
         cursor=cursor,
