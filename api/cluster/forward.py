@@ -11,6 +11,7 @@ request is forwarded at most once (``X-Flux-Forwarded-By``), so a partition on t
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from starlette.requests import Request
@@ -21,6 +22,15 @@ SERVED_BY = "X-Flux-Served-By"
 FORWARDABLE = ("GET", "HEAD")
 _PASSED_HEADERS = ("authorization", "accept")
 _RETURNED_HEADERS = ("content-type", "link", "retry-after", "www-authenticate")
+
+
+def forward_url(owner: str, request: Request) -> str:
+    """``request``'s URL at ``owner``: its path encoded again from what this node decoded (so an id
+    with ``%``, ``?``, ``#``, spaces or any other character reaches the owner as the same id), and
+    its query string as it came."""
+    path = quote(request.scope["path"], safe="/")
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return owner + path + (f"?{query}" if query else "")
 
 
 class OwnerUnreachable(RuntimeError):
@@ -54,7 +64,7 @@ class Forwarder:
             self._client = httpx.AsyncClient(timeout=self._timeout_s)
         headers: dict[str, Any] = {k: v for k, v in request.headers.items() if k.lower() in _PASSED_HEADERS}
         headers[FORWARDED_BY] = self.node_url
-        url = owner + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        url = forward_url(owner, request)
         try:
             answer = await self._client.request(request.method, url, headers=headers)
         except httpx.HTTPError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -70,6 +71,20 @@ def test_any_node_answers_a_read_of_any_entity_from_the_node_that_serves_it(new_
         history = node.client.get("/api/events", params={"entity": "c-3", "since": "0"})
         assert [e["payload"]["properties"] for e in history.json()] == [{"v": 1}, {"v": 2}]
     assert first.entity("c-unknown").status_code == 404 and second.entity("c-unknown").status_code == 404
+
+    odd = ["x%41", "xA", "q?x=1", "h#frag", "with space", "pct%2Fid", "ü%"]  # each is forwarded by one of the nodes
+    published = first.client.post(
+        "/api/events/batch", params={"wait": "true"}, json=[event(i, T0, odd=n) for n, i in enumerate(odd)]
+    )
+    assert published.status_code == 200 and published.json()["failed"] == 0, published.text
+    for n, entity_id in enumerate(odd):
+        served = set()
+        for node in (first, second):
+            answer = node.client.get("/api/state/entities/" + quote(entity_id, safe="/"))
+            assert answer.status_code == 200, (entity_id, node.url, answer.text)
+            assert (answer.json()["id"], answer.json()["properties"]) == (entity_id, {"odd": n})
+            served.add(answer.headers.get("x-flux-served-by", node.url))
+        assert len(served) == 1, f"{entity_id!r}: one node serves it, the other forwarded to it"
 
 
 ADMIN_TOKEN = "cluster-admin-" + "x" * 40
