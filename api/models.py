@@ -135,7 +135,9 @@ class NamespaceOut(BaseModel):
 class NamespaceDeleted(BaseModel):
     """The answer to a namespace deletion."""
 
-    namespaceId: str
+    namespaceId: str | None = Field(
+        description="null when purge=true deleted the entities an earlier namespace of that name left behind"
+    )
     name: str
     purged: bool
     entitiesDeleted: int = Field(description="Entities deleted (tombstones published) when purge=true")
