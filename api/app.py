@@ -12,6 +12,7 @@ from api.auth import Guard
 from api.cluster import internal
 from api.cluster.forward import Forwarder
 from api.cluster.gather import Cluster
+from api.cluster.node_calls import NodeCalls
 from api.deps import Node, Publisher
 from api.errors import install_error_handlers
 from api.live import websocket
@@ -54,9 +55,8 @@ def create_app(
         description="Event-sourced world state: publish events, read merged entity state.",
         default_response_class=JSON,
     )
-    cluster = Cluster(
-        reader, history, settings.node_url(), settings.partitions, settings.forward_timeout_s, settings.rebalance_wait_s
-    )
+    calls = NodeCalls.from_settings(settings)
+    cluster = Cluster(reader, history, calls, settings.partitions, settings.rebalance_wait_s)
     app.state.node = Node(
         settings=settings,
         publisher=publisher,
@@ -67,8 +67,9 @@ def create_app(
         namespaces=namespaces,
         idempotency=idempotency,
         replays=replays,
-        guard=Guard(settings, namespaces),
-        forwarder=Forwarder(settings.node_url(), settings.forward_timeout_s),
+        guard=Guard(settings, namespaces, calls),
+        calls=calls,
+        forwarder=Forwarder(calls),
         cluster=cluster,
         hub=Hub(settings, reader, metrics, cluster),
     )

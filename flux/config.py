@@ -39,6 +39,13 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a read forwarded to another node (or its share of a gathered read) may take",
     )
+    cluster_secret: SecretStr | None = Field(
+        default=None,
+        description=f"A shared secret of at least {MIN_ADMIN_TOKEN_LENGTH} characters, the same on every node of an "
+        "app: node-to-node calls show it, the internal endpoints answer only them, and the admin token is never sent "
+        "to another node; unset, callers' tokens (the admin's too) travel to the other nodes as they came (see "
+        "docs/cluster.md)",
+    )
     rebalance_wait_s: float = Field(
         default=5.0, ge=0, description="Seconds a read waits for moving partitions to be served again before `503`"
     )
@@ -229,6 +236,17 @@ class Settings(BaseSettings):
                 "admin_token_too_short",
                 "FLUX_AUTH_ENABLED=true needs FLUX_ADMIN_TOKEN of at least {min_length} characters "
                 "(e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)",
+                {"min_length": MIN_ADMIN_TOKEN_LENGTH},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _strong_cluster_secret(self) -> Self:
+        """A cluster secret, when set, must be long enough not to be guessed."""
+        if self.cluster_secret is not None and len(self.cluster_secret.get_secret_value()) < MIN_ADMIN_TOKEN_LENGTH:
+            raise PydanticCustomError(
+                "cluster_secret_too_short",
+                "FLUX_CLUSTER_SECRET needs at least {min_length} characters when set",
                 {"min_length": MIN_ADMIN_TOKEN_LENGTH},
             )
         return self

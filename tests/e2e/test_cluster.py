@@ -89,7 +89,12 @@ def test_any_node_answers_a_read_of_any_entity_from_the_node_that_serves_it(new_
 
 ADMIN_TOKEN = "cluster-admin-" + "x" * 40
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-PRIVATE = {"FLUX_AUTH_ENABLED": "true", "FLUX_PUBLIC_READS": "false", "FLUX_ADMIN_TOKEN": ADMIN_TOKEN}
+PRIVATE = {
+    "FLUX_AUTH_ENABLED": "true",
+    "FLUX_PUBLIC_READS": "false",
+    "FLUX_ADMIN_TOKEN": ADMIN_TOKEN,
+    "FLUX_CLUSTER_SECRET": "cluster-secret-" + "s" * 32,  # the admin's reads travel without its token
+}
 
 
 def pages(node: FluxProcess, path: str, params: dict[str, str], headers: dict[str, str]) -> list[list[Any]]:
@@ -165,6 +170,12 @@ def test_lists_counts_history_deletes_and_snapshots_span_every_node(new_flux: No
         assert [(e["payload"]["entity_id"], e["timestamp"]) for p in backwards for e in p] == keys[::-1]
         assert node.client.get("/api/state/entities", params={"prefix": "other"}, headers=tenant).status_code == 403
         assert asyncio.run(snapshot_ids(node, "fleet/*", token)) == ids
+        as_admin = pages(node, "/api/state/entities", {"limit": "25"}, ADMIN)  # gathered on the admin's behalf
+        assert [e["id"] for p in as_admin for e in p] == sorted([*ids, "other-1"])
+        for entity_id in ids[:8]:  # forwarded on the admin's behalf by the node that does not serve it
+            assert node.client.get(f"/api/state/entities/{entity_id}", headers=ADMIN).json()["id"] == entity_id
+        internal = node.client.get("/api/internal/entities", params={"partitions": "0"}, headers=ADMIN)
+        assert internal.status_code == 403, "the internal endpoints answer nodes only"
 
     doomed = [i for i in ids if i.endswith(("1", "2"))]
     deleted = second.client.post(

@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 from api.cluster.forward import forward_url
 from api.cluster.gather import Cluster, merged
+from api.cluster.node_calls import NodeCalls
 from flux.model.history import HistoryQuery
 from flux.model.state import PartitionUnavailable, StoredEntity
 
@@ -125,7 +126,7 @@ class FakeReader:
 
 
 def cluster(reader: FakeReader, wait_s: float = 0.3) -> Cluster:
-    return Cluster(reader, None, "http://me", reader.partitions, 1.0, wait_s)  # type: ignore[arg-type]
+    return Cluster(reader, None, NodeCalls("http://me", 1.0), reader.partitions, wait_s)  # type: ignore[arg-type]
 
 
 def test_owners_name_this_node_for_its_partitions_and_the_assignment_for_the_rest() -> None:
@@ -186,7 +187,7 @@ def test_history_pages_end_early_with_a_cursor_when_sources_only_pass_frontiers(
 
     history = EmptyPages()
     reader = FakeReader([0, 1, 2, 3], {p: "http://me" for p in range(4)}, [])
-    gather = Cluster(reader, history, "http://me", 4, 1.0, 0.1)  # type: ignore[arg-type]
+    gather = Cluster(reader, history, NodeCalls("http://me", 1.0), 4, 0.1)  # type: ignore[arg-type]
     query = HistoryQuery(entity=None, prefix="ns/", since=0, until=10, descending=False, limit=5)
     page, cursor = asyncio.run(gather.history(query, None))
     assert page == [] and cursor is not None
