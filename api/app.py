@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, cast
 
 from fastapi import FastAPI
@@ -11,6 +12,7 @@ from api.auth import Guard
 from api.cluster import internal
 from api.cluster.forward import Forwarder
 from api.cluster.gather import Cluster
+from api.cluster.node_calls import NodeCalls
 from api.deps import Node, Publisher
 from api.errors import install_error_handlers
 from api.live import websocket
@@ -53,9 +55,8 @@ def create_app(
         description="Event-sourced world state: publish events, read merged entity state.",
         default_response_class=JSON,
     )
-    cluster = Cluster(
-        reader, history, settings.node_url(), settings.partitions, settings.forward_timeout_s, settings.rebalance_wait_s
-    )
+    calls = NodeCalls.from_settings(settings)
+    cluster = Cluster(reader, history, calls, settings.partitions, settings.rebalance_wait_s)
     app.state.node = Node(
         settings=settings,
         publisher=publisher,
@@ -66,12 +67,15 @@ def create_app(
         namespaces=namespaces,
         idempotency=idempotency,
         replays=replays,
-        guard=Guard(settings, namespaces),
-        forwarder=Forwarder(settings.node_url(), settings.forward_timeout_s),
+        guard=Guard(settings, namespaces, calls),
+        calls=calls,
+        forwarder=Forwarder(calls),
         cluster=cluster,
         hub=Hub(settings, reader, metrics, cluster),
     )
-    install_error_handlers(app, app_node(app).forwarder, reader)
+    node = app_node(app)
+    namespaces.on_change(partial(node.hub.namespace_changed, guard=node.guard))  # void tokens close sockets
+    install_error_handlers(app, node.forwarder, reader)
     for module in (events, state, delete, namespace_routes, history_routes, admin, internal, websocket, health):
         app.include_router(module.router)
 

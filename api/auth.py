@@ -5,6 +5,7 @@ ids are ``namespace/entity``; a write needs the token of the entity's namespace 
 token, ``FLUX_ADMIN_TOKEN``): no token is 401, another namespace's token 403. Reads are open
 unless ``FLUX_PUBLIC_READS=false``, which scopes them to the token's namespace too. Tenants'
 writes are rate limited per namespace and per process (see docs/security.md for why per process).
+Another node reading on a caller's behalf is trusted as :mod:`api.cluster.node_calls` says.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
+from api.cluster.node_calls import SECRET_HEADER, NodeCalls
 from api.errors import ApiError
 from flux.config import Settings
 from flux.kafka.namespace_log import NamespaceLog
@@ -60,12 +62,23 @@ def bearer_token(connection: HTTPConnection) -> str | None:
 class Guard:
     """Checks callers against the namespaces registry and charges their rate limits."""
 
-    def __init__(self, settings: Settings, namespaces: NamespaceLog) -> None:
+    def __init__(self, settings: Settings, namespaces: NamespaceLog, calls: NodeCalls) -> None:
         self.enabled = settings.auth_enabled
         self.public_reads = settings.public_reads
         self._admin_token = settings.admin_token or ""
         self._namespaces = namespaces
+        self._calls = calls
         self._limiter = RateLimiter(settings.rate_limit_per_minute)
+
+    def node_call(self, connection: HTTPConnection) -> bool:
+        """Whether ``connection`` is a call of another node (it shows FLUX_CLUSTER_SECRET); 403 when it
+        shows another secret, so that nodes configured apart say so."""
+        shown = self._calls.secret_shown(connection)
+        if shown is False:
+            raise ApiError(
+                403, f"{SECRET_HEADER} does not match FLUX_CLUSTER_SECRET here: every node of an app needs the same"
+            )
+        return shown is True
 
     def identify(self, connection: HTTPConnection) -> Caller:
         """The caller; 401 for a token that is not valid (a missing token is ``anonymous``)."""
@@ -80,6 +93,20 @@ class Guard:
         if namespace is None:
             raise ApiError(401, "invalid token (unknown, rotated or of a deleted namespace)", headers=CHALLENGE)
         return Caller(namespace=namespace)
+
+    def revoked(self, caller: Caller, token: str | None) -> str | None:
+        """Why the namespace ``caller``, identified earlier by ``token``, is no longer who it was (its
+        namespace deleted, its token replaced), or None while the token still stands."""
+        if caller.namespace is None:
+            return None  # the admin, or nobody in particular: nothing to void
+        name = caller.namespace.name
+        registry = self._namespaces.registry
+        current = None if token is None else registry.authenticate(token)
+        if current is not None and current.name == name:
+            return None
+        if registry.holder(name) is None:
+            return f"namespace {name!r} was deleted: its token no longer works"
+        return f"the token of namespace {name!r} was replaced (a rotation, or a purge under way)"
 
     def writer(self, connection: HTTPConnection) -> Caller:
         """The caller of a write; 401 without a valid token."""
@@ -99,6 +126,8 @@ class Guard:
         """The caller of a read; with private reads, 401 without a valid token."""
         if self.public_reads or not self.enabled:
             return OPEN
+        if self.node_call(connection) and self._calls.asserts_admin(connection):
+            return Caller(admin=True)  # another node reads on the admin's behalf (api.cluster.node_calls)
         caller = self.identify(connection)
         if caller.anonymous:
             raise ApiError(

@@ -20,6 +20,7 @@ from starlette.requests import HTTPConnection
 from api.auth import Caller, Guard
 from api.cluster.forward import Forwarder
 from api.cluster.gather import Cluster
+from api.cluster.node_calls import NodeCalls
 from api.live.applied import AppliedOffsets
 from api.live.hub import Hub
 from api.models import BEARER
@@ -61,6 +62,7 @@ class Node:
     idempotency: IdempotencyLog
     replays: Replays
     guard: Guard
+    calls: NodeCalls
     forwarder: Forwarder
     cluster: Cluster
     hub: Hub

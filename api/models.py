@@ -135,7 +135,9 @@ class NamespaceOut(BaseModel):
 class NamespaceDeleted(BaseModel):
     """The answer to a namespace deletion."""
 
-    namespaceId: str
+    namespaceId: str | None = Field(
+        description="null when purge=true deleted the entities an earlier namespace of that name left behind"
+    )
     name: str
     purged: bool
     entitiesDeleted: int = Field(description="Entities deleted (tombstones published) when purge=true")
@@ -270,9 +272,19 @@ BEARER = "bearerAuth"
 SCHEMA_REF = "#/components/schemas/{model}"
 
 
+UNSUPPORTED_TYPE = {
+    "description": "The body is not declared JSON (Content-Type application/json or application/*+json)",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+}
+
+
 def json_body(schema: dict[str, Any]) -> dict[str, Any]:
-    """``openapi_extra`` documenting a required JSON request body (the routes parse bodies themselves)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    """``openapi_extra`` documenting a required JSON request body (the routes parse bodies themselves,
+    :func:`api.body.read_json`) and the 415 answer to a body of another type."""
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+        "responses": {"415": UNSUPPORTED_TYPE},
+    }
 
 
 def ref(model: str) -> dict[str, str]:

@@ -70,6 +70,10 @@ def _configured_maxima(schema: dict[str, Any], settings: Settings) -> None:
     for name in ("EventPayload", "DeletePayload"):
         if name in schemas:
             schemas[name]["properties"]["entity_id"]["maxLength"] = settings.max_entity_id_length
+    for name in ("UpsertEvent", "DeleteEvent"):
+        if name in schemas:
+            for field in ("stream", "source"):
+                schemas[name]["properties"][field]["maxLength"] = settings.max_stream_source_length
     payload = schemas.get("EventPayload")
     if payload is not None:
         properties = payload["properties"]["properties"]

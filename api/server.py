@@ -32,8 +32,7 @@ from agents.stall_watch import StallWatch
 from agents.table.standby import StandbyTailer
 from agents.table.store import EntityStore
 from api.app import app_node, create_app
-from api.cluster.forward import Forwarder
-from api.cluster.gather import Cluster
+from api.cluster.node_calls import NodeCalls
 from api.live.applied import AppliedOffsets
 from api.live.hub import MetricsTicker
 from api.live.relay import ChangeRelay, FeedTotals
@@ -113,7 +112,7 @@ class NodeServices(mode.Service):
         logs: list[CompactedLog],
         relay: ChangeRelay,
         jobs: list[HistoryRebuilder | ReplayJobs],
-        clients: list[Forwarder | Cluster],
+        clients: list[NodeCalls],
         background: list[Service],
         http: HttpServer,
         **kwargs: Any,
@@ -264,12 +263,20 @@ def build_node(settings: Settings) -> tuple[faust.App, NodeServices]:
     http_app = create_app(settings, publisher, store, metrics, applied, namespaces, history, idempotency, replays)
     relay.listen(app_node(http_app).hub.on_record)
     node = app_node(http_app)
+
+    async def _check_node_calls(sender: Any, **_: Any) -> None:
+        try:  # several nodes, auth on, no FLUX_CLUSTER_SECRET: say once that tokens travel unprotected
+            node.calls.warn_if_unprotected(settings.auth_enabled, store.owners())
+        except Exception:
+            log.exception("could not check how calls to other nodes are protected")
+
+    app.on_rebalance_complete.connect(_check_node_calls)  # type: ignore[arg-type]
     return app, NodeServices(
         publisher,
         [namespaces, idempotency],
         relay,
         [rebuilder, replays],
-        [node.forwarder, node.cluster],
+        [node.calls],
         [MetricsTicker(node.hub, totals), StallWatch(app, settings, store, metrics, reducer.paused()), fence, standby],
         HttpServer(settings, http_app),
     )

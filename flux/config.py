@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flux.kafka.options import KafkaSecurityError, SaslMechanism, SecurityProtocol, check
 from flux.model.events import EventLimits
+from flux.origins import InvalidOrigin, parse_allowed
 
 MIN_ADMIN_TOKEN_LENGTH = 32
 
@@ -37,6 +38,13 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="Seconds a read forwarded to another node (or its share of a gathered read) may take",
+    )
+    cluster_secret: SecretStr | None = Field(
+        default=None,
+        description=f"A shared secret of at least {MIN_ADMIN_TOKEN_LENGTH} characters, the same on every node of an "
+        "app: node-to-node calls show it, the internal endpoints answer only them, and the admin token is never sent "
+        "to another node; unset, callers' tokens (the admin's too) travel to the other nodes as they came (see "
+        "docs/cluster.md)",
     )
     rebalance_wait_s: float = Field(
         default=5.0, ge=0, description="Seconds a read waits for moving partitions to be served again before `503`"
@@ -168,6 +176,9 @@ class Settings(BaseSettings):
     max_property_key_length: int = Field(
         default=256, ge=1, description="Longest property name, in characters (400 beyond)"
     )
+    max_stream_source_length: int = Field(
+        default=256, ge=1, description="Longest `stream` and longest `source` of an event, in characters (400 beyond)"
+    )
     publish_timeout_ms: int = Field(
         default=30_000, description="Milliseconds a publish waits for the broker before answering 503"
     )
@@ -205,6 +216,12 @@ class Settings(BaseSettings):
     ws_snapshot_limit: int = Field(default=10_000, ge=0, description="Largest snapshot a subscribe may ask for")
     ws_metrics_interval_s: float = Field(default=2.0, gt=0, description="Period of `metrics_update`, in seconds")
     ws_max_subscriptions: int = Field(default=1_000, ge=1, description="Patterns per WebSocket connection")
+    ws_allowed_origins: str = Field(
+        default="",
+        description="Comma-separated origins (`https://app.example.com`) of the web pages that may open `/api/ws` "
+        "besides Flux's own; `*`: any. Other pages' handshakes are refused with `403`; clients that send no "
+        "`Origin` (programs, not browsers) are always let in (see docs/websocket.md)",
+    )
 
     list_default_limit: int = Field(
         default=1000, ge=1, description="Page size of `GET /api/state/entities` without `limit`"
@@ -224,6 +241,28 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _strong_cluster_secret(self) -> Self:
+        """A cluster secret, when set, must be long enough not to be guessed."""
+        if self.cluster_secret is not None and len(self.cluster_secret.get_secret_value()) < MIN_ADMIN_TOKEN_LENGTH:
+            raise PydanticCustomError(
+                "cluster_secret_too_short",
+                "FLUX_CLUSTER_SECRET needs at least {min_length} characters when set",
+                {"min_length": MIN_ADMIN_TOKEN_LENGTH},
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _origins_are_origins(self) -> Self:
+        """Every entry of FLUX_WS_ALLOWED_ORIGINS is an origin or ``*``."""
+        try:
+            parse_allowed(self.ws_allowed_origins)
+        except InvalidOrigin as exc:
+            raise PydanticCustomError(
+                "ws_allowed_origins", "FLUX_WS_ALLOWED_ORIGINS: {reason}", {"reason": str(exc)}
+            ) from None
+        return self
+
+    @model_validator(mode="after")
     def _kafka_security_works(self) -> Self:
         """The Kafka security options must make a working connection (:func:`flux.kafka.options.check`)."""
         try:
@@ -239,9 +278,18 @@ class Settings(BaseSettings):
         host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
 
+    def ws_origins(self) -> frozenset[str]:
+        """The origins of FLUX_WS_ALLOWED_ORIGINS, normalized (``*`` for any)."""
+        return parse_allowed(self.ws_allowed_origins)
+
     def event_limits(self) -> EventLimits:
         """The per-event size limits."""
-        return EventLimits(self.max_entity_id_length, self.max_properties_per_event, self.max_property_key_length)
+        return EventLimits(
+            self.max_entity_id_length,
+            self.max_properties_per_event,
+            self.max_property_key_length,
+            self.max_stream_source_length,
+        )
 
 
 @lru_cache(maxsize=1)

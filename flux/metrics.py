@@ -3,32 +3,47 @@
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 
 PUBLISHER_WINDOW_S = 60.0
+MAX_TRACKED_SOURCES = 10_000
 RATE_WINDOW_S = 10.0
 
 
 class RecentSources:
-    """Distinct event sources seen within the last minute."""
+    """Distinct event sources seen within the last minute, telling at most ``limit`` apart.
 
-    def __init__(self, window_s: float = PUBLISHER_WINDOW_S) -> None:
+    Sources are forgotten as they age out of the window on every write as well as on every read,
+    oldest first, and beyond ``limit`` the oldest go early: memory stays bounded (``limit`` sources
+    of at most ``FLUX_MAX_STREAM_SOURCE_LENGTH`` characters) whether or not anybody asks for the count.
+    """
+
+    def __init__(self, window_s: float = PUBLISHER_WINDOW_S, limit: int = MAX_TRACKED_SOURCES) -> None:
         self._window_s = window_s
-        self._seen: dict[str, float] = {}
+        self._limit = limit
+        self._seen: OrderedDict[str, float] = OrderedDict()  # source -> last seen, the oldest first
 
     def saw(self, sources: Iterable[str]) -> None:
         """Record that these sources published just now."""
         now = time.monotonic()
+        seen = self._seen
         for source in sources:
-            self._seen[source] = now
+            seen[source] = now
+            seen.move_to_end(source)
+        self._forget(now)
 
     def active(self) -> int:
-        """How many distinct sources were seen within the window."""
-        cutoff = time.monotonic() - self._window_s
-        for source in [s for s, seen in self._seen.items() if seen < cutoff]:
-            del self._seen[source]
+        """How many distinct sources were seen within the window (at most ``limit``)."""
+        self._forget(time.monotonic())
         return len(self._seen)
+
+    def _forget(self, now: float) -> None:
+        """Drop the sources last seen before the window, and the oldest beyond ``limit``."""
+        seen = self._seen
+        cutoff = now - self._window_s
+        while seen and (len(seen) > self._limit or seen[next(iter(seen))] < cutoff):
+            seen.popitem(last=False)
 
 
 class RateMeter:

@@ -70,6 +70,16 @@ class Subscriber:
                 received.append(message)
         return received
 
+    async def closed(self, timeout: float = 10.0) -> tuple[int, str]:
+        """Read (and keep) messages until the server closes the connection: its close code and reason."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                await self.recv(max(0.01, deadline - time.monotonic()))
+        except websockets.ConnectionClosed as closed:
+            assert closed.rcvd is not None, "closed without a close frame"
+            return closed.rcvd.code, closed.rcvd.reason
+
     async def quiet_for(self, seconds: float) -> list[dict[str, Any]]:
         """Messages (metrics left out) that arrive within ``seconds``."""
         received: list[dict[str, Any]] = []

@@ -5,22 +5,32 @@ Each node serves the partitions the consumer group assigned it. A read that need
 that does not serve it; the error handler then asks the group's assignment which node does and
 relays the request there, answering with that node's response and ``X-Flux-Served-By``. A
 request is forwarded at most once (``X-Flux-Forwarded-By``), so a partition on the move answers
-503 with ``Retry-After`` instead of bouncing between nodes.
+503 with ``Retry-After`` instead of bouncing between nodes. Who the caller is travels as
+:mod:`api.cluster.node_calls` says (with ``FLUX_CLUSTER_SECRET``, never the admin token).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from urllib.parse import quote
 
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 
-FORWARDED_BY = "X-Flux-Forwarded-By"
+from api.cluster.node_calls import FORWARDED_BY, NodeCalls
+
 SERVED_BY = "X-Flux-Served-By"
 FORWARDABLE = ("GET", "HEAD")
-_PASSED_HEADERS = ("authorization", "accept")
 _RETURNED_HEADERS = ("content-type", "link", "retry-after", "www-authenticate")
+
+
+def forward_url(owner: str, request: Request) -> str:
+    """``request``'s URL at ``owner``: its path encoded again from what this node decoded (so an id
+    with ``%``, ``?``, ``#``, spaces or any other character reaches the owner as the same id), and
+    its query string as it came."""
+    path = quote(request.scope["path"], safe="/")
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    return owner + path + (f"?{query}" if query else "")
 
 
 class OwnerUnreachable(RuntimeError):
@@ -30,10 +40,9 @@ class OwnerUnreachable(RuntimeError):
 class Forwarder:
     """Relays requests to the node that serves their partition."""
 
-    def __init__(self, node_url: str, timeout_s: float) -> None:
-        self.node_url = node_url
-        self._timeout_s = timeout_s
-        self._client: httpx.AsyncClient | None = None
+    def __init__(self, calls: NodeCalls) -> None:
+        self._calls = calls
+        self.node_url = calls.node_url
 
     def target(self, request: Request, owner: str | None) -> str | None:
         """The node to forward ``request`` to, or None when it cannot be forwarded."""
@@ -43,20 +52,14 @@ class Forwarder:
             return None  # forwarded once already: the assignment is changing
         return owner
 
-    async def close(self) -> None:
-        """Close the connections to the other nodes."""
-        if self._client is not None:
-            await self._client.aclose()
-
     async def forward(self, request: Request, owner: str) -> Response:
         """The owner's answer to ``request``; raises :class:`OwnerUnreachable`."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout_s)
-        headers: dict[str, Any] = {k: v for k, v in request.headers.items() if k.lower() in _PASSED_HEADERS}
-        headers[FORWARDED_BY] = self.node_url
-        url = owner + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        headers = self._calls.headers(request.headers.get("authorization"))
+        if "accept" in request.headers:
+            headers["Accept"] = request.headers["accept"]
+        url = forward_url(owner, request)
         try:
-            answer = await self._client.request(request.method, url, headers=headers)
+            answer = await self._calls.client.request(request.method, url, headers=headers)
         except httpx.HTTPError as exc:
             raise OwnerUnreachable(f"{owner} serves this partition but did not answer: {exc!r}") from exc
         returned = {k: v for k, v in answer.headers.items() if k.lower() in _RETURNED_HEADERS}

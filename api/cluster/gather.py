@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from api.cluster.forward import FORWARDED_BY
+from api.cluster.node_calls import NodeCalls
 from api.errors import ApiError
 from flux.model.history import HistoryQuery, encode_cursor
 from flux.model.partitioning import partition_for
@@ -102,21 +102,14 @@ class Cluster:
     """Cross-partition reads over the nodes of one Flux app (see the module docstring)."""
 
     def __init__(
-        self,
-        reader: StateReader,
-        history: HistoryReader,
-        node_url: str,
-        partitions: int,
-        timeout_s: float,
-        wait_s: float,
+        self, reader: StateReader, history: HistoryReader, calls: NodeCalls, partitions: int, wait_s: float
     ) -> None:
         self._reader = reader
         self._history = history
-        self.node_url = node_url
+        self._calls = calls
+        self.node_url = calls.node_url
         self._partitions = partitions
-        self._timeout_s = timeout_s
         self._wait_s = wait_s
-        self._client: httpx.AsyncClient | None = None
 
     # -- who serves what ----------------------------------------------------------------
     def _owners_now(self, partitions: Sequence[int]) -> dict[str, list[int]] | int:
@@ -152,19 +145,17 @@ class Cluster:
     async def _call(self, owner: str, path: str, auth: str | None, params: Any = None, body: Any = None) -> Any:
         """The JSON answer of another node's internal endpoint. A node that does not serve the
         partitions (yet: it is still recovering) or does not answer is asked again until the
-        FLUX_REBALANCE_WAIT_S bound; its 401 or 403 is passed on as it is."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout_s)
-        headers = {FORWARDED_BY: self.node_url}  # a node that no longer serves a partition answers 503
-        if auth is not None:
-            headers["Authorization"] = auth
+        FLUX_REBALANCE_WAIT_S bound; its 401 or 403 is passed on as it is. The caller travels as
+        :mod:`api.cluster.node_calls` says (with FLUX_CLUSTER_SECRET, never the admin token)."""
+        client = self._calls.client
+        headers = self._calls.headers(auth)  # forwarded-by: a node that no longer serves a partition answers 503
         deadline = time.monotonic() + self._wait_s
         while True:
             try:
                 if body is None:
-                    answer = await self._client.get(owner + INTERNAL + path, params=params, headers=headers)
+                    answer = await client.get(owner + INTERNAL + path, params=params, headers=headers)
                 else:
-                    answer = await self._client.post(owner + INTERNAL + path, json=body, headers=headers)
+                    answer = await client.post(owner + INTERNAL + path, json=body, headers=headers)
             except httpx.HTTPError as exc:
                 problem = f"{owner} serves part of this answer but did not answer: {exc!r}"
             else:
@@ -303,11 +294,6 @@ class Cluster:
             )
 
         return local if owner == self.node_url else remote
-
-    async def close(self) -> None:
-        """Close the connections to the other nodes."""
-        if self._client is not None:
-            await self._client.aclose()
 
 
 class NodeUnavailable(PartitionUnavailable):

@@ -2,7 +2,9 @@
 
 Not part of the public API (absent from the OpenAPI document), but held to the same rules: the
 caller's own ``Authorization`` travels with the request and is checked here as on the node it
-came to, so these endpoints read nothing the caller could not read through the public ones. Each
+came to, so these endpoints read nothing the caller could not read through the public ones, and
+their parameters are checked as the public ones are (times out of range are 400). With
+``FLUX_CLUSTER_SECRET`` set, they answer only calls that show it (:mod:`api.cluster.node_calls`). Each
 names the partitions it wants; a node that does not serve one of them (any more) answers 503,
 and the asking node answers 503 with ``Retry-After`` in turn (see :mod:`api.cluster.gather`).
 """
@@ -11,17 +13,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import Caller
 from api.body import read_json
 from api.deps import Node, NodeDep, Reader
 from api.errors import ApiError
-from api.params import history_query
+from api.params import history_query, query_time
 from api.responses import JSON
 from flux.model.state import StoredEntity
 
-router = APIRouter(prefix="/api/internal", include_in_schema=False)
+
+def node_calls_only(request: Request, node: NodeDep) -> None:
+    """With FLUX_CLUSTER_SECRET set, only other nodes (showing it) may call these endpoints: else 403."""
+    if node.calls.secured and not node.guard.node_call(request):
+        raise ApiError(403, "the internal endpoints answer the other nodes of this app only (FLUX_CLUSTER_SECRET)")
+
+
+router = APIRouter(prefix="/api/internal", include_in_schema=False, dependencies=[Depends(node_calls_only)])
 
 MAX_PAGE = 10_000
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -62,7 +71,7 @@ async def entities(
         found = node.reader.iter_prefix(prefix, wanted, after)
         items = [_row(stored) for _, stored in zip(range(limit), found, strict=False)]
     else:
-        found_at = node.history.iter_at(prefix, at, wanted, after)
+        found_at = node.history.iter_at(prefix, query_time(at, "at", 0), wanted, after)
         items = [[entity, 0, -1] for _, (_, entity) in zip(range(limit), found_at, strict=False)]
     return JSON({"items": items, "frontier": items[-1][0]["id"] if len(items) == limit else None})
 
@@ -119,8 +128,8 @@ async def history(
     query = history_query(
         entity=None,
         prefix=prefix,
-        since=since,
-        until=until,
+        since=query_time(since, "since", 0),
+        until=query_time(until, "until", 0),
         order=order,
         limit=limit,
         cursor=cursor,

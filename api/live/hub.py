@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from fastapi import WebSocket
 
-from api.auth import OPEN, Caller, bearer_token
+from api.auth import OPEN, Caller, Guard, bearer_token
 from api.cluster.gather import Cluster
 from api.live.subscriptions import Pattern, SubscriptionIndex
 from flux.background import cancel
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 1008
 CLOSE_UNAUTHORIZED = 1008  # policy violation: the reason says which
+CLOSE_DROPPED = 1008  # too slow, or the token voided: the reason says which
 FORMAT_PROPERTY = "property"
 FORMAT_ENTITY = "entity"
 SNAPSHOT_SLICE = 200
@@ -107,12 +108,13 @@ class Connection:
     def __init__(self, websocket: WebSocket, queue_limit: int, caller: Caller = OPEN) -> None:
         self.websocket = websocket
         self.caller = caller
-        token = bearer_token(websocket) if caller is not OPEN else None
-        self.auth = None if token is None else f"Bearer {token}"  # for other nodes' share of a snapshot
+        self.token = bearer_token(websocket) if caller is not OPEN else None  # re-checked when namespaces change
+        self.auth = None if self.token is None else f"Bearer {self.token}"  # for other nodes' share of a snapshot
         self.queue_limit = queue_limit
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.subscriptions: dict[str, Subscription] = {}
-        self.dropped: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.dropped: asyncio.Future[str] = asyncio.get_running_loop().create_future()  # the close reason
+        self.too_slow = False
 
     def send(self, text: str) -> None:
         """Queue ``text`` (nothing once the connection is dropped)."""
@@ -127,9 +129,13 @@ class Connection:
     def drop_too_slow(self) -> None:
         """Give up on this client: it is closed with :data:`CLOSE_TOO_SLOW` and this reason."""
         if not self.dropped.done():
-            self.dropped.set_result(
-                f"too slow: more than {self.queue_limit} messages waiting; reconnect and subscribe again"
-            )
+            self.too_slow = True
+            self.drop(f"too slow: more than {self.queue_limit} messages waiting; reconnect and subscribe again")
+
+    def drop(self, reason: str) -> None:
+        """Close this connection (code 1008, ``reason``) and send it nothing more, queued messages included."""
+        if not self.dropped.done():
+            self.dropped.set_result(reason[:120])
 
     async def send_loop(self) -> None:
         """Write queued messages to the socket, in order, as fast as the client reads them."""
@@ -146,6 +152,7 @@ class Hub:
         self.reader = reader
         self.cluster = cluster
         self.metrics = metrics
+        self.allowed_origins = settings.ws_origins()  # besides Flux's own (api.live.origin)
         self.connections: set[Connection] = set()
         self._index: SubscriptionIndex[Subscription] = SubscriptionIndex()
         self._catching_up: set[Subscription] = set()
@@ -183,6 +190,16 @@ class Hub:
         self._index.remove(subscription.pattern, subscription)
         self._catching_up.discard(subscription)
         return True
+
+    def namespace_changed(self, name: str, guard: Guard) -> None:
+        """Close (1008, with the reason) the connections of namespace ``name`` whose token a change of
+        the namespace voided: rotated, or the namespace deleted (private reads; see api.app)."""
+        for connection in list(self.connections):
+            namespace = connection.caller.namespace
+            if namespace is not None and namespace.name == name:
+                reason = guard.revoked(connection.caller, connection.token)
+                if reason is not None:
+                    connection.drop(reason)
 
     # -- the feed ------------------------------------------------------------------------
     def on_record(self, record: ChangeRecord) -> None:

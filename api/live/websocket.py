@@ -12,7 +12,12 @@ Connections, their queues and the fan-out live in :mod:`api.live.hub`.
 With ``FLUX_AUTH_ENABLED=true`` and ``FLUX_PUBLIC_READS=false`` a client shows a token
 (``Authorization: Bearer`` on the upgrade request, or ``?token=`` for browsers, which cannot set
 headers): without a valid one the socket is closed at once with 1008 and the reason; a pattern
-outside the token's namespace gets an ``error`` message and the connection stays open.
+outside the token's namespace gets an ``error`` message and the connection stays open. When the
+token's namespace is deleted or gets a new token (on any node), the connection is closed with 1008
+and a reason saying which (:meth:`api.live.hub.Hub.namespace_changed`).
+
+Browser pages of other origins than Flux's own and those of ``FLUX_WS_ALLOWED_ORIGINS`` are
+refused before the handshake is accepted (403; :mod:`api.live.origin`).
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from api.deps import node_of
-from api.errors import ApiError
+from api.errors import ApiError, error_response
 from api.live.hub import (
-    CLOSE_TOO_SLOW,
+    CLOSE_DROPPED,
     CLOSE_UNAUTHORIZED,
     CLOSE_WAIT_S,
     FORMAT_ENTITY,
@@ -37,6 +42,7 @@ from api.live.hub import (
     Hub,
     message_text,
 )
+from api.live.origin import refusal as origin_refusal
 from api.live.subscriptions import Pattern
 from flux.model.state import PartitionUnavailable
 
@@ -127,11 +133,24 @@ async def _handle(hub: Hub, connection: Connection, raw: str | bytes) -> None:
         connection.send(message_text({"type": "error", "entity_id": text, "error": f"{exc}; try again shortly"}))
 
 
+async def refuse_handshake(websocket: WebSocket, message: str) -> None:
+    """Refuse a handshake before accepting it: 403 with Flux's JSON error where the server can answer
+    the upgrade request so, else a close with 1008 and the reason (an HTTP 403 without a body)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(403, message))
+    else:
+        await websocket.close(CLOSE_UNAUTHORIZED, message[:120])
+
+
 @router.websocket("/api/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     """Live entity changes; see the module docstring for the protocol."""
     node = node_of(websocket)
     hub: Hub = node.hub
+    refused = origin_refusal(websocket, hub.allowed_origins)
+    if refused is not None:
+        await refuse_handshake(websocket, refused)
+        return
     await websocket.accept()
     try:
         caller = node.guard.reader(websocket)
@@ -162,6 +181,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         with contextlib.suppress(BaseException):
             await sender
     if connection.dropped.done():
-        hub.metrics.websocket_dropped += 1
+        if connection.too_slow:
+            hub.metrics.websocket_dropped += 1
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(websocket.close(CLOSE_TOO_SLOW, connection.dropped.result()), CLOSE_WAIT_S)
+            await asyncio.wait_for(websocket.close(CLOSE_DROPPED, connection.dropped.result()), CLOSE_WAIT_S)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
 
@@ -61,10 +60,8 @@ async def delete_entity(
 ) -> JSON:
     """Delete one entity (the id may contain '/'): publishes a tombstone event; 404 if it does not exist."""
     timeout = wait_timeout(node.settings, wait_timeout_ms)
-    node.guard.check_entity(caller, unquote(entity_id), "delete")
-    stored = (await node.cluster.lookup([unquote(entity_id)], request.headers.get("authorization"))).get(
-        unquote(entity_id)
-    )
+    node.guard.check_entity(caller, entity_id, "delete")  # percent-decoded once, as for reads
+    stored = (await node.cluster.lookup([entity_id], request.headers.get("authorization"))).get(entity_id)
     if stored is None:
         raise ApiError(404, "Entity not found")
     node.guard.charge(caller, 1)

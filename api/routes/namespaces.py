@@ -55,20 +55,42 @@ def _holder(node: Node, name: str) -> Namespace:
     "/api/namespaces",
     status_code=201,
     response_model=NamespaceCreated,
-    responses={409: {"model": ErrorOut, "description": "The name is taken"}, **AUTH_ERRORS, **ERRORS},
+    responses={
+        409: {"model": ErrorOut, "description": "The name is taken, or entities 'name/...' exist already"},
+        **AUTH_ERRORS,
+        **ERRORS,
+    },
     openapi_extra=json_body(ref("NamespaceIn")),
 )
 async def register_namespace(request: Request, node: NodeDep, _: Admin) -> JSON:
-    """Register a namespace (admin token); the answer carries its token, shown this once only."""
+    """Register a namespace (admin token); the answer carries its token, shown this once only.
+
+    A new namespace starts empty: a name whose entities ``name/...`` exist (left by an earlier
+    namespace deleted without purge, or written by the admin) is refused (409) until they are
+    deleted, e.g. with ``DELETE /api/namespaces/{name}?purge=true``; else its new holder would
+    inherit them.
+    """
     body = await read_json(request, MAX_NAME_BODY_BYTES)
     if not isinstance(body, dict) or "name" not in body:
         raise ApiError(400, f'body must be {{"name": "..."}}; a name is {NAME_RULE}')
     try:
-        namespace, token = await node.namespaces.register(check_name(body["name"]))
+        name = check_name(body["name"])
     except InvalidName as exc:
         raise ApiError(400, str(exc)) from exc
+    if node.namespaces.registry.holder(name) is None:
+        auth = request.headers.get("authorization")
+        left = (await node.cluster.count_namespaces([name], auth))[name]
+        if left:
+            raise ApiError(
+                409,
+                f"{left} entities '{name}/...' exist (left by an earlier namespace {name!r} deleted without purge, "
+                f"or written by the admin); a new namespace starts empty: delete them first with "
+                f"DELETE /api/namespaces/{name}?purge=true",
+            )
+    try:
+        namespace, token = await node.namespaces.register(name)
     except NamespaceTaken as exc:
-        raise ApiError(409, f"namespace {body['name']!r} is taken") from exc
+        raise ApiError(409, f"namespace {name!r} is taken") from exc
     return JSON({"namespaceId": namespace.namespace_id, "name": namespace.name, "token": token}, status_code=201)
 
 
@@ -134,8 +156,15 @@ async def delete_namespace(
     """Remove a namespace (admin): its token stops working; with purge=true its entities are deleted too.
 
     A purge first locks the tenant out (a new token nobody sees), then deletes the entities, then
-    the namespace: if it fails part-way (503), the namespace is still there to retry with.
+    the namespace: if it fails part-way (503), the namespace is still there to retry with. A purge
+    of a name no namespace holds deletes the entities ``name/...`` left behind (namespaceId null),
+    so that the name can be registered again; 404 if there are none either.
     """
+    if purge and node.namespaces.registry.holder(name) is None:
+        deleted = await _purge(request, node, name)
+        if not deleted:
+            raise ApiError(404, f"no namespace named {name!r}, and no entities '{name}/...' to purge")
+        return JSON({"namespaceId": None, "name": name, "purged": True, "entitiesDeleted": deleted})
     try:
         deleted = 0
         if purge:

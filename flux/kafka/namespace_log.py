@@ -10,7 +10,9 @@ the answer reflects the registry's verdict (e.g. who won a name two processes ra
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 
 from flux.config import Settings
 from flux.kafka.compacted_log import CompactedLog
@@ -23,6 +25,11 @@ from flux.model.namespaces import (
     new_namespace_id,
     new_token,
 )
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str], None]
+"""Called with a namespace's name after a record about it was folded (registration, new token, deletion)."""
 
 
 class NamespaceTaken(Exception):
@@ -40,10 +47,22 @@ class NamespaceLog(CompactedLog):
         super().__init__(settings, settings.namespaces_topic, "namespaces")
         self.registry = Registry()
         self._changing = asyncio.Lock()  # one change at a time from this process
+        self._listeners: list[Listener] = []
+
+    def on_change(self, listener: Listener) -> None:
+        """Call ``listener`` with the name of each namespace a record changes, once it is folded, whichever
+        process wrote the record (e.g. to close WebSockets whose token it voided)."""
+        self._listeners.append(listener)
 
     def apply(self, key: bytes, value: bytes | None) -> None:
-        """Fold one namespaces record into the registry."""
+        """Fold one namespaces record into the registry, then tell the listeners."""
         self.registry.apply(key, value)
+        name = key.decode("utf-8", "replace")
+        for listener in self._listeners:
+            try:
+                listener(name)
+            except Exception:  # a listener's failure must not stop the fold
+                log.exception("a listener of namespace changes failed on %r", name)
 
     async def register(self, name: str) -> tuple[Namespace, str]:
         """Register ``name``; returns the namespace and its token (shown once, stored only as a hash)."""

@@ -56,8 +56,12 @@ class DeletePayload(BaseModel):
 class EnvelopeFields(BaseModel):
     """The fields every envelope has, whatever its ``op``."""
 
-    stream: str = Field(min_length=1, description="Logical stream, e.g. 'sensors'")
-    source: str = Field(min_length=1, description="Who published the event")
+    stream: str = Field(
+        min_length=1, max_length=DEFAULT_LIMITS.stream_source_length, description="Logical stream, e.g. 'sensors'"
+    )
+    source: str = Field(
+        min_length=1, max_length=DEFAULT_LIMITS.stream_source_length, description="Who published the event"
+    )
     timestamp: Annotated[int | None, BeforeValidator(_timestamp)] = Field(
         default=None, ge=0, le=MAX_TIMESTAMP_MS, description="Unix epoch milliseconds; defaults to now"
     )

@@ -32,11 +32,12 @@ Envelope = dict[str, Any]
 @dataclass(frozen=True)
 class EventLimits:
     """Size limits of one event (``FLUX_MAX_ENTITY_ID_LENGTH``, ``FLUX_MAX_PROPERTIES_PER_EVENT``,
-    ``FLUX_MAX_PROPERTY_KEY_LENGTH``)."""
+    ``FLUX_MAX_PROPERTY_KEY_LENGTH``, ``FLUX_MAX_STREAM_SOURCE_LENGTH``)."""
 
     entity_id_length: int = 512
     properties: int = 1_000
     property_key_length: int = 256
+    stream_source_length: int = 256
 
 
 DEFAULT_LIMITS = EventLimits()
@@ -46,7 +47,7 @@ class InvalidEvent(ValueError):
     """An envelope that cannot be accepted; the message says which field and why."""
 
 
-def _require_text(obj: dict[str, Any], field: str, label: str) -> str:
+def _require_text(obj: dict[str, Any], field: str, label: str, max_length: int | None = None) -> str:
     if field not in obj or obj[field] is None:
         raise InvalidEvent(f"{label} is required")
     value = obj[field]
@@ -54,6 +55,8 @@ def _require_text(obj: dict[str, Any], field: str, label: str) -> str:
         raise InvalidEvent(f"{label} must be a string, got {type_name(value)}")
     if not value:
         raise InvalidEvent(f"{label} must not be empty")
+    if max_length is not None and len(value) > max_length:
+        raise InvalidEvent(f"{label} must be at most {max_length} characters")
     return value
 
 
@@ -96,8 +99,8 @@ def validate_event(obj: Any, *, now_ms: int, limits: EventLimits = DEFAULT_LIMIT
     """
     if not isinstance(obj, dict):
         raise InvalidEvent(f"event must be a JSON object, got {type_name(obj)}")
-    stream = _require_text(obj, "stream", "stream")
-    source = _require_text(obj, "source", "source")
+    stream = _require_text(obj, "stream", "stream", limits.stream_source_length)
+    source = _require_text(obj, "source", "source", limits.stream_source_length)
     op = obj.get("op")
     if op is not None and op != OP_DELETE:
         raise InvalidEvent(f'op must be "{OP_DELETE}" or absent')
@@ -106,9 +109,7 @@ def validate_event(obj: Any, *, now_ms: int, limits: EventLimits = DEFAULT_LIMIT
         raise InvalidEvent("payload is required")
     if not isinstance(payload, dict):
         raise InvalidEvent(f"payload must be an object, got {type_name(payload)}")
-    entity_id = _require_text(payload, "entity_id", "payload.entity_id")
-    if len(entity_id) > limits.entity_id_length:
-        raise InvalidEvent(f"payload.entity_id must be at most {limits.entity_id_length} characters")
+    entity_id = _require_text(payload, "entity_id", "payload.entity_id", limits.entity_id_length)
     if "\0" in entity_id:
         raise InvalidEvent("payload.entity_id must not contain the NUL character")
     properties = payload.get("properties")

@@ -40,6 +40,11 @@ async def test_a_node_answers_its_share_of_entities_lookups_counts_and_history(c
         ("GET", "/api/internal/entities?partitions=4", None, "partitions must lie in 0..3"),
         ("POST", "/api/internal/lookup", {"ids": "x"}, 'body must be {"ids": [entity ids]}'),
         ("POST", "/api/internal/namespace-counts", {"namespaces": ["x"]}, 'body must be {"namespaces"'),
+        ("GET", "/api/internal/entities?partitions=0&at=-2", None, "at must be between 0 and"),
+        ("GET", "/api/internal/entities?partitions=0&at=253402300800000", None, "at must be between 0 and"),
+        ("GET", "/api/internal/history?partitions=0&since=-5&until=10", None, "since must be between 0 and"),
+        ("GET", "/api/internal/history?partitions=0&since=0&until=-1", None, "until must be between 0 and"),
+        ("GET", "/api/internal/history?partitions=0&since=0&until=253402300800000", None, "until must be between"),
     ],
 )
 async def test_internal_requests_are_checked(

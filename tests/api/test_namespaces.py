@@ -43,7 +43,8 @@ async def test_names_breaking_the_rules_are_400_stating_them(secured: httpx.Asyn
 async def test_a_registration_body_that_is_not_a_name_is_refused(
     secured: httpx.AsyncClient, raw: bytes, status: int, message: str
 ) -> None:
-    assert_refused(await secured.post("/api/namespaces", content=raw, headers=ADMIN), status, message)
+    headers = {**ADMIN, "content-type": "application/json"}
+    assert_refused(await secured.post("/api/namespaces", content=raw, headers=headers), status, message)
 
 
 async def test_a_taken_name_is_409(secured: httpx.AsyncClient) -> None:
@@ -107,6 +108,35 @@ async def test_deleting_a_namespace_voids_its_token_and_keeps_its_entities_unles
     assert (await secured.get(f"/api/state/entities/{kept}/e0")).status_code == 200
     assert ids(await secured.get("/api/state/entities", params={"prefix": f"{purged}/"})) == []
     assert (await secured.delete(f"/api/namespaces/{kept}", headers=ADMIN)).status_code == 404
+
+
+async def test_a_new_namespace_starts_empty_a_name_whose_entities_remain_is_refused_until_purged(
+    secured: httpx.AsyncClient,
+) -> None:
+    name, token = await register(secured)
+    batch = [event(f"{name}/e{i}", i=i) for i in range(3)]
+    assert (await secured.post("/api/events/batch", json=batch, headers=bearer(token))).status_code == 200
+    assert (await secured.delete(f"/api/namespaces/{name}", headers=ADMIN)).status_code == 200  # no purge
+    again = await secured.post("/api/namespaces", json={"name": name}, headers=ADMIN)
+    assert_refused(again, 409, f"3 entities '{name}/...' exist")
+    assert f"DELETE /api/namespaces/{name}?purge=true" in again.json()["error"]
+    assert (await secured.get(f"/api/state/entities/{name}/e0")).status_code == 200, "nothing was registered"
+    purged = await secured.delete(f"/api/namespaces/{name}", params={"purge": "true"}, headers=ADMIN)
+    assert purged.json() == {"namespaceId": None, "name": name, "purged": True, "entitiesDeleted": 3}
+    _, new_token = await register(secured, name)
+    assert new_token != token
+    assert (await secured.get(f"/api/namespaces/{name}")).json()["entityCount"] == 0
+    assert ids(await secured.get("/api/state/entities", params={"namespace": name})) == []
+
+
+async def test_entities_the_admin_wrote_under_a_free_name_keep_it_from_being_registered(
+    secured: httpx.AsyncClient,
+) -> None:
+    name = new_name()
+    assert (await secured.post("/api/events", json=event(f"{name}/seeded", v=1), headers=ADMIN)).status_code == 200
+    assert_refused(await secured.post("/api/namespaces", json={"name": name}, headers=ADMIN), 409, "1 entities")
+    nothing = await secured.delete(f"/api/namespaces/{new_name()}", params={"purge": "true"}, headers=ADMIN)
+    assert_refused(nothing, 404, "no entities")
 
 
 async def test_namespaces_need_no_token_with_auth_off(client: httpx.AsyncClient) -> None:

@@ -32,6 +32,7 @@ READS = [
     ("/api/events", "get"),
 ]
 OPERATIONS = [("/health", "get"), ("/ready", "get"), ("/metrics", "get")]
+BODIES = ["/api/events", "/api/events/batch", "/api/state/entities/delete", "/api/namespaces", "/api/admin/replay"]
 
 
 async def spec_of(node: MemoryNode) -> dict[str, Any]:
@@ -53,8 +54,12 @@ async def test_openapi_documents_every_endpoint_with_schemas(client: httpx.Async
     for path, method in WRITES_AND_ADMIN + READS + OPERATIONS:
         assert method in paths[path], path
     assert not [path for path in paths if path.startswith("/api/internal")], "internal endpoints are not public"
-    for path in ("/api/events", "/api/events/batch", "/api/state/entities/delete"):
-        assert paths[path]["post"]["requestBody"]["required"] is True, path
+    for path in BODIES:
+        operation = paths[path]["post"]
+        assert operation["requestBody"]["required"] is True, path
+        assert list(operation["requestBody"]["content"]) == ["application/json"], path
+        unsupported = operation["responses"]["415"]["content"]["application/json"]["schema"]
+        assert unsupported == {"$ref": "#/components/schemas/ErrorOut"}, path
     schemas = set(spec["components"]["schemas"])
     assert {"EventIn", "BatchIn", "BatchDeleteIn", "Entity", "BatchOut", "ErrorOut"} <= schemas
     refs = re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(spec))
@@ -79,6 +84,7 @@ async def test_openapi_maxima_are_the_configured_ones() -> None:
         max_properties_per_event=12,
         max_property_key_length=24,
         max_entity_id_length=64,
+        max_stream_source_length=32,
     )
     spec = await spec_of(MemoryNode(settings))
     assert maximum(spec, "/api/state/entities", "get", "limit") == 500
@@ -95,6 +101,8 @@ async def test_openapi_maxima_are_the_configured_ones() -> None:
     assert payload["entity_id"]["maxLength"] == 64
     assert payload["properties"]["maxProperties"] == 12 and payload["properties"]["propertyNames"] == {"maxLength": 24}
     assert schemas["BatchIn"]["properties"]["events"]["maxItems"] == 250
+    for kind in ("UpsertEvent", "DeleteEvent"):
+        assert [schemas[kind]["properties"][field]["maxLength"] for field in ("stream", "source")] == [32, 32]
 
 
 async def test_openapi_declares_bearer_security_where_it_is_checked() -> None:

@@ -116,9 +116,28 @@ async def test_a_body_streamed_past_the_limit_without_a_length_is_413(
         for _ in range(70):
             yield b" " * 1024
 
-    response = await client.post("/api/events", content=chunks())
+    response = await client.post("/api/events", content=chunks(), headers={"content-type": "application/json"})
     assert response.status_code == 413 and "limit of 65536 bytes" in response.json()["error"]
     assert node.publisher.published == []
+
+
+async def test_a_stream_or_source_over_the_configured_length_is_refused() -> None:
+    node = MemoryNode(node_settings(max_event_bytes=1_048_576))  # the default size: 100,000 characters fit
+    async with node.client() as client:
+        long_source = {**event("s/1", v=1), "source": "x" * 100_000}
+        assert_refused(await client.post("/api/events", json=long_source), 400, "source must be at most 256 characters")
+        batch = [{**event("s/2", v=1), "stream": "y" * 257}, {**event("s/3", v=1), "source": "z" * 256}]
+        results = (await client.post("/api/events/batch", json=batch)).json()["results"]
+        assert results[0]["error"] == "events[0]: stream must be at most 256 characters"
+        assert results[1]["error"] is None
+    narrow = MemoryNode(node_settings(max_stream_source_length=8))
+    async with narrow.client() as client:
+        assert_refused(
+            await client.post("/api/events", json={**event("s/4", v=1), "stream": "nine-char"}),
+            400,
+            "stream must be at most 8 characters",
+        )
+    assert [e["payload"]["entity_id"] for e in node.publisher.published + narrow.publisher.published] == ["s/3"]
 
 
 async def test_a_batch_over_the_configured_event_count_or_size_is_413() -> None:
@@ -131,12 +150,40 @@ async def test_a_batch_over_the_configured_event_count_or_size_is_413() -> None:
     assert node.publisher.published == []
 
 
-async def test_the_content_type_is_not_checked_a_json_body_is_read_as_json(client: httpx.AsyncClient) -> None:
+JSON_TYPES = ("application/json", "application/json; charset=utf-8", "Application/JSON", "application/vnd.x+json")
+NOT_JSON_TYPES = ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "text/json")
+BODY_ROUTES = (  # every route that reads a body
+    "/api/events",
+    "/api/events/batch",
+    "/api/state/entities/delete",
+    "/api/namespaces",
+    "/api/admin/replay",
+    "/api/internal/lookup",
+    "/api/internal/namespace-counts",
+)
+
+
+async def test_a_body_is_read_only_when_declared_json(client: httpx.AsyncClient) -> None:
     raw = b'{"stream": "s", "source": "a", "payload": {"entity_id": "typed", "properties": {"v": 1}}}'
-    for content_type in ("text/plain", "application/x-www-form-urlencoded"):
+    for content_type in JSON_TYPES:
         response = await client.post("/api/events", content=raw, headers={"content-type": content_type})
-        assert response.status_code == 200, response.text  # never 415
+        assert response.status_code == 200, (content_type, response.text)
     assert (await client.get("/api/state/entities/typed")).json()["properties"] == {"v": 1}
+
+
+@pytest.mark.parametrize("path", BODY_ROUTES)
+async def test_a_body_of_another_type_or_of_none_is_415_and_nothing_happens(
+    node: MemoryNode, client: httpx.AsyncClient, path: str
+) -> None:
+    """What a web page can send cross-site without a preflight (text/plain, forms, no type) is refused."""
+    raw = b'{"stream": "s", "source": "a", "payload": {"entity_id": "csrf", "properties": {"v": 1}}}'
+    for content_type in (*NOT_JSON_TYPES, None):
+        headers = {} if content_type is None else {"content-type": content_type}
+        response = await client.post(path, content=raw, headers=headers)
+        assert_refused(response, 415, "send 'Content-Type: application/json'")
+        assert (repr(content_type) if content_type else "no Content-Type") in response.json()["error"]
+    assert node.publisher.published == [] and node.replays.jobs == {}
+    assert node.namespaces.registry.all() == []
 
 
 async def test_a_publish_the_broker_does_not_acknowledge_is_503_with_retry_after(

@@ -35,7 +35,8 @@ async def test_replay_requests_are_checked(client: httpx.AsyncClient, body: Any,
 
 
 async def test_a_malformed_replay_body_or_an_unknown_job_is_refused(client: httpx.AsyncClient) -> None:
-    assert (await client.post("/api/admin/replay", content=b"{")).status_code == 400
+    malformed = await client.post("/api/admin/replay", content=b"{", headers={"content-type": "application/json"})
+    assert malformed.status_code == 400
     missing = await client.get("/api/admin/replay/nope")
     assert missing.status_code == 404 and "nope" in missing.json()["error"]
     assert (await client.delete("/api/admin/replay/nope")).status_code == 404

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
 import pytest
 
@@ -23,6 +25,24 @@ async def test_entity_ids_with_slashes_are_served_raw_and_percent_encoded(client
     raw = await client.get("/api/state/entities/acme/sensor-01")
     encoded = await client.get("/api/state/entities/acme%2Fsensor-01")
     assert raw.status_code == 200 and raw.json() == encoded.json() and raw.json()["id"] == "acme/sensor-01"
+
+
+ODD_IDS = ["x%41", "xA", "pct%2Fnot-a-slash", "q?x=1", "h#frag", "with space", "a/b c%", "ü%C3%BC"]
+
+
+async def test_an_id_is_percent_decoded_once_whatever_characters_it_has(client: httpx.AsyncClient) -> None:
+    """``x%2541`` is the id ``x%41``, not ``xA``: the path is decoded once, by the server."""
+    await publish_all(client, [event(entity_id, n=n) for n, entity_id in enumerate(ODD_IDS)])
+    for n, entity_id in enumerate(ODD_IDS):
+        found = await client.get("/api/state/entities/" + quote(entity_id, safe="/"))
+        assert found.status_code == 200, (entity_id, found.text)
+        assert (found.json()["id"], found.json()["properties"]) == (entity_id, {"n": n})
+        at = await client.get("/api/state/entities/" + quote(entity_id, safe="/"), params={"at": str(2 * T0)})
+        assert at.json()["id"] == entity_id
+    deleted = await client.delete("/api/state/entities/x%2541")
+    assert deleted.status_code == 200 and deleted.json()["entity_id"] == "x%41"
+    assert (await client.get("/api/state/entities/x%2541")).status_code == 404
+    assert (await client.get("/api/state/entities/xA")).json()["properties"] == {"n": 1}
 
 
 async def test_unknown_entity_is_404_with_json_error(client: httpx.AsyncClient) -> None:

@@ -12,14 +12,16 @@ import warnings
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
+from flux.model.namespaces import encode_record
 from tests.api.helpers import ADMIN, bearer, event, new_name
 from tests.api.memory import MemoryNode, node_settings
 
 with warnings.catch_warnings():  # Starlette would rather have httpx2, which Flux does not depend on
     warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`", UserWarning)
-    from starlette.testclient import TestClient, WebSocketTestSession
+    from starlette.testclient import TestClient, WebSocketDenialResponse, WebSocketTestSession
 
 
 def register(http: TestClient) -> tuple[str, str]:
@@ -123,6 +125,58 @@ def test_private_websocket_is_scoped_to_the_token_namespace(private_node: Memory
                 assert update["entity_id"] == f"{mine}/a"  # theirs never arrives, though it came first
 
 
+def closed_with(ws: WebSocketTestSession) -> WebSocketDisconnect:
+    """How the server closed ``ws``: the next receive raises it (a message first would fail the test)."""
+    with pytest.raises(WebSocketDisconnect) as closed:
+        ws.receive_json()
+    return closed.value
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [("rotate", "was replaced (a rotation"), ("delete", "was deleted: its token no longer works")],
+)
+def test_private_websockets_of_a_namespace_whose_token_is_voided_are_closed_with_1008(
+    private_node: MemoryNode, change: str, reason: str
+) -> None:
+    with TestClient(private_node.app) as http:
+        doomed, token = register(http)
+        other, other_token = register(http)
+        with (
+            http.websocket_connect(f"/api/ws?token={token}") as by_query,
+            http.websocket_connect("/api/ws", headers=bearer(token)) as by_header,
+            http.websocket_connect("/api/ws", headers=bearer(other_token)) as bystander,
+            http.websocket_connect("/api/ws", headers=ADMIN) as admin,
+        ):
+            for ws, pattern in ((by_query, doomed), (by_header, doomed), (bystander, other), (admin, doomed)):
+                assert subscribe(ws, f"{pattern}/*")["type"] == "subscribed"
+            hub = private_node.hub
+            tenants = [c for c in hub.connections if c.caller.namespace and c.caller.namespace.name == doomed]
+            assert len(tenants) == 2
+            if change == "rotate":
+                assert http.post(f"/api/namespaces/{doomed}/token", headers=ADMIN).status_code == 200
+            else:
+                assert http.delete(f"/api/namespaces/{doomed}", headers=ADMIN).status_code == 200
+            assert all(c.dropped.done() for c in tenants), "closed as the change is folded"
+            for ws in (by_query, by_header):
+                closed = closed_with(ws)
+                assert closed.code == 1008 and reason in closed.reason and doomed in closed.reason
+            assert nothing_queued(bystander) and nothing_queued(admin), "other namespaces and the admin stay"
+            assert len(private_node.hub.connections) == 2
+        assert private_node.metrics.websocket_dropped == 0, "not counted as too slow"
+
+
+def test_a_namespace_change_that_keeps_the_token_keeps_the_connection(private_node: MemoryNode) -> None:
+    with TestClient(private_node.app) as http:
+        name, token = register(http)
+        with http.websocket_connect("/api/ws", headers=bearer(token)) as ws:
+            holder = private_node.namespaces.registry.holder(name)
+            assert holder is not None
+            private_node.namespaces.apply(*encode_record(holder))  # restated, as a process that lost a race does
+            assert [c.dropped.done() for c in private_node.hub.connections] == [False]
+            assert nothing_queued(ws)
+
+
 def test_a_connection_has_at_most_the_configured_number_of_subscriptions() -> None:
     node = MemoryNode(node_settings(ws_max_subscriptions=2))
     with TestClient(node.app) as http, http.websocket_connect("/api/ws") as ws:
@@ -149,3 +203,57 @@ def test_a_snapshot_over_the_configured_size_is_refused_and_one_within_it_is_sen
         snapshot = [ws.receive_json() for _ in range(2)]
         assert [(m["type"], m["entity"]["id"]) for m in snapshot] == [("snapshot", "small/1"), ("snapshot", "small/2")]
         assert ws.receive_json() == {"type": "snapshot_complete", "entity_id": "small/*", "count": 2}
+
+
+OTHER_SITE = "https://evil.example"
+
+
+@pytest.mark.parametrize(
+    ("allowed", "origin"),
+    [
+        ("", None),  # a program, not a browser page
+        ("", "http://testserver"),  # Flux's own pages (TestClient's requests go to testserver:80)
+        ("", "HTTP://TestServer:80"),
+        ("https://app.example.com", "https://APP.example.com:443"),
+        ("https://app.example.com, http://localhost:8080", "http://localhost:8080"),
+        ("*", OTHER_SITE),
+        ("*", "null"),
+    ],
+)
+def test_programs_flux_own_pages_and_listed_origins_may_open_a_websocket(allowed: str, origin: str | None) -> None:
+    node = MemoryNode(node_settings(ws_allowed_origins=allowed))
+    headers = {} if origin is None else {"origin": origin}
+    with TestClient(node.app) as http, http.websocket_connect("/api/ws", headers=headers) as ws:
+        assert subscribe(ws, "o/a")["type"] == "subscribed"
+
+
+@pytest.mark.parametrize(
+    ("allowed", "origin"),
+    [
+        ("", OTHER_SITE),
+        ("", "http://testserver:8080"),  # another port is another origin
+        ("", "https://testserver.evil.example"),
+        ("", "null"),  # sandboxed frames, file:// pages
+        ("", "not an origin"),
+        ("https://app.example.com", "http://app.example.com"),  # another scheme
+        ("https://app.example.com", OTHER_SITE),
+    ],
+)
+def test_browser_pages_of_other_origins_are_refused_with_403_before_the_handshake(allowed: str, origin: str) -> None:
+    node = MemoryNode(node_settings(ws_allowed_origins=allowed))
+    with (
+        TestClient(node.app) as http,
+        pytest.raises(WebSocketDenialResponse) as refused,
+        http.websocket_connect("/api/ws", headers={"origin": origin}),
+    ):
+        pass
+    assert refused.value.status_code == 403
+    assert "FLUX_WS_ALLOWED_ORIGINS" in refused.value.json()["error"]
+    assert origin in refused.value.json()["error"]
+    assert node.hub.connections == set() and node.metrics.websocket_connections == 0
+
+
+@pytest.mark.parametrize("entry", ["https://app.example.com/path", "app.example.com", "ftp://x.example", "https://"])
+def test_an_allowed_origin_that_is_not_an_origin_is_refused_at_start(entry: str) -> None:
+    with pytest.raises(ValidationError, match="FLUX_WS_ALLOWED_ORIGINS"):
+        node_settings(ws_allowed_origins=f"https://ok.example,{entry}")

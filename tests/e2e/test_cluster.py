@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
+
+import httpx
 
 from tests.conftest import NodeFactory
 from tests.flux_process import FluxProcess
@@ -69,10 +72,29 @@ def test_any_node_answers_a_read_of_any_entity_from_the_node_that_serves_it(new_
         assert [e["payload"]["properties"] for e in history.json()] == [{"v": 1}, {"v": 2}]
     assert first.entity("c-unknown").status_code == 404 and second.entity("c-unknown").status_code == 404
 
+    odd = ["x%41", "xA", "q?x=1", "h#frag", "with space", "pct%2Fid", "ü%"]  # each is forwarded by one of the nodes
+    published = first.client.post(
+        "/api/events/batch", params={"wait": "true"}, json=[event(i, T0, odd=n) for n, i in enumerate(odd)]
+    )
+    assert published.status_code == 200 and published.json()["failed"] == 0, published.text
+    for n, entity_id in enumerate(odd):
+        served = set()
+        for node in (first, second):
+            answer = node.client.get("/api/state/entities/" + quote(entity_id, safe="/"))
+            assert answer.status_code == 200, (entity_id, node.url, answer.text)
+            assert (answer.json()["id"], answer.json()["properties"]) == (entity_id, {"odd": n})
+            served.add(answer.headers.get("x-flux-served-by", node.url))
+        assert len(served) == 1, f"{entity_id!r}: one node serves it, the other forwarded to it"
+
 
 ADMIN_TOKEN = "cluster-admin-" + "x" * 40
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-PRIVATE = {"FLUX_AUTH_ENABLED": "true", "FLUX_PUBLIC_READS": "false", "FLUX_ADMIN_TOKEN": ADMIN_TOKEN}
+PRIVATE = {
+    "FLUX_AUTH_ENABLED": "true",
+    "FLUX_PUBLIC_READS": "false",
+    "FLUX_ADMIN_TOKEN": ADMIN_TOKEN,
+    "FLUX_CLUSTER_SECRET": "cluster-secret-" + "s" * 32,  # the admin's reads travel without its token
+}
 
 
 def pages(node: FluxProcess, path: str, params: dict[str, str], headers: dict[str, str]) -> list[list[Any]]:
@@ -98,6 +120,18 @@ async def snapshot_ids(node: FluxProcess, pattern: str, token: str) -> list[str]
     ids = [m["entity"]["id"] for m in client.messages if m["type"] == "snapshot"]
     assert done["count"] == len(ids)
     return ids
+
+
+async def closed_by_rotation(watcher: FluxProcess, rotator: FluxProcess, token: str) -> tuple[int, str]:
+    """A tenant's socket on ``watcher`` while ``rotator`` gives the namespace a new token: how it closes."""
+    from tests.ws_client import Subscriber
+
+    async with Subscriber(watcher.url, query=f"?token={token}") as client:
+        await client.subscribe("fleet/*")
+        async with httpx.AsyncClient(base_url=rotator.url, timeout=30) as http:
+            rotated = await http.post("/api/namespaces/fleet/token", headers=ADMIN)
+        assert rotated.status_code == 200, rotated.text
+        return await client.closed()
 
 
 def test_lists_counts_history_deletes_and_snapshots_span_every_node(new_flux: NodeFactory) -> None:
@@ -136,6 +170,12 @@ def test_lists_counts_history_deletes_and_snapshots_span_every_node(new_flux: No
         assert [(e["payload"]["entity_id"], e["timestamp"]) for p in backwards for e in p] == keys[::-1]
         assert node.client.get("/api/state/entities", params={"prefix": "other"}, headers=tenant).status_code == 403
         assert asyncio.run(snapshot_ids(node, "fleet/*", token)) == ids
+        as_admin = pages(node, "/api/state/entities", {"limit": "25"}, ADMIN)  # gathered on the admin's behalf
+        assert [e["id"] for p in as_admin for e in p] == sorted([*ids, "other-1"])
+        for entity_id in ids[:8]:  # forwarded on the admin's behalf by the node that does not serve it
+            assert node.client.get(f"/api/state/entities/{entity_id}", headers=ADMIN).json()["id"] == entity_id
+        internal = node.client.get("/api/internal/entities", params={"partitions": "0"}, headers=ADMIN)
+        assert internal.status_code == 403, "the internal endpoints answer nodes only"
 
     doomed = [i for i in ids if i.endswith(("1", "2"))]
     deleted = second.client.post(
@@ -153,3 +193,6 @@ def test_lists_counts_history_deletes_and_snapshots_span_every_node(new_flux: No
     )
     assert purged.json()["deleted"] == len(left)
     assert second.client.get("/api/namespaces/fleet", headers=tenant).json()["entityCount"] == 0
+
+    code, reason = asyncio.run(closed_by_rotation(second, first, token))  # the record reaches the other node
+    assert code == 1008 and "namespace 'fleet' was replaced" in reason, reason

@@ -1,4 +1,5 @@
-"""The gather of cross-partition reads (api/cluster/gather.py), without Kafka or other nodes."""
+"""The gather of cross-partition reads (api/cluster/gather.py) and the URL a read is forwarded to
+(api/cluster/forward.py), without Kafka or other nodes."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.requests import Request
 
+from api.cluster.forward import forward_url
 from api.cluster.gather import Cluster, merged
+from api.cluster.node_calls import NodeCalls
 from flux.model.history import HistoryQuery
 from flux.model.state import PartitionUnavailable, StoredEntity
 
@@ -121,7 +126,7 @@ class FakeReader:
 
 
 def cluster(reader: FakeReader, wait_s: float = 0.3) -> Cluster:
-    return Cluster(reader, None, "http://me", reader.partitions, 1.0, wait_s)  # type: ignore[arg-type]
+    return Cluster(reader, None, NodeCalls("http://me", 1.0), reader.partitions, wait_s)  # type: ignore[arg-type]
 
 
 def test_owners_name_this_node_for_its_partitions_and_the_assignment_for_the_rest() -> None:
@@ -182,7 +187,7 @@ def test_history_pages_end_early_with_a_cursor_when_sources_only_pass_frontiers(
 
     history = EmptyPages()
     reader = FakeReader([0, 1, 2, 3], {p: "http://me" for p in range(4)}, [])
-    gather = Cluster(reader, history, "http://me", 4, 1.0, 0.1)  # type: ignore[arg-type]
+    gather = Cluster(reader, history, NodeCalls("http://me", 1.0), 4, 0.1)  # type: ignore[arg-type]
     query = HistoryQuery(entity=None, prefix="ns/", since=0, until=10, descending=False, limit=5)
     page, cursor = asyncio.run(gather.history(query, None))
     assert page == [] and cursor is not None
@@ -200,3 +205,19 @@ def test_standbys_follow_each_owner_in_the_ring_of_nodes() -> None:
     assert standby_partitions({"http://a": [0, 1]}, "http://a", 1) == [], "one node: nobody to copy"
     every = [p for url in owners for p in standby_partitions(owners, url, 1)]
     assert sorted(every) == list(range(6)), "each partition has exactly one standby"
+
+
+@pytest.mark.parametrize("entity_id", ["x%41", "q?x=1", "h#frag", "with space", "a/b%2Fc", "ü\u00a0%", "plain/id"])
+def test_a_forwarded_read_reaches_the_owner_with_the_id_this_node_decoded(entity_id: str) -> None:
+    """The owner decodes the forwarded path once, as this node did: it must find the same id."""
+    path = f"/api/state/entities/{entity_id}"  # the path as this node's server decoded it
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "query_string": b"at=2024-01-01T00%3A00%3A00Z",
+        "headers": [],
+    }
+    url = httpx.URL(forward_url("http://owner:3001", Request(scope)))
+    assert (url.host, url.port, url.path) == ("owner", 3001, path)  # httpx.URL.path: decoded, as the owner reads it
+    assert url.query == b"at=2024-01-01T00%3A00%3A00Z"

@@ -46,8 +46,10 @@ def sized_text(length: int) -> str:
 
 
 def required_text() -> st.SearchStrategy[Any]:
-    """``stream``/``source``: missing, null, empty, wrong types, or some text."""
-    return st.one_of(st.just(MISSING), st.just(""), wrong_types, text, st.just("sensors"))
+    """``stream``/``source``: missing, null, empty, wrong types, some text, or text at and one past the limit."""
+    limit = DEFAULT_LIMITS.stream_source_length
+    at_and_past = st.sampled_from([sized_text(limit), sized_text(limit + 1), "é" * limit, "é" * (limit + 1)])
+    return st.one_of(st.just(MISSING), st.just(""), wrong_types, text, st.just("sensors"), at_and_past)
 
 
 timestamps = st.one_of(
@@ -145,9 +147,10 @@ def valid_envelopes(draw: st.DrawFn) -> dict[str, Any]:
             | st.just({f"p{i}": i for i in range(DEFAULT_LIMITS.properties)})
             | st.just({sized_text(DEFAULT_LIMITS.property_key_length): 1})
         )
+    longest = st.just(sized_text(DEFAULT_LIMITS.stream_source_length))
     envelope: dict[str, Any] = {
-        "stream": draw(valid_text(12)),
-        "source": draw(valid_text(12)),
+        "stream": draw(valid_text(12) | longest),
+        "source": draw(valid_text(12) | longest),
         "op": "delete" if delete else draw(st.sampled_from([MISSING, None])),
         "timestamp": draw(
             st.sampled_from([MISSING, None, 0, MAX_TIMESTAMP_MS, float(NOW_MS), -0.0])
@@ -239,6 +242,11 @@ BOUNDARIES: dict[str, Any] = {
     "stream empty": {**VALID, "stream": ""},
     "stream a number": {**VALID, "stream": 1},
     "source empty": {**VALID, "source": ""},
+    "stream at its limit": {**VALID, "stream": sized_text(DEFAULT_LIMITS.stream_source_length)},
+    "stream past its limit": {**VALID, "stream": sized_text(DEFAULT_LIMITS.stream_source_length + 1)},
+    "source at its limit": {**VALID, "source": "ü" * DEFAULT_LIMITS.stream_source_length},
+    "source past its limit": {**VALID, "source": sized_text(DEFAULT_LIMITS.stream_source_length + 1)},
+    "source of 100,000 characters": {**VALID, "source": sized_text(100_000)},
     "eventId at its limit": {**VALID, "eventId": sized_text(MAX_EVENT_ID_LENGTH)},
     "eventId past its limit": {**VALID, "eventId": sized_text(MAX_EVENT_ID_LENGTH + 1)},
     "eventId empty": {**VALID, "eventId": ""},
@@ -323,4 +331,6 @@ def test_both_kinds_are_documented_by_op() -> None:
     assert "op" in upsert["properties"] and "op" in delete["required"]
     payload = schema["$defs"]["EventPayload"]["properties"]
     assert payload["entity_id"]["maxLength"] == DEFAULT_LIMITS.entity_id_length
+    for kind in (upsert, delete):
+        assert kind["properties"]["stream"]["maxLength"] == kind["properties"]["source"]["maxLength"] == 256
     assert payload["properties"]["maxProperties"] == DEFAULT_LIMITS.properties

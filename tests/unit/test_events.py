@@ -55,6 +55,23 @@ def test_entity_id_longer_than_the_limit_is_refused():
         )
 
 
+def test_stream_and_source_longer_than_the_limit_are_refused():
+    def event(**fields):
+        return {"stream": "s", "source": "a", "payload": {"entity_id": "e", "properties": {}}, **fields}
+
+    for field in ("stream", "source"):
+        assert validate_event(event(**{field: "x" * 256}), now_ms=1)[field] == "x" * 256  # the default limit
+        for length, limits in (
+            (257, EventLimits()),
+            (100_000, EventLimits()),
+            (9, EventLimits(stream_source_length=8)),
+        ):
+            with pytest.raises(
+                InvalidEvent, match=f"^{field} must be at most {limits.stream_source_length} characters$"
+            ):
+                validate_event(event(**{field: "x" * length}), now_ms=1, limits=limits)
+
+
 def test_delete_events_carry_no_properties():
     env = validate_event({"stream": "s", "source": "a", "op": "delete", "payload": {"entity_id": "e"}}, now_ms=1)
     assert env["op"] == "delete" and "properties" not in env["payload"]
