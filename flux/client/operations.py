@@ -52,9 +52,9 @@ def time_param(value: Time) -> int | str:
 
 
 def entity_path(entity_id: str) -> str:
-    """The path of one entity. The id may hold any character: the server decodes the path and then
-    the id once more, so a '%' is escaped twice."""
-    return f"{ENTITIES}/{quote(entity_id.replace('%', '%25'), safe='/')}"
+    """The path of one entity. The id may hold any character: every one that needs it is
+    percent-escaped once ('/' stays, as the server takes the rest of the path as the id)."""
+    return f"{ENTITIES}/{quote(entity_id, safe='/')}"
 
 
 def _query(**values: object) -> dict[str, str]:
