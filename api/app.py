@@ -19,6 +19,7 @@ from api.live import websocket
 from api.live.applied import AppliedOffsets
 from api.live.hub import Hub
 from api.openapi import describe_configuration
+from api.request_id import RequestIdMiddleware
 from api.responses import JSON
 from api.routes import admin, delete, events, health, state
 from api.routes import history as history_routes
@@ -76,6 +77,8 @@ def create_app(
     node = app_node(app)
     namespaces.on_change(partial(node.hub.namespace_changed, guard=node.guard))  # void tokens close sockets
     install_error_handlers(app, node.forwarder, reader)
+    if settings.log_format == "json" or settings.access_log:
+        app.add_middleware(RequestIdMiddleware)  # only where the logs can show the id: no cost otherwise
     for module in (events, state, delete, namespace_routes, history_routes, admin, internal, websocket, health):
         app.include_router(module.router)
 

@@ -43,6 +43,7 @@ from flux.kafka.namespace_log import NamespaceLog
 from flux.kafka.publisher import EventPublisher
 from flux.kafka.security import client_options
 from flux.lifecycle import Service, Services
+from flux.logs import logging_config
 from flux.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ class HttpServer:
             host=settings.host,
             port=settings.port,
             lifespan="off",
-            access_log=False,
+            access_log=settings.access_log,
+            log_config=None,  # uvicorn's records go to the worker's handler, in the node's format
             log_level=settings.log_level.lower(),
             http="httptools",
             ws="websockets-sansio",
@@ -285,11 +287,14 @@ def build_node(settings: Settings) -> tuple[faust.App, NodeServices]:
 def run_node(settings: Settings) -> int:
     """Run one Flux node in the foreground until SIGINT/SIGTERM (exit code 0) or a crash (1)."""
     app, services = build_node(settings)
+    root_level = quiet_logging(settings.log_level, settings.faust_log_level)
+    handler_level = min(logging.INFO, logging.getLevelName(root_level)) if settings.access_log else root_level
     worker = _Worker(
         settings.shutdown_timeout_s,
         app,
         services,
-        loglevel=quiet_logging(settings.log_level, settings.faust_log_level),
+        loglevel=handler_level,
+        logging_config=logging_config(settings.log_format, settings.node_id, root_level, settings.access_log),
         quiet=True,
         redirect_stdouts=False,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from functools import lru_cache
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import AliasChoices, Field, FilePath, SecretStr, model_validator
 from pydantic_core import PydanticCustomError
@@ -64,6 +64,14 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(
         default="WARNING", description="Log level (Faust, mode and aiokafka stay at WARNING or above)"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text` (Flux's log lines) or `json`: one JSON object per line, with time, level, logger, "
+        "message, node and the HTTP request's id (see docs/operations.md, Logs)",
+    )
+    access_log: bool = Field(
+        default=False, description="A log line per HTTP request (method, path, status, client), at INFO"
     )
     faust_log_level: str = Field(
         default="WARNING",

@@ -19,12 +19,9 @@ from flux.datadir import claim_data_dir
 from flux.kafka.broker_check import diagnose
 from flux.kafka.security import uses_tls
 from flux.kafka.topics import TopicMismatch, ensure_topics
+from flux.logs import say
 
 LOCAL_KAFKA_DIR = Path(".flux/kafka")
-
-
-def _progress(message: str) -> None:
-    print(f"flux: {message}", file=sys.stderr)
 
 
 def _invalid_settings(exc: ValidationError) -> str:
@@ -51,21 +48,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         from flux.localkafka import LocalKafka
 
-        broker = LocalKafka(LOCAL_KAFKA_DIR, port=9092, controller_port=9093, progress=_progress)
+        log_format = settings.log_format
+        broker = LocalKafka(LOCAL_KAFKA_DIR, port=9092, controller_port=9093, progress=lambda m: say(m, log_format))
         settings = Settings(**overrides, kafka_bootstrap_servers=broker.start())
-        print(f"flux: using the local Kafka broker at {settings.kafka_bootstrap_servers}", file=sys.stderr)
+        say(f"using the local Kafka broker at {settings.kafka_bootstrap_servers}", settings.log_format)
     try:
         cluster_id = asyncio.run(ensure_topics(settings))
     except TopicMismatch as exc:
-        print(f"flux: {exc}", file=sys.stderr)
+        say(str(exc), settings.log_format, "ERROR")
         return 2
     except KafkaConnectionError:
         diagnosis = asyncio.run(diagnose(settings))
-        print(f"flux: cannot use Kafka at {settings.kafka_bootstrap_servers}: {diagnosis.reason}", file=sys.stderr)
+        say(f"cannot use Kafka at {settings.kafka_bootstrap_servers}: {diagnosis.reason}", settings.log_format, "ERROR")
         return 2 if diagnosis.misconfigured else 1
     moved = claim_data_dir(settings.data_dir, cluster_id, settings.app_id)
     if moved is not None:
-        print(f"flux: {settings.data_dir} belonged to another Kafka cluster; moved it to {moved}", file=sys.stderr)
+        say(
+            f"{settings.data_dir} belonged to another Kafka cluster; moved it to {moved}",
+            settings.log_format,
+            "WARNING",
+        )
     if not uses_tls(settings):  # uvloop closes TLS connections slowly: see kafka_security.uses_tls
         import uvloop  # the worker's loop: faster sockets and scheduling than asyncio's default
 
@@ -73,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     asyncio.set_event_loop(asyncio.new_event_loop())
     from api.server import run_node
 
-    print(f"flux: serving on http://{settings.host}:{settings.port} (docs at /docs)", file=sys.stderr)
+    say(f"serving on http://{settings.host}:{settings.port} (docs at /docs)", settings.log_format)
     return run_node(settings)
 
 
