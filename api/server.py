@@ -77,6 +77,7 @@ class HttpServer:
             http="httptools",
             ws="websockets-sansio",
             ws_per_message_deflate=False,  # compressing small JSON messages costs more CPU than it saves
+            ws_max_size=settings.ws_max_message_bytes,  # larger client frames are refused before they are buffered
         )
         self._server = _EmbeddedUvicorn(config)
         self._serving: asyncio.Task[None] | None = None

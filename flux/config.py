@@ -224,6 +224,22 @@ class Settings(BaseSettings):
     ws_snapshot_limit: int = Field(default=10_000, ge=0, description="Largest snapshot a subscribe may ask for")
     ws_metrics_interval_s: float = Field(default=2.0, gt=0, description="Period of `metrics_update`, in seconds")
     ws_max_subscriptions: int = Field(default=1_000, ge=1, description="Patterns per WebSocket connection")
+    ws_queue_max_bytes: int = Field(
+        default=4_194_304,
+        ge=1_024,
+        description="Bytes of messages (changes, snapshots and replies alike) a WebSocket client may have waiting "
+        "before it is dropped (close code 1008); a snapshot waits for the client to read rather than exceed it",
+    )
+    ws_subscribe_per_second: float = Field(
+        default=50.0,
+        gt=0,
+        description="Subscribes a WebSocket connection may send per second (as many at once); more get an `error`",
+    )
+    ws_max_message_bytes: int = Field(
+        default=65_536,
+        ge=1_024,
+        description="Largest message a WebSocket client may send; a larger one closes the connection (code 1009)",
+    )
     ws_allowed_origins: str = Field(
         default="",
         description="Comma-separated origins (`https://app.example.com`) of the web pages that may open `/api/ws` "

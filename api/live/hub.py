@@ -1,11 +1,14 @@
 """The WebSocket hub: connections, their subscriptions, and the fan-out of relayed changes to them.
 
 Every connection has a queue of outgoing messages and its own sender task, so a slow client never
-slows the relay, ingestion or other clients. The queue is bounded: a client that still has more
-than FLUX_WS_QUEUE_LIMIT messages waiting when the next change record or metrics update arrives
-is dropped, closed with code 1008 and a reason saying so (:data:`CLOSE_TOO_SLOW`). A queue thus
-never holds more than the limit plus one record's messages. The protocol spoken over a
-connection is in :mod:`api.live.websocket`.
+slows the relay, ingestion or other clients. The queue is bounded by count (FLUX_WS_QUEUE_LIMIT
+messages) and by bytes (FLUX_WS_QUEUE_MAX_BYTES, every message counted: changes, snapshots and
+replies). A client over either bound when the next change record or metrics update arrives, or
+when it is answered, is dropped: closed with code 1008 and a reason saying so
+(:data:`CLOSE_TOO_SLOW`), and its queued messages are released at once. A snapshot never pushes a
+queue past the byte bound: it waits for the client to read, and a client that does not read within
+:data:`SNAPSHOT_WAIT_S` is dropped. A queue thus never holds more than the bounds plus one record's
+messages. The protocol spoken over a connection is in :mod:`api.live.websocket`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -40,6 +44,12 @@ FORMAT_PROPERTY = "property"
 FORMAT_ENTITY = "entity"
 SNAPSHOT_SLICE = 200
 CLOSE_WAIT_S = 10.0  # a dropped client gets this long to read what is buffered, then its close frame
+SNAPSHOT_WAIT_S = 10.0  # a snapshot waits this long for a full queue to make room, then drops the client
+
+
+def message_size(text: str) -> int:
+    """The memory a queued message takes, in bytes (what FLUX_WS_QUEUE_MAX_BYTES counts)."""
+    return sys.getsizeof(text)
 
 
 def message_text(message: dict[str, Any]) -> str:
@@ -80,13 +90,14 @@ def change_messages(change: EntityChange, form: str) -> list[str]:
 class Subscription:
     """One pattern of one connection, in one format; during a snapshot its live messages wait."""
 
-    __slots__ = ("connection", "form", "pattern", "pending", "seen", "until")
+    __slots__ = ("connection", "form", "pattern", "pending", "pending_bytes", "seen", "until")
 
     def __init__(self, connection: Connection, pattern: Pattern, form: str) -> None:
         self.connection = connection
         self.pattern = pattern
         self.form = form
         self.pending: list[tuple[EntityChange, list[str]]] | None = None
+        self.pending_bytes = 0  # what ``pending`` holds, counted against the connection's byte bound
         self.seen: dict[str, int] = {}  # entity id -> feed offset its snapshot included
         self.until: dict[int, int] = {}  # partition -> offset after which ``seen`` is not needed
 
@@ -103,44 +114,99 @@ class Subscription:
 
 
 class Connection:
-    """One WebSocket client: its subscriptions and its bounded outgoing queue."""
+    """One WebSocket client: its subscriptions and its outgoing queue, bounded by count and by bytes."""
 
-    def __init__(self, websocket: WebSocket, queue_limit: int, caller: Caller = OPEN) -> None:
+    def __init__(
+        self, websocket: WebSocket, queue_limit: int, caller: Caller = OPEN, max_bytes: int = 4_194_304
+    ) -> None:
         self.websocket = websocket
         self.caller = caller
         self.token = bearer_token(websocket) if caller is not OPEN else None  # re-checked when namespaces change
         self.auth = None if self.token is None else f"Bearer {self.token}"  # for other nodes' share of a snapshot
         self.queue_limit = queue_limit
+        self.max_bytes = max_bytes
         self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self.queued_bytes = 0  # :func:`message_size` of what ``queue`` holds
         self.subscriptions: dict[str, Subscription] = {}
         self.dropped: asyncio.Future[str] = asyncio.get_running_loop().create_future()  # the close reason
+        self.close_code = CLOSE_DROPPED
         self.too_slow = False
+        self._taken = asyncio.Event()  # set whenever the sender takes a message off the queue
 
     def send(self, text: str) -> None:
         """Queue ``text`` (nothing once the connection is dropped)."""
         if not self.dropped.done():
             self.queue.put_nowait(text)
+            self.queued_bytes += message_size(text)
+
+    def reply(self, text: str) -> None:
+        """Queue an answer to the client's own message, dropping the client if that puts it over a bound."""
+        self.send(text)
+        self.check_backlog()
+
+    def over_bound(self, extra: int = 0) -> bool:
+        """Whether the queue (plus ``extra`` bytes) holds more than either bound."""
+        return self.queue.qsize() > self.queue_limit or self.queued_bytes + extra > self.max_bytes
 
     def check_backlog(self) -> None:
-        """Drop the client if more than ``queue_limit`` messages still wait for it."""
-        if self.queue.qsize() > self.queue_limit:
+        """Drop the client if more than ``queue_limit`` messages or ``max_bytes`` bytes still wait for it."""
+        if self.over_bound():
             self.drop_too_slow()
 
-    def drop_too_slow(self) -> None:
-        """Give up on this client: it is closed with :data:`CLOSE_TOO_SLOW` and this reason."""
+    async def room_for(self, size: int, wait_s: float) -> bool:
+        """Wait until ``size`` more bytes fit within the byte bound (or the queue is empty, so that a message
+        larger than the bound still goes alone); False, the client dropped as too slow, if it did not read
+        enough within ``wait_s`` seconds, and False if it was dropped meanwhile."""
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while not self.dropped.done() and self.queued_bytes and self.queued_bytes + size > self.max_bytes:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                self.drop_too_slow(f"read nothing of a full queue ({self.max_bytes} bytes) for {wait_s:g} s")
+                break
+            self._taken.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._taken.wait(), remaining)
+        return not self.dropped.done()
+
+    def drop_too_slow(self, why: str | None = None) -> None:
+        """Give up on this client: it is closed with :data:`CLOSE_TOO_SLOW` and a reason saying ``why``
+        (by default, which bound its queue is over)."""
         if not self.dropped.done():
             self.too_slow = True
-            self.drop(f"too slow: more than {self.queue_limit} messages waiting; reconnect and subscribe again")
+            if why is None:
+                waiting = (
+                    f"{self.queue_limit} messages"
+                    if self.queue.qsize() > self.queue_limit
+                    else f"{self.max_bytes} bytes of messages"
+                )
+                why = f"more than {waiting} waiting"
+            self.drop(f"too slow: {why}; reconnect and subscribe again")
 
-    def drop(self, reason: str) -> None:
-        """Close this connection (code 1008, ``reason``) and send it nothing more, queued messages included."""
+    def drop(self, reason: str, code: int = CLOSE_DROPPED) -> None:
+        """Close this connection (``code``, ``reason``) and send it nothing more: its queued messages, and
+        those a snapshot held back, are released at once."""
         if not self.dropped.done():
+            self.close_code = code
             self.dropped.set_result(reason[:120])
+            self.release()
+
+    def release(self) -> None:
+        """Forget every message waiting for this client."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queued_bytes = 0
+        for subscription in self.subscriptions.values():
+            if subscription.pending:
+                subscription.pending = []
+            subscription.pending_bytes = 0
+        self._taken.set()
 
     async def send_loop(self) -> None:
         """Write queued messages to the socket, in order, as fast as the client reads them."""
         while True:
             text = await self.queue.get()
+            self.queued_bytes = max(0, self.queued_bytes - message_size(text))
+            self._taken.set()
             await self.websocket.send_text(text)
 
 
@@ -229,9 +295,15 @@ class Hub:
             if messages is None:
                 messages = rendered[form] = change_messages(change, form)
             if subscription.pending is not None:
+                connection = subscription.connection
+                if connection.dropped.done():
+                    continue
                 subscription.pending.append((change, messages))
-                if len(subscription.pending) > subscription.connection.queue_limit:
-                    subscription.connection.drop_too_slow()
+                subscription.pending_bytes += sum(message_size(text) for text in messages)
+                if len(subscription.pending) > connection.queue_limit or connection.over_bound(
+                    subscription.pending_bytes
+                ):
+                    connection.drop_too_slow()
                 continue
             target = (subscription.connection, form)
             if target in delivered:
@@ -261,12 +333,20 @@ class Hub:
         return True
 
     async def send_snapshot(self, subscription: Subscription) -> int:
-        """Send the current state of every matching entity, then the live changes that waited."""
+        """Send the current state of every matching entity, then the live changes that waited.
+
+        Each snapshot message waits for room within FLUX_WS_QUEUE_MAX_BYTES (the client reading); a
+        client that does not make room within :data:`SNAPSHOT_WAIT_S` is dropped as too slow, and the
+        snapshot stops there, as it does when the connection is dropped for any other reason.
+        """
         connection = subscription.connection
         count = 0
         async for stored in self._matching(subscription.pattern, connection.auth, SNAPSHOT_SLICE):
+            text = message_text({"type": "snapshot", "entity": stored.entity})
+            if not await connection.room_for(message_size(text), SNAPSHOT_WAIT_S):
+                return count
             subscription.seen[stored.entity["id"]] = stored.applied
-            connection.send(message_text({"type": "snapshot", "entity": stored.entity}))
+            connection.send(text)
             count += 1
             if count % SNAPSHOT_SLICE == 0:
                 await asyncio.sleep(0)
@@ -276,6 +356,7 @@ class Hub:
             until[partition] = max(until.get(partition, -1), applied)
         subscription.until = {p: offset for p, offset in until.items() if offset >= 0}
         pending, subscription.pending = subscription.pending or [], None
+        subscription.pending_bytes = 0
         delivered: set[int] = set()
         for change, messages in pending:
             if subscription.already_sent(change) or id(change) in delivered:
@@ -283,6 +364,7 @@ class Hub:
             delivered.add(id(change))
             for text in messages:
                 connection.send(text)
+        connection.check_backlog()
         if subscription.until:
             self._catching_up.add(subscription)
         else:

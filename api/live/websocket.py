@@ -18,12 +18,21 @@ and a reason saying which (:meth:`api.live.hub.Hub.namespace_changed`).
 
 Browser pages of other origins than Flux's own and those of ``FLUX_WS_ALLOWED_ORIGINS`` are
 refused before the handshake is accepted (403; :mod:`api.live.origin`).
+
+Limits per connection: a client message of more than FLUX_WS_MAX_MESSAGE_BYTES closes the
+connection (1009, :data:`CLOSE_TOO_BIG`); a pattern longer than FLUX_MAX_ENTITY_ID_LENGTH (its
+trailing ``*`` aside), a subscribe beyond FLUX_WS_SUBSCRIBE_PER_SECOND (a token bucket holding one
+second's worth) or beyond FLUX_WS_MAX_SUBSCRIPTIONS patterns gets an ``error`` message. Every
+answer is queued like any other message, within the queue's bounds (:mod:`api.live.hub`), so a
+client that keeps sending without reading is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -33,7 +42,6 @@ from starlette.websockets import WebSocketDisconnect
 from api.deps import node_of
 from api.errors import ApiError, error_response
 from api.live.hub import (
-    CLOSE_DROPPED,
     CLOSE_UNAUTHORIZED,
     CLOSE_WAIT_S,
     FORMAT_ENTITY,
@@ -48,13 +56,39 @@ from flux.model.state import PartitionUnavailable
 
 router = APIRouter()
 
+CLOSE_TOO_BIG = 1009  # a client message larger than FLUX_WS_MAX_MESSAGE_BYTES
+
+
+class TokenBucket:
+    """``rate`` actions a second, and as many (at least one) at once after a quiet second."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self._clock = clock
+        self._stamp = clock()
+
+    def take(self) -> bool:
+        """Spend one token; False (nothing spent) when none is left."""
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
 
 class ClientError(ValueError):
     """A client message that cannot be acted on; answered with an ``error`` message."""
 
 
-def parse_client_message(raw: str | bytes) -> dict[str, Any]:
-    """A client message as ``{"type", "pattern", "form", "snapshot"}``; raises :class:`ClientError`."""
+def parse_client_message(raw: str | bytes, max_pattern_length: int = 512) -> dict[str, Any]:
+    """A client message as ``{"type", "pattern", "form", "snapshot"}``; raises :class:`ClientError`.
+
+    A pattern's id or prefix (the pattern without its trailing ``*``) is at most ``max_pattern_length``
+    characters, the longest entity id."""
     try:
         message = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -70,6 +104,11 @@ def parse_client_message(raw: str | bytes) -> dict[str, Any]:
     pattern = message.get(spelled)
     if not isinstance(pattern, str) or not pattern:
         raise ClientError(f"{kind} needs 'entity_id' (or 'entityId'): an id, a 'prefix*' pattern or '*'")
+    if len(pattern.removesuffix("*")) > max_pattern_length:
+        raise ClientError(
+            f"{spelled} is longer than {max_pattern_length} characters (FLUX_MAX_ENTITY_ID_LENGTH), "
+            "so it matches no entity"
+        )
     form = message.get("format", FORMAT_PROPERTY if spelled == "entity_id" else FORMAT_ENTITY)
     if form not in (FORMAT_PROPERTY, FORMAT_ENTITY):
         raise ClientError("format must be 'property' or 'entity'")
@@ -79,37 +118,50 @@ def parse_client_message(raw: str | bytes) -> dict[str, Any]:
     return {"type": kind, "pattern": pattern, "form": form, "snapshot": snapshot}
 
 
-async def _handle(hub: Hub, connection: Connection, raw: str | bytes) -> None:
+async def _handle(hub: Hub, connection: Connection, raw: str | bytes, subscribes: TokenBucket) -> None:
     try:
-        message = parse_client_message(raw)
+        message = parse_client_message(raw, hub.settings.max_entity_id_length)
     except ClientError as exc:
-        connection.send(message_text({"type": "error", "error": str(exc)}))
+        connection.reply(message_text({"type": "error", "error": str(exc)}))
         return
     if message["type"] == "ping":
-        connection.send(message_text({"type": "pong"}))
+        connection.reply(message_text({"type": "pong"}))
         return
     text = message["pattern"]
     if message["type"] == "unsubscribe":
         if hub.unsubscribe(connection, text):
-            connection.send(message_text({"type": "unsubscribed", "entity_id": text}))
+            connection.reply(message_text({"type": "unsubscribed", "entity_id": text}))
         else:
-            connection.send(message_text({"type": "error", "error": f"not subscribed to {text!r}", "entity_id": text}))
+            connection.reply(message_text({"type": "error", "error": f"not subscribed to {text!r}", "entity_id": text}))
+        return
+    if not subscribes.take():
+        rate = hub.settings.ws_subscribe_per_second
+        connection.reply(
+            message_text(
+                {
+                    "type": "error",
+                    "entity_id": text,
+                    "error": f"more than {rate:g} subscribes a second (FLUX_WS_SUBSCRIBE_PER_SECOND); "
+                    "wait and subscribe again",
+                }
+            )
+        )
         return
     pattern = Pattern.parse(text)
     try:
         guard = node_of(connection.websocket).guard
         guard.check_prefix(connection.caller, text if pattern.prefix is None else pattern.prefix, "read")
     except ApiError as exc:
-        connection.send(message_text({"type": "error", "entity_id": text, "error": exc.message}))
+        connection.reply(message_text({"type": "error", "entity_id": text, "error": exc.message}))
         return
     limit = hub.settings.ws_max_subscriptions
     if text not in connection.subscriptions and len(connection.subscriptions) >= limit:
-        connection.send(message_text({"type": "error", "error": f"at most {limit} subscriptions per connection"}))
+        connection.reply(message_text({"type": "error", "error": f"at most {limit} subscriptions per connection"}))
         return
     snapshot = message["snapshot"]
     try:
         if snapshot and not await hub.snapshot_size_ok(pattern, connection.auth):
-            connection.send(
+            connection.reply(
                 message_text(
                     {
                         "type": "error",
@@ -122,15 +174,15 @@ async def _handle(hub: Hub, connection: Connection, raw: str | bytes) -> None:
             )
             return
         subscription = hub.subscribe(connection, pattern, message["form"], snapshot)
-        connection.send(
+        connection.reply(
             message_text({"type": "subscribed", "entity_id": text, "format": message["form"], "snapshot": snapshot})
         )
         if snapshot:
             count = await hub.send_snapshot(subscription)
-            connection.send(message_text({"type": "snapshot_complete", "entity_id": text, "count": count}))
+            connection.reply(message_text({"type": "snapshot_complete", "entity_id": text, "count": count}))
     except PartitionUnavailable as exc:
         hub.unsubscribe(connection, text)
-        connection.send(message_text({"type": "error", "entity_id": text, "error": f"{exc}; try again shortly"}))
+        connection.reply(message_text({"type": "error", "entity_id": text, "error": f"{exc}; try again shortly"}))
 
 
 async def refuse_handshake(websocket: WebSocket, message: str) -> None:
@@ -157,7 +209,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     except ApiError as exc:
         await websocket.close(CLOSE_UNAUTHORIZED, exc.message[:120])
         return
-    connection = Connection(websocket, hub.settings.ws_queue_limit, caller)
+    settings = hub.settings
+    connection = Connection(websocket, settings.ws_queue_limit, caller, settings.ws_queue_max_bytes)
+    subscribes = TokenBucket(settings.ws_subscribe_per_second)
     hub.join(connection)
     sender = asyncio.create_task(connection.send_loop())
     try:
@@ -171,8 +225,17 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             message = receive.result()
             if message["type"] == "websocket.disconnect":
                 break
-            raw = message.get("text")
-            await _handle(hub, connection, raw if raw is not None else message.get("bytes") or b"")
+            text = message.get("text")
+            raw: str | bytes = text if text is not None else message.get("bytes") or b""
+            size = len(raw) if isinstance(raw, bytes) else len(raw.encode())
+            if size > settings.ws_max_message_bytes:
+                connection.drop(
+                    f"message of {size} bytes is larger than FLUX_WS_MAX_MESSAGE_BYTES "
+                    f"({settings.ws_max_message_bytes})",
+                    CLOSE_TOO_BIG,
+                )
+                break
+            await _handle(hub, connection, raw, subscribes)
     except WebSocketDisconnect:
         pass
     finally:
@@ -184,4 +247,4 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         if connection.too_slow:
             hub.metrics.websocket_dropped += 1
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(websocket.close(CLOSE_DROPPED, connection.dropped.result()), CLOSE_WAIT_S)
+            await asyncio.wait_for(websocket.close(connection.close_code, connection.dropped.result()), CLOSE_WAIT_S)

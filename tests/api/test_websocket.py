@@ -8,13 +8,19 @@ tests/e2e/test_websocket.py.
 
 from __future__ import annotations
 
+import asyncio
+import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
+from api.live import hub as hub_module
+from api.live.hub import Connection
+from api.server import HttpServer
 from flux.model.namespaces import encode_record
 from tests.api.helpers import ADMIN, bearer, event, new_name
 from tests.api.memory import MemoryNode, node_settings
@@ -257,3 +263,142 @@ def test_browser_pages_of_other_origins_are_refused_with_403_before_the_handshak
 def test_an_allowed_origin_that_is_not_an_origin_is_refused_at_start(entry: str) -> None:
     with pytest.raises(ValidationError, match="FLUX_WS_ALLOWED_ORIGINS"):
         node_settings(ws_allowed_origins=f"https://ok.example,{entry}")
+
+
+# -- memory bounds: a client that does not read --------------------------------------------------
+
+
+async def never_sends(self: Connection) -> None:
+    """A sender whose client reads nothing: every message stays queued."""
+    await asyncio.Event().wait()
+
+
+def until(condition: Callable[[], Any], seconds: float = 5.0) -> Any:
+    """Wait for ``condition`` (evaluated in this thread while the app runs in TestClient's); fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+    return result
+
+
+def the_connection(node: MemoryNode) -> Connection:
+    """The node's only connection, once it joined."""
+    (connection,) = until(lambda: list(node.hub.connections))
+    return connection
+
+
+def test_a_client_that_does_not_read_is_dropped_past_the_byte_bound_and_its_queue_released(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Connection, "send_loop", never_sends)
+    node = MemoryNode(node_settings(ws_queue_max_bytes=65_536))
+    with TestClient(node.app) as http, http.websocket_connect("/api/ws") as ws:
+        connection = the_connection(node)
+        ws.send_json({"type": "subscribe", "entity_id": "big/*"})
+        until(lambda: connection.subscriptions)
+        for i in range(20):  # ~10 KB a message: far fewer messages than FLUX_WS_QUEUE_LIMIT
+            publish(http, f"big/{i}", pad="x" * 10_000)
+        until(lambda: connection.dropped.done())
+        assert connection.queue.qsize() == 0 and connection.queued_bytes == 0, "released at the drop"
+        closed = closed_with(ws)
+        assert closed.code == 1008
+        assert closed.reason.startswith("too slow: more than 65536 bytes of messages waiting")
+        assert node.hub.connections == set() and node.metrics.websocket_dropped == 1
+
+
+def test_repeated_snapshot_subscribes_never_queue_past_the_byte_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Connection, "send_loop", never_sends)
+    monkeypatch.setattr(hub_module, "SNAPSHOT_WAIT_S", 0.2)
+    queued_after_snapshot: list[int] = []
+    send = Connection.send
+
+    def measured(self: Connection, text: str) -> None:
+        send(self, text)
+        if text.startswith('{"type":"snapshot",'):
+            queued_after_snapshot.append(self.queued_bytes)
+
+    monkeypatch.setattr(Connection, "send", measured)
+    node = MemoryNode(node_settings(ws_queue_max_bytes=65_536, ws_subscribe_per_second=1_000))
+    with TestClient(node.app) as http:
+        publish(http, "large", pad="x" * 20_000)
+        with http.websocket_connect("/api/ws") as ws:
+            connection = the_connection(node)
+            for _ in range(20):  # the issue's attack, scaled down: 400 KB of snapshots asked for
+                ws.send_json({"type": "subscribe", "entity_id": "large", "snapshot": True})
+            until(lambda: connection.dropped.done())
+            closed = closed_with(ws)
+        assert closed.code == 1008 and closed.reason.startswith("too slow: read nothing of a full queue")
+        assert len(queued_after_snapshot) == 3, "three 20 KB snapshots fit in 64 KiB, the fourth waited"
+        assert max(queued_after_snapshot) <= 65_536
+        assert connection.queued_bytes == 0 and node.hub.connections == set()
+
+
+def test_subscribes_beyond_the_rate_get_an_error_and_unsubscribes_do_not_count() -> None:
+    node = MemoryNode(node_settings(ws_subscribe_per_second=0.2))  # one at once, then one every 5 s
+    with TestClient(node.app) as http, http.websocket_connect("/api/ws") as ws:
+        assert subscribe(ws, "r/1")["type"] == "subscribed"
+        for pattern in ("r/2", "r/1"):
+            refused = subscribe(ws, pattern)
+            assert refused["type"] == "error" and refused["entity_id"] == pattern
+            assert "FLUX_WS_SUBSCRIBE_PER_SECOND" in refused["error"]
+        ws.send_json({"type": "unsubscribe", "entity_id": "r/1"})
+        assert ws.receive_json() == {"type": "unsubscribed", "entity_id": "r/1"}
+        assert nothing_queued(ws)
+
+
+def test_a_token_bucket_allows_its_rate_and_a_second_of_burst() -> None:
+    from api.live.websocket import TokenBucket  # here, so the other tests run without it
+
+    now = [0.0]
+    bucket = TokenBucket(2.0, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(3)] == [True, True, False]
+    now[0] += 0.5
+    assert [bucket.take() for _ in range(2)] == [True, False]
+    now[0] += 60
+    assert [bucket.take() for _ in range(3)] == [True, True, False], "the burst does not grow while idle"
+    slow = TokenBucket(0.5, clock=lambda: now[0])
+    assert [slow.take(), slow.take()] == [True, False]
+
+
+def test_a_client_that_keeps_sending_without_reading_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Connection, "send_loop", never_sends)
+    node = MemoryNode(node_settings(ws_queue_max_bytes=4_096, ws_subscribe_per_second=0.2))
+    with TestClient(node.app) as http, http.websocket_connect("/api/ws") as ws:
+        connection = the_connection(node)
+        for i in range(100):  # one subscribed, then refusals: every answer counts in the bound
+            ws.send_json({"type": "subscribe", "entity_id": f"flood/{i}"})
+        until(lambda: connection.dropped.done())
+        assert connection.queued_bytes == 0
+        closed = closed_with(ws)
+        assert closed.code == 1008 and closed.reason.startswith("too slow: more than 4096 bytes")
+
+
+def test_patterns_longer_than_an_entity_id_are_refused(node: MemoryNode) -> None:
+    longest = node.settings.max_entity_id_length
+    with TestClient(node.app) as http, http.websocket_connect("/api/ws") as ws:
+        for pattern in ("a" * (longest + 1), "a" * (longest + 1) + "*"):
+            refused = subscribe(ws, pattern)
+            assert refused["type"] == "error" and "FLUX_MAX_ENTITY_ID_LENGTH" in refused["error"]
+            assert pattern not in refused["error"], "not echoed"
+            ws.send_json({"type": "unsubscribe", "entity_id": pattern})
+            assert "FLUX_MAX_ENTITY_ID_LENGTH" in ws.receive_json()["error"]
+        for pattern in ("a" * longest, "a" * longest + "*"):
+            assert subscribe(ws, pattern)["type"] == "subscribed"
+        assert node.hub.connections and all(len(c.subscriptions) == 2 for c in node.hub.connections)
+        publish(http, "a" * longest, v=1)
+        assert ws.receive_json()["type"] == "state_update"
+
+
+def test_a_client_message_over_the_size_limit_closes_the_connection_with_1009() -> None:
+    settings = node_settings(ws_max_message_bytes=1_024)
+    node = MemoryNode(settings)
+    with TestClient(node.app) as http, http.websocket_connect("/api/ws") as ws:
+        ws.send_text('{"type": "ping", "pad": "' + "x" * 900 + '"}')
+        assert ws.receive_json() == {"type": "pong"}
+        ws.send_text('{"type": "ping", "pad": "' + "é" * 510 + '"}')  # 1,047 bytes, 537 characters
+        closed = closed_with(ws)
+        assert closed.code == 1009
+        assert closed.reason == "message of 1047 bytes is larger than FLUX_WS_MAX_MESSAGE_BYTES (1024)"
+        assert node.hub.connections == set()
+    assert HttpServer(settings, node.app)._server.config.ws_max_size == 1_024, "uvicorn refuses it first"
