@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -50,8 +51,13 @@ def node_environments(
     replication: str,
     environ: Mapping[str, str],
 ) -> dict[str, dict[str, str]]:
-    """Each node's name and environment: the given one plus the settings that make the nodes one deployment."""
+    """Each node's name and environment: the given one plus the settings that make the nodes one deployment.
+
+    The nodes share one ``FLUX_CLUSTER_SECRET`` for their calls to each other: the given one, else
+    one made for this run (docs/cluster.md).
+    """
     host = environ.get("FLUX_HOST") or "127.0.0.1"
+    secret = environ.get("FLUX_CLUSTER_SECRET") or secrets.token_urlsafe(32)
     reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     envs: dict[str, dict[str, str]] = {}
     for index in range(nodes):
@@ -66,6 +72,7 @@ def node_environments(
             "FLUX_ADVERTISED_URL": f"http://{reachable}:{port}",
             "FLUX_DATA_DIR": str(data_dir / name),
             "FLUX_REPLICATION_FACTOR": replication,
+            "FLUX_CLUSTER_SECRET": secret,
             "PYTHONUNBUFFERED": "1",  # lines reach the prefixed output as they are written
         }
     return envs

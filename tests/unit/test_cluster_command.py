@@ -26,6 +26,16 @@ def test_nodes_share_the_app_and_each_has_its_own_port_data_dir_and_url(tmp_path
     assert node["FLUX_PARTITIONS"] == "6" and node["PATH"] == "/bin", "the rest of the environment passes through"
 
 
+def test_the_nodes_share_a_cluster_secret_made_for_the_run_unless_one_is_given(tmp_path: Path) -> None:
+    made = node_environments(3, "b:1", 3000, tmp_path, "1", {})
+    secrets = {env["FLUX_CLUSTER_SECRET"] for env in made.values()}
+    assert len(secrets) == 1 and len(secrets.pop()) >= 32
+    again = node_environments(3, "b:1", 3000, tmp_path, "1", {})
+    assert again["node-1"]["FLUX_CLUSTER_SECRET"] != made["node-1"]["FLUX_CLUSTER_SECRET"]
+    given = node_environments(2, "b:1", 3000, tmp_path, "1", {"FLUX_CLUSTER_SECRET": "s" * 40})
+    assert {env["FLUX_CLUSTER_SECRET"] for env in given.values()} == {"s" * 40}
+
+
 def test_nodes_listening_on_every_interface_advertise_loopback(tmp_path: Path) -> None:
     envs = node_environments(1, "b:1", 4000, tmp_path, "1", {"FLUX_HOST": "0.0.0.0", "FLUX_APP_ID": "shop"})
     assert envs["node-1"]["FLUX_ADVERTISED_URL"] == "http://127.0.0.1:4000"
