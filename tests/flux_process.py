@@ -95,22 +95,34 @@ class FluxProcess:
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Poll ``/ready`` until 200; fail with the node's log if it dies or times out."""
+        if not self.wait_ready_or_exit(timeout):
+            assert self.proc is not None
+            raise RuntimeError(f"flux exited with {self.proc.returncode}:\n{self.log_tail()}")
+
+    def wait_ready_or_exit(self, timeout: float = 90.0) -> bool:
+        """Poll ``/ready`` until 200 (True) or the process exits (False); fail with the log on a time-out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"flux exited with {self.proc.returncode}:\n{self.log_tail()}")
+                return False
             try:
                 if self.client.get("/ready", timeout=2).status_code == 200:
-                    return
+                    return True
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
         raise TimeoutError(f"flux not ready after {timeout}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 60) -> str:
-        """The end of the node's log, for failure messages."""
+        """The end of the node's log, for failure messages, after its CRITICAL lines from anywhere in it
+        (why a worker crashed, which a flood of later lines would push out of the tail)."""
         path = self.workdir / "flux.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+        if not path.exists():
+            return ""
+        text = path.read_text(errors="replace").splitlines()
+        critical = [line for line in text[:-lines] if "[CRITICAL]" in line or '"level":"CRITICAL"' in line]
+        head = ["critical lines earlier in the log:", *critical, "the log's end:"] if critical else []
+        return "\n".join([*head, *text[-lines:]])
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM and wait (SIGKILL past ``timeout``)."""
