@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +53,3 @@ def test_a_checkpoint_remembers_how_far_the_file_is_done(tmp_path: Path) -> None
     assert checkpoint.load() == 0
     checkpoint.save(1200)
     assert Checkpoint(tmp_path / "f.flux-backfill.json").load() == 1200
-
-
-def run_backfill(path: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "api.cli", "backfill", str(path), "--url", url, "--batch-size", "250", *extra],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ},
-    )
