@@ -114,7 +114,7 @@ async def _matching(request: Request, node: Node, prefix: str, limit: int) -> li
     "/api/state/entities/delete",
     response_model=BatchDeleteOut,
     responses=WRITE_ERRORS,
-    openapi_extra={**json_body(ref("BatchDeleteIn"))},
+    openapi_extra=json_body(ref("BatchDeleteIn")),
 )
 async def delete_entities(
     request: Request,

@@ -30,7 +30,7 @@ def _now_ms() -> int:
     "/api/events",
     response_model=PublishOut,
     responses=WRITE_ERRORS,
-    openapi_extra={**json_body(ref("EventIn"))},
+    openapi_extra=json_body(ref("EventIn")),
 )
 async def publish_event(
     request: Request,
@@ -81,9 +81,7 @@ def _batch_items(body: Any, max_events: int) -> list[Any]:
     "/api/events/batch",
     response_model=BatchOut,
     responses=WRITE_ERRORS,
-    openapi_extra={
-        **json_body({"oneOf": [ref("BatchIn"), {"type": "array", "items": ref("EventIn"), "minItems": 1}]}),
-    },
+    openapi_extra=json_body({"oneOf": [ref("BatchIn"), {"type": "array", "items": ref("EventIn"), "minItems": 1}]}),
 )
 async def publish_batch(
     request: Request,
