@@ -8,17 +8,17 @@ given, which stops accepting requests, then closes the publisher.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import faust
 import mode
-import uvicorn
 
 from agents.app import create_faust_app, quiet_logging
 from agents.change_feed import ChangeFeed
@@ -29,13 +29,17 @@ from agents.membership_fence import MembershipFence
 from agents.reducer_agent import BatchReducer, install_reducer
 from agents.replay.jobs import ReplayJobs
 from agents.stall_watch import StallWatch
+from agents.table.applied_board import AppliedBoard
 from agents.table.standby import StandbyTailer
 from agents.table.store import EntityStore
 from api.app import app_node, create_app
 from api.cluster.node_calls import NodeCalls
+from api.http_server import HttpServer
 from api.live.applied import AppliedOffsets
 from api.live.hub import MetricsTicker
 from api.live.relay import ChangeRelay, FeedTotals
+from api.workers.control import StatusSource, WorkerRoster, install_control
+from api.workers.supervisor import HttpProcesses
 from flux.config import Settings
 from flux.kafka.compacted_log import CompactedLog
 from flux.kafka.idempotency import IdempotencyLog
@@ -45,6 +49,7 @@ from flux.kafka.security import client_options
 from flux.lifecycle import Service, Services
 from flux.logs import logging_config
 from flux.metrics import Metrics
+from flux.model.state import TableStatus
 
 log = logging.getLogger(__name__)
 
@@ -53,78 +58,34 @@ CRASH_EXIT_S = 10.0  # a crashed worker's process is gone within this, however i
 LINGER_S = 5.0  # how long threads other than daemons may outlive the worker before the process leaves anyway
 
 
-class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: the Faust worker owns the process's signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-class HttpServer:
-    """uvicorn serving the FastAPI app on ``FLUX_HOST:FLUX_PORT``, as a :class:`flux.lifecycle.Service`."""
-
-    def __init__(self, settings: Settings, http_app: Any) -> None:
-        self._settings = settings
-        config = uvicorn.Config(
-            http_app,
-            host=settings.host,
-            port=settings.port,
-            lifespan="off",
-            access_log=settings.access_log,
-            log_config=None,  # uvicorn's records go to the worker's handler, in the node's format
-            log_level=settings.log_level.lower(),
-            http="httptools",
-            ws="websockets-sansio",
-            ws_per_message_deflate=False,  # compressing small JSON messages costs more CPU than it saves
-            ws_max_size=settings.ws_max_message_bytes,  # larger client frames are refused before they are buffered
-        )
-        self._server = _EmbeddedUvicorn(config)
-        self._serving: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Listen; raises what kept the server from starting (e.g. the port is taken)."""
-        self._serving = asyncio.create_task(self._server.serve(), name="flux-http")
-        while not self._server.started:
-            if self._serving.done():
-                self._serving.result()
-                raise RuntimeError(f"HTTP server on port {self._settings.port} did not start")
-            await asyncio.sleep(0.02)
-        log.warning("Flux listening on http://%s:%d", self._settings.host, self._settings.port)
-
-    async def stop(self) -> None:
-        """Stop accepting requests and finish the ones in flight."""
-        if self._serving is not None:
-            self._server.should_exit = True
-            await self._serving
-
-
 class NodeServices(mode.Service):
     """Everything a node runs beside the Faust worker, started after it in order and stopped in reverse.
 
     Start: the publisher, the shared compacted logs (namespaces, idempotency keys), the change
-    relay; then the metrics ticker, the background watches (stall watch, fence, standby tailer) and
-    last the HTTP server. Stop, through one :class:`flux.lifecycle.Services` owner: the HTTP server
-    first (no new requests), then the watches and the ticker, the jobs (history rebuilds, replays)
-    and the HTTP clients to other nodes, the relay, the logs, and the publisher last.
+    relay (when this process serves WebSockets); then the metrics ticker, the background watches
+    (stall watch, fence, standby tailer) and last the HTTP side: the HTTP server on ``FLUX_PORT``,
+    or the app on the control socket and then the HTTP processes. Stop, through one
+    :class:`flux.lifecycle.Services` owner: the HTTP side first (no new requests), then the watches
+    and the ticker, the jobs (history rebuilds, replays) and the HTTP clients to other nodes, the
+    relay, the logs, and the publisher last.
     """
 
     def __init__(
         self,
         publisher: EventPublisher,
         logs: list[CompactedLog],
-        relay: ChangeRelay,
+        relay: ChangeRelay | None,
         jobs: list[HistoryRebuilder | ReplayJobs],
         clients: list[NodeCalls],
         background: list[Service],
-        http: HttpServer,
+        http: list[Service],
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._first: list[Service] = [publisher, *logs, relay]
+        self._first: list[Service] = [publisher, *logs, *([relay] if relay is not None else [])]
         self._jobs = jobs
         self._clients = clients
-        self._then: list[Service] = [*background, http]
+        self._then: list[Service] = [*background, *http]
         self._owner = Services()
 
     async def on_start(self) -> None:
@@ -259,12 +220,10 @@ def build_node(settings: Settings) -> tuple[faust.App, NodeServices]:
 
     applied = AppliedOffsets()
     totals = FeedTotals()
-    relay = ChangeRelay(settings, applied, totals)
     namespaces = NamespaceLog(settings)
     history = HistoryStore(store, settings.partitions, rebuilder)
     idempotency = IdempotencyLog(settings)
     http_app = create_app(settings, publisher, store, metrics, applied, namespaces, history, idempotency, replays)
-    relay.listen(app_node(http_app).hub.on_record)
     node = app_node(http_app)
 
     async def _check_node_calls(sender: Any, **_: Any) -> None:
@@ -274,15 +233,82 @@ def build_node(settings: Settings) -> tuple[faust.App, NodeServices]:
             log.exception("could not check how calls to other nodes are protected")
 
     app.on_rebalance_complete.connect(_check_node_calls)  # type: ignore[arg-type]
+    watches: list[Service] = [StallWatch(app, settings, store, metrics, reducer.paused()), fence, standby]
+    processes = settings.http_process_count()
+    if processes == 0:  # one process: this one serves HTTP and WebSockets too
+        relay = ChangeRelay(settings, applied, totals)
+        relay.listen(node.hub.on_record)
+        http: list[Service] = [HttpServer(settings, http_app)]
+        return app, NodeServices(
+            publisher,
+            [namespaces, idempotency],
+            relay,
+            [rebuilder, replays],
+            [node.calls],
+            [MetricsTicker(node.hub, totals), *watches],
+            http,
+        )
     return app, NodeServices(
         publisher,
         [namespaces, idempotency],
-        relay,
+        None,
         [rebuilder, replays],
         [node.calls],
-        [MetricsTicker(node.hub, totals), StallWatch(app, settings, store, metrics, reducer.paused()), fence, standby],
-        HttpServer(settings, http_app),
+        watches,
+        _http_processes(settings, app, store, rebuilder, metrics, http_app, processes),
     )
+
+
+def _http_processes(
+    settings: Settings,
+    app: faust.App,
+    store: EntityStore,
+    rebuilder: HistoryRebuilder,
+    metrics: Metrics,
+    http_app: Any,
+    count: int,
+) -> list[Service]:
+    """The reducer's app on its control socket, and ``count`` HTTP processes on ``FLUX_PORT``
+    reading its table (see :mod:`api.workers`)."""
+    runtime = Path(tempfile.mkdtemp(prefix="flux-"))  # a short path: Unix socket paths have a length limit
+    control_socket = runtime / "reducer.sock"
+    board_path = runtime / "applied.board"
+    store.board = AppliedBoard.create(board_path, settings.partitions)
+
+    def table_status() -> TableStatus:
+        recovered = store.recovered()
+        active = store.active_partitions()
+        return TableStatus(
+            recovered=recovered,
+            active=active,
+            owners=store.owners(),
+            paths={p: os.path.abspath(store.partition_path(p)) for p in active},
+            rebuilding=dict(rebuilder.progress),
+            entities=store.count(),
+            generation=store.rebalances,
+        )
+
+    roster = WorkerRoster(metrics)
+    install_control(http_app, roster, StatusSource(table_status, store.readiness))
+
+    def crash(reason: BaseException) -> None:
+        app.loop.create_task(app.crash(reason))
+
+    class _Runtime:
+        """Removes the control socket's directory once the HTTP side stopped."""
+
+        async def start(self) -> None:
+            """Nothing to start: the directory exists."""
+
+        async def stop(self) -> None:
+            """Remove the directory."""
+            shutil.rmtree(runtime, ignore_errors=True)
+
+    return [
+        _Runtime(),
+        HttpServer(settings, http_app, uds=str(control_socket)),
+        HttpProcesses(settings, count, control_socket, board_path, roster, crash),
+    ]
 
 
 def run_node(settings: Settings) -> int:

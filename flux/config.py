@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +30,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="HTTP bind address (`0.0.0.0` to listen on all interfaces)")
     port: int = Field(default=3000, description="HTTP port")
+    http_processes: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="HTTP processes serving `FLUX_PORT` beside the reducer process; unset: one per CPU core, "
+        "at most 4; `0`: the reducer process serves HTTP itself (one process, the fold shares its CPU with requests)",
+    )
     advertised_url: str | None = Field(
         default=None,
         description="How the other nodes reach this one (forwarded reads); unset: `http://FLUX_HOST:FLUX_PORT`, "
@@ -301,6 +309,12 @@ class Settings(BaseSettings):
             return self.advertised_url.rstrip("/")
         host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
+
+    def http_process_count(self) -> int:
+        """How many HTTP processes serve ``FLUX_PORT`` (0: the reducer process serves HTTP itself)."""
+        if self.http_processes is not None:
+            return self.http_processes
+        return max(1, min(4, os.cpu_count() or 1))
 
     def ws_origins(self) -> frozenset[str]:
         """The origins of FLUX_WS_ALLOWED_ORIGINS, normalized (``*`` for any)."""

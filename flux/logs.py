@@ -79,3 +79,25 @@ def say(message: str, log_format: LogFormat = "text", level: str = "INFO") -> No
         print(orjson.dumps(entry).decode(), file=sys.stderr)
     else:
         print(f"flux: {message}", file=sys.stderr)
+
+
+TEXT_FORMAT = "[%(asctime)s] [%(process)s] [%(levelname)s] %(message)s"  # the Faust worker's own line format
+QUIET_LOGGERS = ("aiokafka", "kafka", "rocksdict")  # their debug and info paths cost CPU on every send
+
+
+def process_logging_config(log_format: LogFormat, node: str, level: str, access_log: bool) -> dict[str, Any]:
+    """A whole ``dictConfig`` for a process without a Faust worker (an HTTP process): the same
+    lines as the worker's, Flux's loggers at ``level``, the chatty client libraries at WARNING."""
+    config = logging_config(log_format, node, level, access_log)
+    del config["merge"]
+    config.update(version=1, disable_existing_loggers=False)
+    if log_format != "json":
+        config["formatters"] = {"text": {"format": TEXT_FORMAT}}
+        config["handlers"] = {
+            "default": {"class": "logging.StreamHandler", "formatter": "text", "stream": "ext://sys.stderr"}
+        }
+    loggers = config.setdefault("loggers", {})
+    quiet = max(logging.WARNING, logging.getLevelName(level))
+    for name in QUIET_LOGGERS:
+        loggers[name] = {"level": logging.getLevelName(quiet)}
+    return config

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 PUBLISHER_WINDOW_S = 60.0
 MAX_TRACKED_SOURCES = 10_000
@@ -64,8 +66,32 @@ class RateMeter:
         return 0.0 if now - first_t <= 0 else max(0.0, (total - first_n) / (now - first_t))
 
 
+@dataclass(frozen=True)
+class WorkerCounters:
+    """What one HTTP process counted, as it reports it to the reducer process (see :mod:`api.workers`)."""
+
+    published: int = 0
+    publishers_active: int = 0
+    websocket_connections: int = 0
+    websocket_dropped: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        """The counters as a JSON object."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> WorkerCounters:
+        """Counters from :meth:`to_json`'s form (unknown or malformed fields count 0)."""
+        fields = {name: data.get(name) for name in cls.__dataclass_fields__} if isinstance(data, dict) else {}
+        return cls(**{name: value for name, value in fields.items() if type(value) is int})
+
+
 class Metrics:
-    """Counters of one Flux process; cheap enough to touch on every request."""
+    """Counters of one Flux process; cheap enough to touch on every request.
+
+    In the reducer process, ``workers`` holds what each HTTP process last reported: the
+    exposition adds them up, so any process's ``/metrics`` shows the whole node.
+    """
 
     def __init__(self) -> None:
         self.events_published = 0
@@ -77,6 +103,13 @@ class Metrics:
         self.partition_stalls = 0
         self.fenced_batches = 0
         self._sources = RecentSources()
+        self.workers: dict[int, WorkerCounters] = {}
+
+    def counters(self) -> WorkerCounters:
+        """This process's own request-side counters (what an HTTP process reports)."""
+        return WorkerCounters(
+            self.events_published, self.active_publishers(), self.websocket_connections, self.websocket_dropped
+        )
 
     def published(self, count: int, sources: Iterable[str]) -> None:
         """Record ``count`` events acknowledged by the broker, from these sources."""
@@ -105,10 +138,15 @@ class Metrics:
 
     def prometheus(self, entities: int) -> str:
         """The Prometheus text exposition of these counters."""
+        workers = list(self.workers.values())
+        published = self.events_published + sum(w.published for w in workers)
+        publishers = self.active_publishers() + sum(w.publishers_active for w in workers)
+        connections = self.websocket_connections + sum(w.websocket_connections for w in workers)
+        dropped = self.websocket_dropped + sum(w.websocket_dropped for w in workers)
         lines = [
-            "# HELP flux_events_published_total Events acknowledged by the broker through this process.",
+            "# HELP flux_events_published_total Events acknowledged by the broker through this node.",
             "# TYPE flux_events_published_total counter",
-            f"flux_events_published_total {self.events_published}",
+            f"flux_events_published_total {published}",
             "# HELP flux_events_applied_total Events folded into the table by this process's agents.",
             "# TYPE flux_events_applied_total counter",
             f"flux_events_applied_total {self.events_applied}",
@@ -129,12 +167,12 @@ class Metrics:
             f"flux_entities {entities}",
             "# HELP flux_publishers_active Distinct event sources seen in the last minute.",
             "# TYPE flux_publishers_active gauge",
-            f"flux_publishers_active {self.active_publishers()}",
-            "# HELP flux_websocket_connections Open WebSocket connections on this process.",
+            f"flux_publishers_active {publishers}",
+            "# HELP flux_websocket_connections Open WebSocket connections on this node.",
             "# TYPE flux_websocket_connections gauge",
-            f"flux_websocket_connections {self.websocket_connections}",
+            f"flux_websocket_connections {connections}",
             "# HELP flux_websocket_dropped_total WebSocket connections closed for falling behind.",
             "# TYPE flux_websocket_dropped_total counter",
-            f"flux_websocket_dropped_total {self.websocket_dropped}",
+            f"flux_websocket_dropped_total {dropped}",
         ]
         return "\n".join(lines) + "\n"

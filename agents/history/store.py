@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import rocksdict
 
-from agents.history.rebuild import HistoryRebuilder
-from agents.table.store import EntityStore
 from flux.model.history import HISTORY_PREFIX, HistoryQuery, entity_range, split_history_key, time_key
 from flux.model.partitioning import partition_for
 from flux.model.reducer import fold, new_state, to_entity
@@ -62,10 +60,37 @@ class _Descending:
         return self.key > other.key
 
 
+class Stores(Protocol):
+    """The partition stores history is read from: the reducer's own (:class:`agents.table.store.EntityStore`)
+    or an HTTP process's secondaries (:class:`agents.table.replica.ReplicaTable`)."""
+
+    def serving_db(self, partition: int) -> rocksdict.Rdict:
+        """The store of a partition this node serves (else :class:`flux.model.state.PartitionUnavailable`)."""
+        ...
+
+    def active_partitions(self) -> list[int]:
+        """The partitions this node serves."""
+        ...
+
+    def iter_partition(
+        self, db: rocksdict.Rdict, prefix: bytes, after: bytes | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of one store's entities with ids starting with ``prefix`` (after ``after``)."""
+        ...
+
+
+class Rebuilds(Protocol):
+    """Whether a partition's history is complete (:class:`agents.history.rebuild.HistoryRebuilder`)."""
+
+    def check_readable(self, partition: int) -> None:
+        """Raise :class:`agents.history.rebuild.HistoryRebuilding` while it is being rebuilt."""
+        ...
+
+
 class HistoryStore:
     """History and time-travel reads over the partitions this node serves."""
 
-    def __init__(self, store: EntityStore, partitions: int, rebuilder: HistoryRebuilder) -> None:
+    def __init__(self, store: Stores, partitions: int, rebuilder: Rebuilds) -> None:
         self._store = store
         self._partitions = partitions
         self._rebuilder = rebuilder

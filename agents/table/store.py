@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import orjson
 import rocksdict
 
+from agents.table.applied_board import AppliedBoard
 from flux.model.partitioning import partition_for
 from flux.model.reducer import State, exists, to_entity
 from flux.model.state import PartitionUnavailable, Readiness, StoredEntity
@@ -60,7 +61,27 @@ def decode_state(raw: bytes) -> State:
     return state
 
 
-def _stored(entity_id: str, state: State) -> StoredEntity:
+def iter_entities(db: rocksdict.Rdict, prefix: bytes, after: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of the entities of one partition's store whose id starts with ``prefix``
+    (and, given ``after``, sorts after it), in key order, skipping internal keys."""
+    it = db.iter()
+    it.seek(prefix if after is None or after < prefix else after)
+    if after is not None and it.valid() and it.key() == after:
+        it.next()
+    while it.valid():
+        key = it.key()
+        if not key.startswith(prefix):
+            break
+        internal = next((p for p in INTERNAL_KEY_PREFIXES if key.startswith(p)), None)
+        if internal is not None:  # history, marks, totals: skip the whole range in one seek
+            it.seek(internal[:-1] + b"\x01")
+            continue
+        yield key, it.value()
+        it.next()
+
+
+def stored_entity(entity_id: str, state: State) -> StoredEntity:
+    """The :class:`StoredEntity` of an existing entity's stored state."""
     entity = to_entity(entity_id, state)
     assert entity is not None
     return StoredEntity(entity, state["l"][0], state.get("o", -1))
@@ -88,6 +109,7 @@ class EntityStore:
         self._watches: list[dict[int, set[bytes]]] = []
         self.stalled_partitions: list[int] = []  # set by agents.stall_watch: served but not advancing
         self.standbys: dict[int, int] = {}  # set by agents.table.standby: copied partition -> records behind
+        self.board: AppliedBoard | None = None  # set when HTTP processes read the table: see agents.table.replica
 
     # -- partitions -------------------------------------------------------------------------
     def active_partitions(self) -> list[int]:
@@ -118,6 +140,10 @@ class EntityStore:
         if self._app.should_stop:
             return "the worker is stopping"
         return None
+
+    def partition_path(self, partition: int) -> str:
+        """Where ``partition``'s RocksDB store lives (an HTTP process opens it as a secondary)."""
+        return str(self._table.data.partition_path(partition))
 
     def db(self, partition: int) -> rocksdict.Rdict:
         """The RocksDB store of ``partition`` on this node, served or not (for the agents' own writes)."""
@@ -254,6 +280,8 @@ class EntityStore:
             batch.put(key, str(offset).encode())
         batch.put(HISTORY_OFFSET_KEY, str(applied).encode())
         self.db(partition).write(batch)
+        if self.board is not None:
+            self.board.set(partition, applied)
         self._stats[partition] = stats
         self._applied[partition] = max(applied, self._applied.get(partition, -1))
         futures[-1].add_done_callback(lambda done: self._on_changelog_acked(partition, done))
@@ -304,7 +332,7 @@ class EntityStore:
         if raw is None:
             return None
         state = decode_state(raw)
-        return _stored(entity_id, state) if exists(state) else None
+        return stored_entity(entity_id, state) if exists(state) else None
 
     def get(self, entity_id: str) -> dict[str, Any] | None:
         """The entity, or None; raises :class:`PartitionUnavailable` if its partition is not served here."""
@@ -315,21 +343,8 @@ class EntityStore:
         self, db: rocksdict.Rdict, prefix: bytes, after: bytes | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) of the entities of one partition's store whose id starts with ``prefix``
-        (and, given ``after``, sorts after it)."""
-        it = db.iter()
-        it.seek(prefix if after is None or after < prefix else after)
-        if after is not None and it.valid() and it.key() == after:
-            it.next()
-        while it.valid():
-            key = it.key()
-            if not key.startswith(prefix):
-                break
-            internal = next((p for p in INTERNAL_KEY_PREFIXES if key.startswith(p)), None)
-            if internal is not None:  # history, marks, totals: skip the whole range in one seek
-                it.seek(internal[:-1] + b"\x01")
-                continue
-            yield key, it.value()
-            it.next()
+        (and, given ``after``, sorts after it): :func:`iter_entities`."""
+        return iter_entities(db, prefix, after)
 
     def serving_dbs(self, partitions: Sequence[int] | None) -> list[rocksdict.Rdict]:
         """The stores of ``partitions`` (default: every partition served here); raises
@@ -355,7 +370,7 @@ class EntityStore:
         for key, raw in heapq.merge(*streams):
             state = decode_state(raw)
             if exists(state):
-                yield _stored(key.decode(), state)
+                yield stored_entity(key.decode(), state)
 
     def count_namespace(self, namespace: str, partitions: Sequence[int] | None = None) -> int:
         """Existing entities ``namespace/...`` over ``partitions`` (default: every one served here),

@@ -43,6 +43,20 @@ class Readiness:
     standbys: dict[int, int] = field(default_factory=dict)  # partition -> changelog records behind
 
 
+@dataclass
+class TableStatus:
+    """What a node's reducer process says of its table to its HTTP processes (see :mod:`api.workers.control`)."""
+
+    recovered: bool = False
+    active: list[int] = field(default_factory=list)
+    owners: dict[str, list[int]] = field(default_factory=dict)
+    paths: dict[int, str] = field(default_factory=dict)
+    rebuilding: dict[int, tuple[int, int]] = field(default_factory=dict)
+    readiness: Readiness = field(default_factory=lambda: Readiness(False, False, False, detail="starting"))
+    entities: int = 0
+    generation: int = 0  # bumped by every rebalance of the reducer: stores may have been reopened
+
+
 class HistoryReader(Protocol):
     """Reads of the history index: stored events, and entities as they were at a past time."""
 
