@@ -259,6 +259,20 @@ def build_node(settings: Settings) -> tuple[faust.App, NodeServices]:
     )
 
 
+UNIX_SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux
+
+
+def _runtime_dir(settings: Settings) -> Path:
+    """Where the control socket and the applied board live: ``FLUX_DATA_DIR/run``, emptied, or a
+    new temporary directory when that path is too long for a Unix socket."""
+    runtime = (settings.data_dir / "run").absolute()
+    if len(str(runtime / "reducer.sock")) > UNIX_SOCKET_PATH_MAX:
+        return Path(tempfile.mkdtemp(prefix="flux-"))
+    shutil.rmtree(runtime, ignore_errors=True)
+    runtime.mkdir(parents=True)
+    return runtime
+
+
 def _http_processes(
     settings: Settings,
     app: faust.App,
@@ -270,7 +284,7 @@ def _http_processes(
 ) -> list[Service]:
     """The reducer's app on its control socket, and ``count`` HTTP processes on ``FLUX_PORT``
     reading its table (see :mod:`api.workers`)."""
-    runtime = Path(tempfile.mkdtemp(prefix="flux-"))  # a short path: Unix socket paths have a length limit
+    runtime = _runtime_dir(settings)
     control_socket = runtime / "reducer.sock"
     board_path = runtime / "applied.board"
     store.board = AppliedBoard.create(board_path, settings.partitions)

@@ -165,6 +165,9 @@ class EntityStore:
         """The events-topic offset up to which this node wrote ``partition``'s state (-1: none yet)."""
         return self._applied.get(partition, -1)
 
+    async def settle(self, partition: int) -> None:
+        """Nothing to wait for: the reducer's own store is always current."""
+
     async def positions(self, partitions: list[int]) -> dict[int, int]:
         """The first events-topic offset each partition's table does not hold: the offset the
         reducer applied up to, or, for a partition it has not folded since it was assigned, the

@@ -138,8 +138,11 @@ class Cluster:
             await asyncio.sleep(WAIT_STEP_S)
 
     async def settle(self, entity_id: str) -> None:
-        """Wait (up to the bound) until somebody serves the partition of ``entity_id``."""
-        await self.owners([partition_for(entity_id, self._partitions)])
+        """Wait (up to the bound) until somebody serves the partition of ``entity_id``, and, when
+        this node does, until its reads reflect what the reducer folded (:meth:`StateReader.settle`)."""
+        partition = partition_for(entity_id, self._partitions)
+        await self.owners([partition])
+        await self._reader.settle(partition)
 
     # -- the internal endpoints of the other nodes ---------------------------------------
     async def _call(self, owner: str, path: str, auth: str | None, params: Any = None, body: Any = None) -> Any:

@@ -121,6 +121,12 @@ class StateReader(Protocol):
         """The events-topic offset up to which this node wrote ``partition``'s state (-1: none yet)."""
         ...
 
+    async def settle(self, partition: int) -> None:
+        """Return once reads of ``partition`` reflect what was folded when called, or soon (a
+        reader in another process than the reducer catches up; reads are correct without it,
+        but may then cost a synchronous catch-up)."""
+        ...
+
     def count_namespace(self, namespace: str, partitions: Sequence[int] | None = None) -> int:
         """How many existing entities of ``partitions`` (default: served here) have ids
         ``namespace/...`` (kept as running counts)."""

@@ -221,6 +221,9 @@ class MemoryTable:
         """Existing entities of the served partitions."""
         return sum(1 for entity_id in self._ids(self.active_partitions()) if exists(self._states[entity_id]))
 
+    async def settle(self, partition: int) -> None:
+        """Nothing to wait for: writes are visible at once."""
+
     async def readiness(self) -> Readiness:
         """Ready when the broker answers and the table is recovered."""
         detail = "" if not self.recovering else "table recovery or rebalance in progress"
