@@ -21,6 +21,7 @@ import mode
 import uvicorn
 
 from agents.app import create_faust_app, quiet_logging
+from agents.applied_lag import AppliedLagWatch
 from agents.change_feed import ChangeFeed
 from agents.history.rebuild import HistoryRebuilder
 from agents.history.store import HistoryStore
@@ -280,7 +281,13 @@ def build_node(settings: Settings) -> tuple[faust.App, NodeServices]:
         relay,
         [rebuilder, replays],
         [node.calls],
-        [MetricsTicker(node.hub, totals), StallWatch(app, settings, store, metrics, reducer.paused()), fence, standby],
+        [
+            MetricsTicker(node.hub, totals),
+            StallWatch(app, settings, store, metrics, reducer.paused()),
+            fence,
+            standby,
+            AppliedLagWatch(settings, store, metrics),
+        ],
         HttpServer(settings, http_app),
     )
 
