@@ -14,8 +14,11 @@ from flux.model.records import DecodedRecord, decode_record
 FETCH_BYTES = 8 * 1024 * 1024
 
 
-def log_consumer(settings: Settings, purpose: str, group_id: str | None = None) -> AIOKafkaConsumer:
-    """An unstarted consumer of committed records, in no group unless ``group_id`` is given."""
+def log_consumer(
+    settings: Settings, purpose: str, group_id: str | None = None, fetch_bytes: int = FETCH_BYTES
+) -> AIOKafkaConsumer:
+    """An unstarted consumer of committed records, in no group unless ``group_id`` is given, fetching
+    up to ``fetch_bytes`` per partition (at least one record batch, however large)."""
     return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=group_id,
@@ -23,7 +26,7 @@ def log_consumer(settings: Settings, purpose: str, group_id: str | None = None) 
         auto_offset_reset="earliest",  # an offset below the log start (retention) means the oldest record
         isolation_level="read_committed",
         client_id=f"{settings.app_id}-{purpose}",
-        max_partition_fetch_bytes=FETCH_BYTES,
+        max_partition_fetch_bytes=fetch_bytes,
         fetch_max_bytes=4 * FETCH_BYTES,
         **client_options(settings),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,9 +60,10 @@ class _Touched:
 
 class _PartitionBatch:
     """What one batch did to one partition: entities touched, offset reached, events, sources,
-    and the history entries of the events it applied (see :mod:`flux.model.history`)."""
+    the history entries of the events it applied (see :mod:`flux.model.history`), and the oldest
+    record timestamp (ms) among its records, for ``flux_applied_latency_ms``."""
 
-    __slots__ = ("applied", "entities", "events", "history", "seen", "sources")
+    __slots__ = ("applied", "entities", "events", "history", "oldest", "seen", "sources")
 
     def __init__(self) -> None:
         self.entities: dict[bytes, _Touched] = {}
@@ -70,6 +72,7 @@ class _PartitionBatch:
         self.sources: set[str] = set()
         self.history: list[tuple[bytes, bytes]] = []
         self.seen: dict[bytes, int] = {}  # applied-once mark -> events-topic offset after its event
+        self.oldest: float = math.inf  # no record with a timestamp yet
 
 
 class ReducerStopped(RuntimeError):
@@ -127,12 +130,13 @@ class BatchReducer:
         next_yield = YIELD_EVERY_EVENTS
         for record in records:
             message = record.message
+            timestamp_ms = round((message.timestamp or 0) * 1000)  # Faust gives seconds; Kafka has ms
             decoded: DecodedRecord = decode_record(
                 message.value,
                 topic=message.topic,
                 partition=message.partition,
                 offset=message.offset,
-                timestamp_ms=round((message.timestamp or 0) * 1000),  # Faust gives seconds; Kafka has ms
+                timestamp_ms=timestamp_ms,
                 partitions=self._settings.partitions,
                 limits=self._limits,
             )
@@ -141,6 +145,8 @@ class BatchReducer:
             if batch is None:
                 batch = batches[partition] = _PartitionBatch()
             batch.applied = max(batch.applied, message.offset + 1)
+            if 0 < timestamp_ms < batch.oldest:
+                batch.oldest = timestamp_ms
             entities = batch.entities
             for envelope in decoded.events:
                 mark, history_key, stored = index_entry(envelope)
@@ -209,6 +215,8 @@ class BatchReducer:
                     )
                 )
         stats = await self._store.write(partition, changed, batch.applied, batch.events, batch.history, batch.seen)
+        if batch.events and batch.oldest != math.inf:  # one observation per batch and partition, per event
+            self._metrics.applied_since(batch.oldest, batch.events)
         record = ChangeRecord(partition, batch.applied, stats.events, stats.entities, sorted(batch.sources), feed)
         await self._feed.publish(record)
 

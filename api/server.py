@@ -21,6 +21,7 @@ import faust
 import mode
 
 from agents.app import create_faust_app, quiet_logging
+from agents.applied_lag import AppliedLagWatch
 from agents.change_feed import ChangeFeed
 from agents.history.rebuild import HistoryRebuilder
 from agents.history.store import HistoryStore
@@ -233,7 +234,12 @@ def build_node(settings: Settings) -> tuple[faust.App, NodeServices]:
             log.exception("could not check how calls to other nodes are protected")
 
     app.on_rebalance_complete.connect(_check_node_calls)  # type: ignore[arg-type]
-    watches: list[Service] = [StallWatch(app, settings, store, metrics, reducer.paused()), fence, standby]
+    watches: list[Service] = [
+        StallWatch(app, settings, store, metrics, reducer.paused()),
+        fence,
+        standby,
+        AppliedLagWatch(settings, store, metrics),
+    ]
     processes = settings.http_process_count()
     if processes == 0:  # one process: this one serves HTTP and WebSockets too
         relay = ChangeRelay(settings, applied, totals)

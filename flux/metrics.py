@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 PUBLISHER_WINDOW_S = 60.0
 MAX_TRACKED_SOURCES = 10_000
 RATE_WINDOW_S = 10.0
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 200, 500, 1000, 2500, 5000, 10000)
 
 
 class RecentSources:
@@ -86,6 +88,51 @@ class WorkerCounters:
         return cls(**{name: value for name, value in fields.items() if type(value) is int})
 
 
+class AppliedLag(NamedTuple):
+    """How far one partition's table is behind its events topic (see :mod:`agents.applied_lag`)."""
+
+    records: int  # offsets between the first one the table does not hold and the log's last stable offset
+    ms: float  # how long the oldest committed record the table does not hold has been in the log
+
+
+class Histogram:
+    """A Prometheus histogram whose observations come in lumps: one value, counted ``weight`` times.
+
+    ``bounds`` are the upper bounds of the buckets (``le``), ascending; a last ``+Inf`` bucket is implied.
+    Counts are kept per bucket and made cumulative only when rendered.
+    """
+
+    def __init__(self, bounds: Iterable[float] = LATENCY_BUCKETS_MS) -> None:
+        self.bounds: tuple[float, ...] = tuple(bounds)
+        self.buckets = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float, weight: int = 1) -> None:
+        """Count ``value`` ``weight`` times (a value on a bound falls in that bound's bucket, as ``le`` says)."""
+        if weight <= 0:
+            return
+        self.buckets[bisect_left(self.bounds, value)] += weight
+        self.count += weight
+        self.sum += value * weight
+
+    def prometheus(self, name: str, help_text: str) -> list[str]:
+        """The exposition lines: HELP, TYPE, the cumulative ``_bucket`` lines, ``_sum`` and ``_count``."""
+        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        total = 0
+        for bound, count in zip((*map(_number, self.bounds), "+Inf"), self.buckets, strict=True):
+            total += count
+            lines.append(f'{name}_bucket{{le="{bound}"}} {total}')
+        lines.append(f"{name}_sum {_number(self.sum)}")
+        lines.append(f"{name}_count {self.count}")
+        return lines
+
+
+def _number(value: float) -> str:
+    """``value`` as Prometheus text: integral values without a fraction (``5``, not ``5.0``)."""
+    return str(int(value)) if float(value).is_integer() else repr(round(float(value), 3))
+
+
 class Metrics:
     """Counters of one Flux process; cheap enough to touch on every request.
 
@@ -102,6 +149,8 @@ class Metrics:
         self.websocket_dropped = 0
         self.partition_stalls = 0
         self.fenced_batches = 0
+        self.applied_latency = Histogram()  # ms from a record's timestamp to its batch's table write, per event
+        self.applied_lag: dict[int, AppliedLag] = {}  # served partition -> lag (set by agents.applied_lag)
         self._sources = RecentSources()
         self.workers: dict[int, WorkerCounters] = {}
 
@@ -131,6 +180,16 @@ class Metrics:
     def stalled(self, count: int) -> None:
         """Record ``count`` partitions found not advancing while the log had records for them."""
         self.partition_stalls += count
+
+    def applied_since(self, timestamp_ms: float, count: int, now_ms: float | None = None) -> None:
+        """Record ``count`` events written to the table now (``now_ms``, default the clock) whose records
+        bear ``timestamp_ms`` (Kafka's record timestamp); a record from the future counts as 0 ms."""
+        now = time.time() * 1000 if now_ms is None else now_ms
+        self.applied_latency.observe(max(0.0, now - timestamp_ms), count)
+
+    def lag(self, partitions: Mapping[int, AppliedLag]) -> None:
+        """Replace the lag of the served partitions: a partition not in ``partitions`` is not shown any more."""
+        self.applied_lag = dict(partitions)
 
     def active_publishers(self) -> int:
         """Distinct sources published through this process in the last minute."""
@@ -174,5 +233,21 @@ class Metrics:
             "# HELP flux_websocket_dropped_total WebSocket connections closed for falling behind.",
             "# TYPE flux_websocket_dropped_total counter",
             f"flux_websocket_dropped_total {dropped}",
+        ]
+        lines += self.applied_latency.prometheus(
+            "flux_applied_latency_ms",
+            "Milliseconds from an event's Kafka record timestamp to the write of its batch to the table, per "
+            "event (the batch's oldest record per partition stands for all its events: an upper bound).",
+        )
+        lag = sorted(self.applied_lag.items())
+        lines += [
+            "# HELP flux_applied_lag_records Events-topic offsets of a served partition not folded into the "
+            "table yet: last stable offset minus the table's position (0 when only transaction markers remain).",
+            "# TYPE flux_applied_lag_records gauge",
+            *(f'flux_applied_lag_records{{partition="{p}"}} {behind.records}' for p, behind in lag),
+            "# HELP flux_applied_lag_ms Milliseconds the oldest committed record of a served partition not "
+            "folded into the table yet has been in the log (now minus its record timestamp; 0 when caught up).",
+            "# TYPE flux_applied_lag_ms gauge",
+            *(f'flux_applied_lag_ms{{partition="{p}"}} {_number(behind.ms)}' for p, behind in lag),
         ]
         return "\n".join(lines) + "\n"
