@@ -225,6 +225,11 @@ class WrkResult:
     p99_ms: float
     non2xx: int
     socket_errors: int
+    requests: int
+
+    def p99(self) -> str:
+        """The p99 for the table (wrk has latencies of completed requests only: none when nothing answered)."""
+        return f"{self.p99_ms:.1f} ms" if self.requests else "no answers"
 
     def errors(self) -> str:
         """`` (N non-2xx, M socket errors)`` when there were any, else nothing."""
@@ -242,7 +247,9 @@ def run_wrk(url: str, script: str, connections: int, seconds: float) -> WrkResul
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     socket_errors = sum(int(n) for n in errors.groups()) if errors else 0
-    return WrkResult(float(counts.group(3)), float(p99.group(1)), int(counts.group(1)), socket_errors)
+    requests = int(counts.group(2))
+    p99_ms = float(p99.group(1)) if requests else float("inf")
+    return WrkResult(float(counts.group(3)), p99_ms, int(counts.group(1)), socket_errors, requests)
 
 
 # -- Flux's /metrics ------------------------------------------------------------------------------------------------
@@ -336,7 +343,11 @@ def background_load(children: Children, port: int, rate_each: int, seconds: floa
     time.sleep(2.0)  # let them reach their rate
     try:
         yield summaries
-    finally:
+    except BaseException:  # an error or Ctrl-C: stop them now rather than let them run out their time
+        for proc in procs:
+            terminate(proc)
+        raise
+    else:
         for proc in procs:
             try:
                 out, _ = proc.communicate(timeout=seconds + 30)
@@ -452,9 +463,9 @@ def http_ceiling(plan: Plan, children: Children, work: Path) -> dict[str, str]:
     children.close_last()
     return {
         "post_rps": f"{post.rps:,.0f} req/s",
-        "post_p99": f"{post.p99_ms:.1f} ms",
+        "post_p99": post.p99(),
         "get_rps": f"{get.rps:,.0f} req/s",
-        "get_p99": f"{get.p99_ms:.1f} ms",
+        "get_p99": get.p99(),
         "workers": str(workers),
     }
 
@@ -522,7 +533,7 @@ class Bench:
                 f"{result.rps:,.0f}",
                 ceiling=self.ceiling("post_rps"),
             ),
-            Row("single-event POST, wrk -c64: p99", f"{result.p99_ms:.1f} ms", ceiling=self.ceiling("post_p99")),
+            Row("single-event POST, wrk -c64: p99", result.p99(), ceiling=self.ceiling("post_p99")),
             Row(
                 "single-event POST: non-2xx + socket errors",
                 f"{result.non2xx:,} + {result.socket_errors:,}",
@@ -551,7 +562,7 @@ class Bench:
             ),
             Row(
                 "GET one entity, idle: p99",
-                f"{result.p99_ms:.1f} ms",
+                result.p99(),
                 "<= 10 ms",
                 self.ceiling("get_p99"),
                 result.p99_ms <= 10.0,
@@ -575,7 +586,7 @@ class Bench:
             ),
             Row(
                 "GET one entity under load: p99",
-                f"{result.p99_ms:.1f} ms",
+                result.p99(),
                 "<= 25 ms",
                 self.ceiling("get_p99"),
                 result.p99_ms <= 25.0,
@@ -787,7 +798,10 @@ def main(argv: list[str]) -> int:
     else:
         progress(f"logs kept in {work}")
     print()
-    print_table(rows, command)
+    if rows:
+        print_table(rows, command)
+    else:
+        print(f"nothing measured ({command})")
     return status
 
 
