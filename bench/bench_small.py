@@ -462,6 +462,7 @@ def http_ceiling(plan: Plan, children: Children, work: Path) -> dict[str, str]:
     post = run_wrk(url, "post_event.lua", 64, plan.seconds)
     get = run_wrk(url, "get_entity.lua", 16, plan.seconds)
     children.close_last()
+    progress(f"ceiling: POST {post.rps:,.0f} req/s p99 {post.p99()}, GET {get.rps:,.0f} req/s p99 {get.p99()}")
     return {
         "post_rps": f"{post.rps:,.0f} req/s",
         "post_p99": post.p99(),
@@ -476,6 +477,7 @@ def kafka_ceiling(plan: Plan, bootstrap: str) -> dict[str, str]:
     settings = Settings()
     progress(f"ceiling: raw aiokafka, {plan.kafka_records:,} single records produced and consumed back")
     rate = asyncio.run(raw_kafka(bootstrap, plan.kafka_records, settings.partitions, settings.replication_factor))
+    progress(f"ceiling: {rate:,.0f} records/s produce -> consume")
     return {"kafka": f"{rate:,.0f} records/s"}
 
 
@@ -690,7 +692,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=None, help="wrk duration per run (default 20; --quick 5)")
     parser.add_argument("--quick", action="store_true", help="shorter everything, for a smoke run")
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {','.join(STEPS)}")
-    parser.add_argument("--url", default=None, help="measure this running Flux instead of starting one")
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="measure this running Flux (127.0.0.1) instead of starting one; its topics and broker are read "
+        "from FLUX_EVENTS_TOPIC and KAFKA_BOOTSTRAP_SERVERS as the node reads them",
+    )
     parser.add_argument("--lag-seconds", type=float, default=None, help="applied-lag window (default 60; --quick 10)")
     parser.add_argument("--kafka-records", type=int, default=None, help="records straight to Kafka (default 100,000)")
     args = parser.parse_args(argv)
