@@ -140,7 +140,7 @@ def print_table(rows: list[Row], command: str) -> None:
         for line in [columns, tuple("-" * w for w in widths), *cells]:
             print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
         return
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    console = Console(width=None if sys.stdout.isatty() else 1000)  # a file or pipe: each row on one line
     table = Table(*columns, box=box.SIMPLE_HEAVY, title=None, show_lines=False)
     for cell in cells:
         style = "red" if cell[4] == "FAIL" else None
