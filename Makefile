@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run cluster test unit lint docs fuzz kafka-start kafka-stop bench bench-ws bench-auth bench-history bench-replay bench-cluster clean
+.PHONY: install run cluster test unit lint docs fuzz kafka-start kafka-stop bench bench-ws bench-small bench-auth bench-history bench-replay bench-cluster clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,13 @@ bench: install
 
 bench-ws: install
 	$(BIN)/python bench/bench_ws.py
+
+# Issue 17's single-event figures beside their targets and same-run ceilings (needs wrk: apt-get install -y wrk);
+# e.g. make bench-small BENCH_SMALL_ARGS="--quick" or "--only post,get --seconds 10".
+BENCH_SMALL_ARGS ?=
+
+bench-small: install
+	$(BIN)/python bench/bench_small.py $(BENCH_SMALL_ARGS)
 
 bench-history: install
 	$(BIN)/python bench/bench_history.py
