@@ -90,10 +90,9 @@ async def hello_app(scope: dict[str, Any], receive: Callable[[], Any], send: Cal
 
 
 def http_workers() -> int:
-    """Flux's HTTP processes: ``FLUX_HTTP_WORKERS``, else the settings' ``http_workers`` if it exists, else 1."""
-    if value := os.environ.get("FLUX_HTTP_WORKERS"):
-        return int(value)
-    return int(getattr(Settings(), "http_workers", 1) or 1)
+    """Flux's HTTP processes, as the node will run them (``FLUX_HTTP_PROCESSES``; 0 counts as the
+    one process that then serves HTTP)."""
+    return max(1, Settings().http_process_count())
 
 
 # -- results -------------------------------------------------------------------------------------------------------
