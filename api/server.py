@@ -295,14 +295,19 @@ def _http_processes(
     board_path = runtime / "applied.board"
     store.board = AppliedBoard.create(board_path, settings.partitions)
 
+    paths: dict[int, str] = {}
+
     def table_status() -> TableStatus:
         recovered = store.recovered()
         active = store.active_partitions()
+        for partition in active:
+            if partition not in paths:
+                paths[partition] = os.path.abspath(store.partition_path(partition))
         return TableStatus(
             recovered=recovered,
             active=active,
             owners=store.owners(),
-            paths={p: os.path.abspath(store.partition_path(p)) for p in active},
+            paths={p: paths[p] for p in active},
             rebuilding=dict(rebuilder.progress),
             entities=store.count(),
             generation=store.rebalances,

@@ -30,10 +30,12 @@ from flux.model.state import Readiness, TableStatus
 
 log = logging.getLogger(__name__)
 
-SYNC_INTERVAL_S = 0.1
+SYNC_INTERVAL_S = 0.2
 STALE_AFTER_S = 2.0
 SYNC_TIMEOUT_S = 1.0
-READINESS_CACHE_S = 1.0
+STATUS_CACHE_S = 0.05  # one status serves the syncs of every HTTP process that arrive together
+READINESS_CACHE_S = 2.0  # readiness asks the broker for metadata
+READINESS_CACHE_RECOVERING_S = 0.25  # ...but say "ready" soon after recovery
 PASS_THROUGH_PREFIXES = ("/metrics", "/api/admin/")
 
 
@@ -105,21 +107,27 @@ def install_control(app: FastAPI, roster: WorkerRoster, status: Callable[[], Awa
 
 
 class StatusSource:
-    """Builds the reducer's :class:`TableStatus` for the sync route, its readiness cached briefly
-    (a readiness check asks the broker for metadata)."""
+    """Builds the reducer's :class:`TableStatus` for the sync route, cached for :data:`STATUS_CACHE_S`,
+    its readiness for :data:`READINESS_CACHE_S` (a readiness check asks the broker for metadata)."""
 
     def __init__(self, build: Callable[[], TableStatus], readiness: Callable[[], Awaitable[Readiness]]) -> None:
         self._build = build
         self._readiness = readiness
-        self._cached: tuple[float, Readiness] | None = None
+        self._status: tuple[float, TableStatus] | None = None
+        self._ready: tuple[float, Readiness] | None = None
 
     async def __call__(self) -> TableStatus:
         """The current status."""
-        status = self._build()
         now = time.monotonic()
-        if self._cached is None or now - self._cached[0] > READINESS_CACHE_S or not status.recovered:
-            self._cached = (now, await self._readiness())
-        status.readiness = self._cached[1]
+        if self._status is not None and now - self._status[0] <= STATUS_CACHE_S:
+            return self._status[1]
+        status = self._build()
+        ready = self._ready
+        max_age = READINESS_CACHE_S if ready is not None and ready[1].ready else READINESS_CACHE_RECOVERING_S
+        if ready is None or now - ready[0] > max_age or ready[1].recovered != status.recovered:
+            ready = self._ready = (now, await self._readiness())
+        status.readiness = ready[1]
+        self._status = (now, status)
         return status
 
 
