@@ -344,7 +344,10 @@ function onMessage(message) {
       showError(message.entity_id === entity.id ? "#entity-error" : "#feed-error", message.error);
       break;
     case "subscribed":
-      if (message.entity_id === feed.pattern) showError("#feed-error", null);
+      if (message.entity_id === feed.pattern) {
+        showError("#feed-error", null);
+        $("#feed-panel").dataset.following = message.entity_id; // the feed is live from here on
+      }
       break;
     default:
       break;
@@ -353,6 +356,7 @@ function onMessage(message) {
 }
 
 function onState(state, detail) {
+  if (state !== "open") delete $("#feed-panel").dataset.following;
   const badge = $("#ws-status");
   badge.dataset.state = state;
   badge.textContent = state === "open" ? "live" : state === "closed" ? `disconnected (${detail})` : "connecting";
@@ -393,6 +397,7 @@ function start() {
     if (pattern === feed.pattern) return;
     if (feed.pattern !== entity.id) live.unsubscribe(feed.pattern);
     feed.pattern = pattern;
+    delete $("#feed-panel").dataset.following;
     $("#feed tbody").replaceChildren();
     live.subscribe(pattern, false);
   });
