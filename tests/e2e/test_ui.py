@@ -20,20 +20,20 @@ from tests.e2e.test_auth import ADMIN, ADMIN_TOKEN, SECURED_ENV
 from tests.flux_process import FluxProcess
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
-Page = playwright_sync.Page
 expect = playwright_sync.expect
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"), reason="no chromium")
+EXECUTABLE = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+pytestmark = pytest.mark.skipif(EXECUTABLE is None, reason=f"no chromium ({CHROMIUM}; `make browser` installs it)")
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """One headless chromium for the module."""
     with playwright_sync.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        launched = playwright.chromium.launch(executable_path=EXECUTABLE, args=ARGS)
         yield launched
         launched.close()
 
@@ -108,17 +108,17 @@ def test_search_by_prefix_and_namespace_pages_through_entities(flux: FluxProcess
     page.click("#search-form button[type=submit]")
     expect(rows).to_have_count(10)
     expect(rows.first).to_contain_text(f"{namespace}/e00")
-    expect(page.locator("#page-info")).to_have_text("1–10 (last page)")
+    expect(page.locator("#page-info")).to_have_text("1 to 10 (last page)")
     page.select_option("#search-mode", "namespace")
     page.fill("#search", namespace)
     page.click("#search-form button[type=submit]")
-    expect(page.locator("#page-info")).to_have_text("1–10")
+    expect(page.locator("#page-info")).to_have_text("1 to 10")
     expect(page.locator("#prev")).to_be_disabled()
     page.click("#next")  # follows the Link header
     expect(rows).to_have_count(2)
     expect(rows.nth(0)).to_contain_text(f"{namespace}/e10")
     expect(rows.nth(1)).to_contain_text(f"{namespace}/e11")
-    expect(page.locator("#page-info")).to_have_text("11–12 (last page)")
+    expect(page.locator("#page-info")).to_have_text("11 to 12 (last page)")
     expect(page.locator("#next")).to_be_disabled()
     page.click("#prev")
     expect(rows).to_have_count(10)

@@ -230,7 +230,7 @@ const entities = {
     });
     $("#entities tbody").replaceChildren(...rows);
     $("#page-info").textContent = list.length
-      ? `${this.offset + 1}–${this.offset + list.length}${this.next ? "" : " (last page)"}`
+      ? `${this.offset + 1} to ${this.offset + list.length}${this.next ? "" : " (last page)"}`
       : "no entities";
     $("#prev").disabled = this.offset === 0;
     $("#next").disabled = !this.next;
