@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run cluster test unit lint docs fuzz kafka-start kafka-stop bench bench-ws bench-small bench-auth bench-history bench-replay bench-cluster clean
+.PHONY: install browser run cluster test unit lint docs fuzz kafka-start kafka-stop bench bench-ws bench-small bench-auth bench-history bench-replay bench-cluster clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,7 +35,14 @@ lint: install
 unit: install
 	$(BIN)/python -m pytest -q tests/unit tests/api
 
-test: lint
+# The dashboard's browser tests (tests/e2e/test_ui.py) drive the system's chromium through Playwright, which
+# downloads no browser of its own: install Debian's package when it is missing (sudo only when not root).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+test: lint browser
 	$(BIN)/python -m pytest -q
 
 # docs/configuration.md is rendered from the settings' field descriptions (tests/unit/test_configuration_doc.py

@@ -8,6 +8,7 @@ from typing import Any, cast
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from api import ui
 from api.auth import Guard
 from api.cluster import internal
 from api.cluster.forward import Forwarder
@@ -22,6 +23,7 @@ from api.openapi import describe_configuration
 from api.request_id import RequestIdMiddleware
 from api.responses import JSON
 from api.routes import admin, delete, events, health, state
+from api.routes import cluster as cluster_routes
 from api.routes import history as history_routes
 from api.routes import namespaces as namespace_routes
 from flux import __version__
@@ -79,7 +81,19 @@ def create_app(
     install_error_handlers(app, node.forwarder, reader)
     if settings.log_format == "json" or settings.access_log:
         app.add_middleware(RequestIdMiddleware)  # only where the logs can show the id: no cost otherwise
-    for module in (events, state, delete, namespace_routes, history_routes, admin, internal, websocket, health):
+    for module in (
+        events,
+        state,
+        delete,
+        namespace_routes,
+        history_routes,
+        admin,
+        cluster_routes,
+        internal,
+        websocket,
+        health,
+        ui,
+    ):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -304,3 +304,20 @@ def request_schemas() -> dict[str, Any]:
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
     return schemas
+
+
+class ClusterNodeOut(BaseModel):
+    """One node of the consumer group's current assignment."""
+
+    url: str = Field(description="The node's advertised URL (FLUX_ADVERTISED_URL)")
+    partitions: list[int] = Field(description="The partitions it serves")
+    self: bool = Field(description="Whether this is the node that answered")
+
+
+class ClusterOut(BaseModel):
+    """The group's assignment as the answering node sees it."""
+
+    node: str = Field(description="The URL of the node that answered")
+    partitions: int = Field(description="Partitions of the events topic (FLUX_PARTITIONS)")
+    nodes: list[ClusterNodeOut] = Field(description="The nodes serving partitions, by URL")
+    unassigned: list[int] = Field(description="Partitions nobody serves now (a rebalance under way, or no node)")
