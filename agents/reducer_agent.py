@@ -50,6 +50,16 @@ class _Touched:
         self.changes: list[Change] = []
         self.size = EMPTY_SIZE if stored is None else len(stored)
 
+    @property
+    def stamp(self) -> int:
+        """The events-topic offset the stored state reached (``o``; -1 for none): every event of its
+        partition below it is already folded into the state, applied or refused by the entity caps.
+
+        A record read again after a crash (its offset not committed yet) is therefore skipped, not
+        folded into a newer state than the one it met the first time: the caps' decision about it
+        stays the one the log's order gives (see :mod:`flux.model.entity_limits`)."""
+        return int(self.state.get("o", -1))
+
     def encode(self, applied: int) -> bytes:
         """The new stored value, stamped with ``applied`` even when the batch changed no property:
         the stamp says which events the state includes (see :meth:`BatchReducer.apply`)."""
@@ -161,8 +171,12 @@ class BatchReducer:
                 entity = entities.get(key)
                 if entity is None:
                     entity = _Touched(self._store.load(partition, key))
-                if mark in batch.seen or self._already_applied(partition, mark, entity):
-                    duplicates += 1  # a re-sent event: applied and stored once
+                if (
+                    message.offset < entity.stamp
+                    or mark in batch.seen
+                    or self._already_applied(partition, mark, entity)
+                ):
+                    duplicates += 1  # a record read again, or a re-sent event: applied and stored once
                     continue
                 try:
                     changes, entity.size = apply_within(entity.state, envelope, self._entity_limits, entity.size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -85,10 +86,8 @@ def fold_within(events: list[dict[str, Any]], limits: EntityLimits, cuts: set[in
         if index in cuts:  # a new batch: the state comes back from the store, stamped
             stored = orjson.dumps({**state, "o": index})
             state, size = orjson.loads(stored), len(stored)
-        try:
+        with contextlib.suppress(EntityTooLarge):
             _, size = apply_within(state, event, limits, size)
-        except EntityTooLarge:
-            pass
     state.pop("o", None)
     return state
 
@@ -125,7 +124,16 @@ def test_the_same_log_folds_to_the_same_state_whatever_the_batches(
 
 
 @settings(max_examples=300, deadline=None)
-@given(events_strategy, st.builds(make_event, ts=st.integers(0, 20), eid=st.text(min_size=1, max_size=4), props=st.dictionaries(st.text(max_size=4), json_values, max_size=5), delete=st.booleans()))  # fmt: skip
+@given(
+    events_strategy,
+    st.builds(
+        make_event,
+        ts=st.integers(0, 20),
+        eid=st.text(min_size=1, max_size=4),
+        props=st.dictionaries(st.text(max_size=4), json_values, max_size=5),
+        delete=st.booleans(),
+    ),
+)
 def test_growth_bound_bounds_what_any_event_adds(events: list[dict[str, Any]], event: dict[str, Any]) -> None:
     state = new_state()
     for earlier in events:
@@ -157,7 +165,7 @@ def test_properties_cap_and_a_delete_that_makes_room() -> None:
     limits = EntityLimits(properties=3)
     state, size = new_state(), EMPTY_SIZE
     _, size = apply_within(state, make_event(1, "a", {"a": 1, "b": 2}), limits, size)
-    with pytest.raises(EntityTooLarge, match="would have 4 properties; the limit is 3 .FLUX_MAX_ENTITY_PROPERTIES"):
+    with pytest.raises(EntityTooLarge, match=r"would have 4 properties; the limit is 3 \(FLUX_MAX_ENTITY_PROPERTIES"):
         apply_within(state, make_event(2, "b", {"c": 3, "d": 4}), limits, size)
     _, size = apply_within(state, make_event(2, "c", {"a": 9, "c": 3}), limits, size)  # 3 properties: fits
     _, size = apply_within(state, make_event(3, "d", {}, delete=True), limits, size)  # deletions always apply
@@ -180,7 +188,7 @@ def test_an_event_alone_over_a_cap_is_known_at_publish() -> None:
     limits = EntityLimits(bytes=10_000, properties=5)
     check_alone(make_event(1, "a", {"a": "x" * 5_000}), limits)
     check_alone(make_event(1, "a", {}, delete=True), limits)
-    with pytest.raises(EntityTooLarge, match="would take 10,0.. bytes"):
+    with pytest.raises(EntityTooLarge, match=r"would take 10,0\d\d bytes"):
         check_alone(make_event(1, "a", {"a": "x" * 9_990}), limits)
     with pytest.raises(EntityTooLarge, match="would have 6 properties"):
         check_alone(make_event(1, "a", {str(i): i for i in range(6)}), limits)
