@@ -53,7 +53,12 @@ EMPTY_SIZE = state_size(new_state())
 
 
 def _version_size(event: Envelope) -> int:
-    return len(orjson.dumps([event["timestamp"], event["eventId"]]))
+    """At most the length of ``[timestamp,"eventId"]``: timestamps have at most 15 digits
+    (:data:`flux.model.events.MAX_TIMESTAMP_MS`); an eventId JSON escapes nothing of is its length
+    plus quotes, any other at most 6 bytes a character (``\\u001f``)."""
+    event_id: str = event["eventId"]
+    plain = event_id.isascii() and event_id.isprintable() and '"' not in event_id and "\\" not in event_id
+    return (len(event_id) if plain else 6 * len(event_id)) + 20
 
 
 def growth_bound(event: Envelope) -> int:
