@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -19,7 +20,10 @@ class FluxTable(RestoringTable, faust.Table[bytes, bytes]):
 
 
 class FluxApp(faust.App):
-    """A Faust app whose consumer reads only committed records (see :mod:`agents.transport`)."""
+    """A Faust app whose consumer reads only committed records and commits no source offset before
+    ``commit_guard`` says the changelog holds what was folded (see :mod:`agents.transport`)."""
+
+    commit_guard: Callable[[], Awaitable[bool]] | None = None  # set by agents.table.store.EntityStore
 
     def _new_transport(self) -> Any:
         return ReadCommittedTransport(self.conf.broker_consumer, self)

@@ -2,9 +2,11 @@
 
 It takes records in batches (``stream.take_events``: Faust acks them only after the loop body
 returns), decodes each record (one event or a packed array), merges every event into the
-in-memory state of its entity with :func:`flux.model.reducer.apply_event`, then writes each touched
-entity once per batch through :class:`agents.table.store.EntityStore`. Invalid elements go to
-the dead-letter topic with the reason; events on the wrong partition are forwarded to theirs.
+in-memory state of its entity with :func:`flux.model.entity_limits.apply_within` (the merge of
+:func:`flux.model.reducer.apply_event` under the entity caps), then writes each touched entity once
+per batch through :class:`agents.table.store.EntityStore`. Invalid elements, and events that would
+take their entity past a cap, go to the dead-letter topic with the reason; events on the wrong
+partition are forwarded to theirs.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from agents.table.store import EntityStore, decode_state
 from flux.config import Settings
 from flux.metrics import Metrics
 from flux.model.changes import ChangeRecord, EntityChange, encode_ops
+from flux.model.entity_limits import EMPTY_SIZE, EntityTooLarge, apply_within
 from flux.model.events import encode
 from flux.model.history import index_entry
-from flux.model.records import DecodedRecord, dead_letter, decode_record
-from flux.model.reducer import Change, State, apply_event, exists, new_state, to_entity
+from flux.model.records import DecodedRecord, Rejected, dead_letter, decode_record
+from flux.model.reducer import Change, State, exists, new_state, to_entity
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +38,27 @@ YIELD_EVERY_EVENTS = 250
 
 
 class _Touched:
-    """An entity's state while a batch is applied: current, as stored, whether it existed, what changed."""
+    """An entity's state while a batch is applied: current, as stored, whether it existed, what changed,
+    and an upper bound of its encoded size (see :func:`flux.model.entity_limits.apply_within`)."""
 
-    __slots__ = ("changes", "existed", "state", "stored")
+    __slots__ = ("changes", "existed", "size", "state", "stored")
 
     def __init__(self, stored: bytes | None) -> None:
         self.stored = stored
         self.state: State = new_state() if stored is None else decode_state(stored)
         self.existed = exists(self.state)
         self.changes: list[Change] = []
+        self.size = EMPTY_SIZE if stored is None else len(stored)
+
+    @property
+    def stamp(self) -> int:
+        """The events-topic offset the stored state reached (``o``; -1 for none): every event of its
+        partition below it is already folded into the state, applied or refused by the entity caps.
+
+        A record read again after a crash (its offset not committed yet) is therefore skipped, not
+        folded into a newer state than the one it met the first time: the caps' decision about it
+        stays the one the log's order gives (see :mod:`flux.model.entity_limits`)."""
+        return int(self.state.get("o", -1))
 
     def encode(self, applied: int) -> bytes:
         """The new stored value, stamped with ``applied`` even when the batch changed no property:
@@ -102,6 +117,7 @@ class BatchReducer:
         self._store = store
         self._settings = settings
         self._limits = settings.event_limits()
+        self._entity_limits = settings.entity_limits()
         self._metrics = metrics
         self._writing = asyncio.Lock()
         self._failure: Exception | None = None
@@ -127,6 +143,7 @@ class BatchReducer:
         dead: list[bytes] = []
         applied = 0
         duplicates = 0
+        refused = 0
         next_yield = YIELD_EVERY_EVENTS
         for record in records:
             message = record.message
@@ -154,14 +171,25 @@ class BatchReducer:
                 entity = entities.get(key)
                 if entity is None:
                     entity = _Touched(self._store.load(partition, key))
-                if mark in batch.seen or self._already_applied(partition, mark, entity):
-                    duplicates += 1  # a re-sent event: applied and stored once
+                if (
+                    message.offset < entity.stamp
+                    or mark in batch.seen
+                    or self._already_applied(partition, mark, entity)
+                ):
+                    duplicates += 1  # a record read again, or a re-sent event: applied and stored once
+                    continue
+                try:
+                    changes, entity.size = apply_within(entity.state, envelope, self._entity_limits, entity.size)
+                except EntityTooLarge as exc:  # not applied, not marked: the same eventId may come back later
+                    refused += 1
+                    reject = Rejected(None, str(exc), envelope)
+                    dead.append(dead_letter(reject, topic=message.topic, partition=partition, offset=message.offset))
                     continue
                 entities[key] = entity
                 batch.seen[mark] = message.offset + 1
                 batch.history.append((history_key, stored))
                 batch.events += 1
-                entity.changes += apply_event(entity.state, envelope)
+                entity.changes += changes
                 batch.sources.add(envelope["source"])
             applied += len(decoded.events)
             if applied >= next_yield:  # let HTTP requests in between slices of a large batch
@@ -182,11 +210,16 @@ class BatchReducer:
         await self._send_all(self._settings.events_topic, forwards)
         await self._send_all(self._settings.dead_letter_topic, [(0, None, value) for value in dead])
         if dead:
-            log.warning("sent %d invalid events to %s", len(dead), self._settings.dead_letter_topic)
-        self._metrics.applied(applied - duplicates)
+            log.warning(
+                "sent %d invalid events to %s (%d over an entity cap)",
+                len(dead),
+                self._settings.dead_letter_topic,
+                refused,
+            )
+        self._metrics.applied(applied - duplicates - refused)
         self._metrics.duplicates(duplicates)
         self._metrics.rejected(len(dead))
-        return applied - duplicates
+        return applied - duplicates - refused
 
     def _already_applied(self, partition: int, mark: bytes, entity: _Touched) -> bool:
         """Whether the entity's state includes the event ``mark`` stands for.

@@ -265,6 +265,15 @@ WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"model": ErrorOut, "description": "The namespace's events per minute are spent; see Retry-After"},
 }
 
+PUBLISH_ERRORS: dict[int | str, dict[str, Any]] = {
+    **WRITE_ERRORS,
+    413: {
+        "model": ErrorOut,
+        "description": "Body larger than the configured limit, or an event that alone would take its entity past "
+        "FLUX_MAX_ENTITY_BYTES or FLUX_MAX_ENTITY_PROPERTIES",
+    },
+}
+
 BEARER = "bearerAuth"
 """``openapi_extra`` of an operation that needs a bearer token when FLUX_AUTH_ENABLED=true."""
 

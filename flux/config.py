@@ -13,10 +13,12 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flux.kafka.options import KafkaSecurityError, SaslMechanism, SecurityProtocol, check
+from flux.model.entity_limits import EntityLimits
 from flux.model.events import EventLimits
 from flux.origins import InvalidOrigin, parse_allowed
 
 MIN_ADMIN_TOKEN_LENGTH = 32
+MAX_ENTITY_BYTES_CEILING = 4 * 1024 * 1024  # half the changelog topic's max.message.bytes (flux.kafka.topics)
 
 
 class Settings(BaseSettings):
@@ -195,6 +197,21 @@ class Settings(BaseSettings):
     max_stream_source_length: int = Field(
         default=256, ge=1, description="Longest `stream` and longest `source` of an event, in characters (400 beyond)"
     )
+    max_entity_bytes: int = Field(
+        default=1_048_576,
+        ge=1_024,
+        le=MAX_ENTITY_BYTES_CEILING,
+        description="Largest state of one entity, in bytes of its stored JSON: an event that would make an entity "
+        "larger is not applied and goes to the dead-letter topic with the reason; one that alone would is refused "
+        f"at publish (413). At most {MAX_ENTITY_BYTES_CEILING:,}: half the table changelog's `max.message.bytes` "
+        "(see docs/api.md, Limits)",
+    )
+    max_entity_properties: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most properties of one entity: an event that would give an entity more is not applied and goes "
+        "to the dead-letter topic with the reason; one that alone has more is refused at publish (413)",
+    )
     publish_timeout_ms: int = Field(
         default=30_000, description="Milliseconds a publish waits for the broker before answering 503"
     )
@@ -328,6 +345,10 @@ class Settings(BaseSettings):
             self.max_property_key_length,
             self.max_stream_source_length,
         )
+
+    def entity_limits(self) -> EntityLimits:
+        """The caps of one entity's stored state."""
+        return EntityLimits(self.max_entity_bytes, self.max_entity_properties)
 
 
 @lru_cache(maxsize=1)

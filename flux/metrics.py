@@ -209,7 +209,7 @@ class Metrics:
             "# HELP flux_events_applied_total Events folded into the table by this process's agents.",
             "# TYPE flux_events_applied_total counter",
             f"flux_events_applied_total {self.events_applied}",
-            "# HELP flux_events_rejected_total Invalid records sent to the dead-letter topic.",
+            "# HELP flux_events_rejected_total Invalid records and events over an entity cap (dead-letter topic).",
             "# TYPE flux_events_rejected_total counter",
             f"flux_events_rejected_total {self.events_rejected}",
             "# HELP flux_events_duplicate_total Re-sent events (known eventId) applied and stored only once.",

@@ -4,8 +4,9 @@ Faust owns the table: its RocksDB database per partition, its compacted changelo
 from that changelog on start, and partition assignment. Per-key ``table[k] = v`` costs ~250 us
 (one changelog send, one RocksDB put and one offset put per key), so writes here go one flush at
 a time instead: the entity states a batch changed are sent to the changelog (acknowledged before
-the batch's source offsets can be committed), written to the partition's RocksDB in one
-``WriteBatch``, and the partition's persisted changelog offset is recorded once. Recovery and
+the batch's source offsets can be committed: :meth:`EntityStore.changelog_written`), written to the
+partition's RocksDB in one ``WriteBatch``, and the partition's persisted changelog offset is
+recorded once. Recovery and
 standby replicas read the same changelog records Faust would have written itself.
 
 This module is the only place that touches the Faust store's internals (``_dbs``,
@@ -105,6 +106,9 @@ class EntityStore:
         self._applied: dict[int, int] = {}
         self._persisted: dict[int, int] = {}
         self._changelog_error: RuntimeError | None = None
+        self._unacked: set[asyncio.Future[Any]] = set()  # changelog sends not acknowledged yet
+        if hasattr(app, "commit_guard"):  # agents.app.FluxApp: its consumer asks before every offset commit
+            app.commit_guard = self.changelog_written
         self.rebalances = 0  # bumped by every rebalance: a replay that spans one starts again
         self._watches: list[dict[int, set[bytes]]] = []
         self.stalled_partitions: list[int] = []  # set by agents.stall_watch: served but not advancing
@@ -255,10 +259,11 @@ class EntityStore:
         events this batch folded. The states and the partition's totals go to the changelog as
         record batches (enqueued, not awaited) and into the partition's RocksDB in one WriteBatch.
         As with Faust's own table writes, durability comes from the worker flushing its producer
-        before it commits the source offsets: a source event is never committed before the
-        changelog record it caused is acknowledged. When the acks arrive, the persisted changelog
-        offset is recorded; if a send fails for good, the worker stops rather than commit past
-        state the changelog does not hold.
+        before it commits the source offsets; since aiokafka's flush does not raise for a failed
+        send, the worker's consumer also asks :meth:`changelog_written` before every commit, so a
+        source event is never committed before the changelog record it caused is acknowledged.
+        When the acks arrive, the persisted changelog offset is recorded; if a send fails for good,
+        the worker stops rather than commit past state the changelog does not hold.
         """
         if self._changelog_error is not None:
             raise self._changelog_error
@@ -287,13 +292,35 @@ class EntityStore:
             self.board.set(partition, applied)
         self._stats[partition] = stats
         self._applied[partition] = max(applied, self._applied.get(partition, -1))
+        for future in futures:
+            self._unacked.add(future)
+            future.add_done_callback(self._on_changelog_done)
         futures[-1].add_done_callback(lambda done: self._on_changelog_acked(partition, done))
-        for future in futures[:-1]:
-            future.add_done_callback(self._on_changelog_failed)
         return stats
 
+    async def changelog_written(self) -> bool:
+        """Wait for every changelog send enqueued so far; whether all of them were acknowledged.
+
+        The worker's consumer asks this before it commits source offsets (``agents.transport``), and
+        commits nothing on ``False``: a failed send has already stopped the worker
+        (:meth:`_on_changelog_failed`), and a cancelled one (the producer stopping) leaves its
+        events to be folded again after the restart.
+        """
+        pending = list(self._unacked)
+        if pending:
+            await asyncio.wait(pending)
+        for future in pending:  # looked at here too, whether or not their callbacks ran yet
+            if future.cancelled():
+                return False
+            self._on_changelog_failed(future)
+        return self._changelog_error is None
+
+    def _on_changelog_done(self, done: asyncio.Future[Any]) -> None:
+        self._unacked.discard(done)
+        self._on_changelog_failed(done)
+
     def _on_changelog_failed(self, done: asyncio.Future[Any]) -> None:
-        if done.cancelled() or done.exception() is None:
+        if done.cancelled() or done.exception() is None or self._changelog_error is not None:
             return
         self._changelog_error = RuntimeError(f"changelog write failed: {done.exception()!r}")
         log.critical("%s; stopping the worker", self._changelog_error)
@@ -306,8 +333,7 @@ class EntityStore:
         re-read a few records (idempotent puts) but never skips one.
         """
         if done.cancelled() or done.exception() is not None:
-            self._on_changelog_failed(done)
-            return
+            return  # see _on_changelog_done
         offset = int(done.result().offset)
         if offset > self._persisted.get(partition, -1) and partition in self._table.data._dbs:
             self._persisted[partition] = offset

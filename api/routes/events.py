@@ -12,9 +12,10 @@ from api.body import read_json
 from api.deps import NodeDep, Writer
 from api.errors import ApiError
 from api.live.read_your_writes import WAIT_QUERY, WAIT_TIMEOUT_QUERY, wait_timeout, wait_until_applied
-from api.models import WRITE_ERRORS, BatchOut, PublishOut, json_body, ref
+from api.models import PUBLISH_ERRORS, BatchOut, PublishOut, json_body, ref
 from api.responses import JSON
 from api.routes.idempotent import IDEMPOTENCY_HEADER, check_key, remember
+from flux.model.entity_limits import EntityTooLarge, check_alone
 from flux.model.events import InvalidEvent, entity_of, validate_event
 
 router = APIRouter(tags=["events"])
@@ -29,7 +30,7 @@ def _now_ms() -> int:
 @router.post(
     "/api/events",
     response_model=PublishOut,
-    responses=WRITE_ERRORS,
+    responses=PUBLISH_ERRORS,
     openapi_extra=json_body(ref("EventIn")),
 )
 async def publish_event(
@@ -52,6 +53,10 @@ async def publish_event(
         envelope = validate_event(body, now_ms=_now_ms(), limits=node.settings.event_limits())
     except InvalidEvent as exc:
         raise ApiError(400, str(exc)) from exc
+    try:
+        check_alone(envelope, node.settings.entity_limits())
+    except EntityTooLarge as exc:
+        raise ApiError(413, str(exc)) from exc
     node.guard.check_entity(caller, entity_of(envelope))
     node.guard.charge(caller, 1)
     offsets = await node.publisher.publish(envelope)  # PublishFailed: 503 (api.errors)
@@ -80,7 +85,7 @@ def _batch_items(body: Any, max_events: int) -> list[Any]:
 @router.post(
     "/api/events/batch",
     response_model=BatchOut,
-    responses=WRITE_ERRORS,
+    responses=PUBLISH_ERRORS,
     openapi_extra=json_body({"oneOf": [ref("BatchIn"), {"type": "array", "items": ref("EventIn"), "minItems": 1}]}),
 )
 async def publish_batch(
@@ -104,6 +109,7 @@ async def publish_batch(
         items = keyed_request.fill_event_ids(items)
     now = _now_ms()
     limits = settings.event_limits()
+    entity_limits = settings.entity_limits()
     results: list[dict[str, Any]] = []
     valid: list[dict[str, Any]] = []
     forbidden = 0
@@ -112,7 +118,8 @@ async def publish_batch(
             await asyncio.sleep(0)  # let other requests in between slices of a large batch
         try:
             envelope = validate_event(item, now_ms=now, limits=limits)
-        except InvalidEvent as exc:
+            check_alone(envelope, entity_limits)
+        except (InvalidEvent, EntityTooLarge) as exc:
             stream = item.get("stream") if isinstance(item, dict) and isinstance(item.get("stream"), str) else None
             results.append({"eventId": None, "stream": stream, "error": f"events[{index}]: {exc}"})
             continue
