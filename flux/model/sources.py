@@ -160,9 +160,7 @@ def _envelope(
     """One validated envelope, its stream, source, time and eventId filled in where absent."""
     if not isinstance(item, dict):
         raise InvalidEvent(f"event must be a JSON object, got {type_name(item)}")
-    filled = {**item}
-    filled.setdefault("stream", stream)
-    filled.setdefault("source", origin)
+    filled = item if source.format != "flux" else {"stream": stream, "source": origin, **item}
     ts = filled.get("timestamp")
     if ts is None and timestamp_ms < 0:
         raise InvalidEvent("timestamp is required: the record has none")
