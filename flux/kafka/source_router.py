@@ -20,6 +20,7 @@ WebSocket updates and ``?wait``-less reads see these events as they see any othe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,7 +118,6 @@ class SourceRouter:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
-        self.routed = 0  # source records whose events the broker acknowledged (and whose offsets were committed)
 
     async def start(self) -> None:
         """Connect the producer and the consumer (group ``<FLUX_APP_ID>-sources``), then route in the background."""
@@ -178,21 +178,25 @@ class SourceRouter:
         consumer = self._consumer
         assert consumer is not None
         while True:
-            fetched = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=FETCH_MAX_RECORDS)
+            try:
+                fetched = await consumer.getmany(timeout_ms=FETCH_TIMEOUT_MS, max_records=FETCH_MAX_RECORDS)
+            except KafkaError as exc:
+                log.warning("could not read the source topics (%r); trying again", exc)
+                await asyncio.sleep(RETRY_S)
+                continue
             if not fetched:
                 continue
             try:
                 routed = await self._convert(fetched)
                 await self._deliver(routed)
-            except asyncio.CancelledError:
-                raise
             except Exception:  # a bug: read the fetch again from the committed positions
                 log.exception("the source router could not route a fetch; reading it again")
                 await asyncio.sleep(RETRY_S)
-                consumer.seek_to_committed(*fetched)
+                with contextlib.suppress(KafkaError):  # a partition moved away: its new owner reads it
+                    await consumer.seek_to_committed(*fetched)
                 continue
             await self._commit(routed.offsets)
-            self.routed += sum(len(records) for records in fetched.values())
+            self._metrics.routed(sum(len(records) for records in fetched.values()))
 
     async def _convert(self, fetched: dict[TopicPartition, list[Any]]) -> Routed:
         """:func:`route` in slices of :data:`YIELD_EVERY_RECORDS` records, yielding to the loop in between."""
