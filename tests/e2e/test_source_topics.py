@@ -153,8 +153,12 @@ async def test_upsert_records_merge_by_record_time_and_a_tombstone_deletes(node,
     assert {e["source"] for e in events} == {f"kafka:{topics.upsert}"}
     assert [e["timestamp"] for e in events] == [T0 + 5, T0 + 10, T0 + 20]
     assert [e.get("op") for e in history(flux, deleted)] == [None, "delete"]
-    routed = [line for line in flux.client.get("/metrics").text.splitlines() if line.startswith("flux_source_records")]
-    assert routed and int(routed[0].split()[1]) >= 5
+
+    def routed() -> int:
+        lines = flux.client.get("/metrics").text.splitlines()
+        return sum(int(line.split()[1]) for line in lines if line.startswith("flux_source_records_total "))
+
+    await asyncio.to_thread(flux.wait_for, lambda: routed() >= 5, 30, "flux_source_records_total")
 
 
 async def test_headers_name_the_stream_and_the_source(node, uid):
