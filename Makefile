@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser run cluster test unit lint docs fuzz kafka-start kafka-stop bench bench-ws bench-small bench-auth bench-history bench-replay bench-cluster clean
+.PHONY: install browser run cluster test unit lint docs fuzz kafka-start kafka-stop bench bench-ws bench-small bench-auth bench-history bench-replay bench-cluster bench-sources clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,9 @@ bench-replay: install
 
 bench-cluster: install
 	$(BIN)/python bench/bench_cluster.py
+
+bench-sources: install
+	$(BIN)/python bench/bench_sources.py
 
 bench-auth: install
 	$(BIN)/python bench/bench_auth.py

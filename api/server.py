@@ -47,6 +47,7 @@ from flux.kafka.idempotency import IdempotencyLog
 from flux.kafka.namespace_log import NamespaceLog
 from flux.kafka.publisher import EventPublisher
 from flux.kafka.security import client_options
+from flux.kafka.source_router import SourceRouter
 from flux.lifecycle import Service, Services
 from flux.logs import logging_config
 from flux.metrics import Metrics
@@ -240,6 +241,7 @@ def build_node(settings: Settings) -> tuple[faust.App, NodeServices]:
         standby,
         AppliedLagWatch(settings, store, metrics),
     ]
+    watches.append(SourceRouter(settings, metrics))  # FLUX_SOURCE_TOPICS to the events topic; idle when unset
     processes = settings.http_process_count()
     if processes == 0:  # one process: this one serves HTTP and WebSockets too
         relay = ChangeRelay(settings, applied, totals)

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from flux.kafka.options import KafkaSecurityError, SaslMechanism, SecurityProtocol, check
 from flux.model.entity_limits import EntityLimits
 from flux.model.events import EventLimits
+from flux.model.sources import InvalidSourceTopics, SourceTopic, parse_source_topics
 from flux.origins import InvalidOrigin, parse_allowed
 
 MIN_ADMIN_TOKEN_LENGTH = 32
@@ -135,6 +136,15 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".flux/data"), description="Where the RocksDB stores live")
     events_topic: str = Field(default="flux.events", description="The events topic")
     dead_letter_topic: str = Field(default="flux.events.dlq", description="Invalid records, with the reason")
+    source_topics: str = Field(
+        default="",
+        description="Other topics whose records the node folds too, comma-separated, each "
+        "`topic:format[:stream[:source]]`; format `flux` (envelopes, as on the events topic), `upsert` (key = entity "
+        "id, value = a JSON object of properties, a null value deletes) or `connect-json` (Kafka Connect's "
+        "JsonConverter with `schemas.enable=true`); stream and source default to the record's `stream` and `source` "
+        "headers, else the topic name and `kafka:<topic>`. Created when missing; read by the consumer group "
+        "`FLUX_APP_ID-sources` and republished to the events topic (see docs/kafka.md, Source topics)",
+    )
     changes_topic: str = Field(
         default="flux.changes", description="The change-feed topic (same partition count as the events topic)"
     )
@@ -312,6 +322,24 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _source_topics_are_readable(self) -> Self:
+        """FLUX_SOURCE_TOPICS parses, and names none of the topics Flux writes itself (it would loop)."""
+        try:
+            topics = self.sources()
+        except InvalidSourceTopics as exc:
+            raise PydanticCustomError("source_topics", "FLUX_SOURCE_TOPICS: {reason}", {"reason": str(exc)}) from None
+        own = {self.events_topic, self.changes_topic, self.dead_letter_topic, self.namespaces_topic}
+        own.add(self.idempotency_topic)
+        for topic in topics:
+            if topic.topic in own or topic.topic.startswith(f"{self.app_id}-"):
+                raise PydanticCustomError(
+                    "source_topics",
+                    "FLUX_SOURCE_TOPICS: '{topic}' is one of Flux's own topics; list only topics others write",
+                    {"topic": topic.topic},
+                )
+        return self
+
+    @model_validator(mode="after")
     def _kafka_security_works(self) -> Self:
         """The Kafka security options must make a working connection (:func:`flux.kafka.options.check`)."""
         try:
@@ -336,6 +364,10 @@ class Settings(BaseSettings):
     def ws_origins(self) -> frozenset[str]:
         """The origins of FLUX_WS_ALLOWED_ORIGINS, normalized (``*`` for any)."""
         return parse_allowed(self.ws_allowed_origins)
+
+    def sources(self) -> list[SourceTopic]:
+        """The source topics of FLUX_SOURCE_TOPICS (see :mod:`flux.model.sources`)."""
+        return parse_source_topics(self.source_topics)
 
     def event_limits(self) -> EventLimits:
         """The per-event size limits."""

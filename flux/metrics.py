@@ -149,6 +149,7 @@ class Metrics:
         self.websocket_dropped = 0
         self.partition_stalls = 0
         self.fenced_batches = 0
+        self.source_records = 0  # records of FLUX_SOURCE_TOPICS routed to the events topic (flux.kafka.source_router)
         self.applied_latency = Histogram()  # ms from a record's timestamp to its batch's table write, per event
         self.applied_lag: dict[int, AppliedLag] = {}  # served partition -> lag (set by agents.applied_lag)
         self._sources = RecentSources()
@@ -176,6 +177,10 @@ class Metrics:
     def rejected(self, count: int) -> None:
         """Record ``count`` records sent to the dead-letter topic."""
         self.events_rejected += count
+
+    def routed(self, count: int) -> None:
+        """Record ``count`` source-topic records written to the events topic (or the dead letters) and committed."""
+        self.source_records += count
 
     def stalled(self, count: int) -> None:
         """Record ``count`` partitions found not advancing while the log had records for them."""
@@ -215,6 +220,10 @@ class Metrics:
             "# HELP flux_events_duplicate_total Re-sent events (known eventId) applied and stored only once.",
             "# TYPE flux_events_duplicate_total counter",
             f"flux_events_duplicate_total {self.events_duplicate}",
+            "# HELP flux_source_records_total Records of the source topics (FLUX_SOURCE_TOPICS) routed to the events "
+            "topic or the dead letters, and committed.",
+            "# TYPE flux_source_records_total counter",
+            f"flux_source_records_total {self.source_records}",
             "# HELP flux_partition_stalls_total Served partitions found not advancing behind the log (let flow again).",
             "# TYPE flux_partition_stalls_total counter",
             f"flux_partition_stalls_total {self.partition_stalls}",

@@ -43,8 +43,19 @@ def changelog_topic(settings: Settings) -> str:
 
 
 def wanted_topics(settings: Settings) -> dict[str, NewTopic]:
-    """The topics Flux creates itself, by name (Faust creates the table's changelog)."""
-    return {
+    """The topics Flux creates itself, by name (Faust creates the table's changelog).
+
+    Source topics (``FLUX_SOURCE_TOPICS``) are created when missing, with ``FLUX_PARTITIONS``
+    partitions and the broker's default retention; existing ones are read as they are, whatever
+    their partition count (the router repartitions their records, see :mod:`flux.kafka.source_router`).
+    """
+    sources = {
+        source.topic: NewTopic(
+            source.topic, num_partitions=settings.partitions, replication_factor=settings.replication_factor
+        )
+        for source in settings.sources()
+    }
+    return sources | {
         settings.events_topic: NewTopic(
             settings.events_topic,
             num_partitions=settings.partitions,
