@@ -76,7 +76,7 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
 
 class FastPath:
     """Serves the common single-event POST and entity GET of ``node`` itself; hands every other
-    request to ``app`` (the FastAPI middleware stack). See the module docstring."""
+    request to ``app`` (FastAPI itself: :meth:`api.app.FluxApp.behind_fast_path`). See the module docstring."""
 
     def __init__(self, app: ASGIApp, node: Node, exception_handlers: Mapping[Any, Any], request_ids: bool) -> None:
         self.app = app
