@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.types import Receive, Scope, Send
 
 from api import ui
 from api.auth import Guard
@@ -16,6 +17,7 @@ from api.cluster.gather import Cluster
 from api.cluster.node_calls import NodeCalls
 from api.deps import Node, Publisher
 from api.errors import install_error_handlers
+from api.fast_path import FastPath
 from api.live import websocket
 from api.live.applied import AppliedOffsets
 from api.live.hub import Hub
@@ -35,6 +37,23 @@ from flux.model.replay import Replays
 from flux.model.state import HistoryReader, StateReader
 
 
+class FluxApp(FastAPI):
+    """FastAPI, with :class:`api.fast_path.FastPath` in front of it when :func:`create_app` puts it there."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a request: the fast path first (it hands on what it does not serve), else FastAPI."""
+        if self.fast_path is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.fast_path(scope, receive, send)
+
+    async def behind_fast_path(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI itself: where the fast path hands requests on."""
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     publisher: Publisher,
@@ -45,14 +64,17 @@ def create_app(
     history: HistoryReader,
     idempotency: IdempotencyLog,
     replays: Replays,
+    *,
+    fast_path: bool = True,
 ) -> FastAPI:
     """A Flux HTTP app. Starting and stopping the publisher, the reader, the namespace log and the
     change relay is the caller's job.
 
     ``applied`` is fed by the change relay; so is the node's ``hub`` (the WebSocket subscriptions,
-    see :func:`app_node`).
+    see :func:`app_node`). ``fast_path`` puts :class:`api.fast_path.FastPath` in front of FastAPI's
+    own middleware stack, for the common single-event POSTs and entity reads.
     """
-    app = FastAPI(
+    app = FluxApp(
         title="Flux",
         version=__version__,
         description="Event-sourced world state: publish events, read merged entity state.",
@@ -79,7 +101,8 @@ def create_app(
     node = app_node(app)
     namespaces.on_change(partial(node.hub.namespace_changed, guard=node.guard))  # void tokens close sockets
     install_error_handlers(app, node.forwarder, reader)
-    if settings.log_format == "json" or settings.access_log:
+    request_ids = settings.log_format == "json" or settings.access_log
+    if request_ids:
         app.add_middleware(RequestIdMiddleware)  # only where the logs can show the id: no cost otherwise
     for module in (
         events,
@@ -103,6 +126,8 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    if fast_path:
+        app.fast_path = FastPath(app.behind_fast_path, node, app.exception_handlers, request_ids)
     return app
 
 

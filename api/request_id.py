@@ -23,6 +23,11 @@ def _given(scope: Scope) -> str | None:
     return None
 
 
+def request_id_of(scope: Scope) -> str:
+    """The id of the request of ``scope``: the client's ``X-Request-ID`` if usable, else a new one."""
+    return _given(scope) or uuid.uuid4().hex
+
+
 class RequestIdMiddleware:
     """Sets :data:`flux.logs.REQUEST_ID` for the request and returns it in ``X-Request-ID``."""
 
@@ -34,7 +39,7 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request_id = _given(scope) or uuid.uuid4().hex
+        request_id = request_id_of(scope)
         token = REQUEST_ID.set(request_id)
 
         async def send_with_id(message: Message) -> None:

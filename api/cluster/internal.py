@@ -24,7 +24,7 @@ from api.responses import JSON
 from flux.model.state import StoredEntity
 
 
-def node_calls_only(request: Request, node: NodeDep) -> None:
+async def node_calls_only(request: Request, node: NodeDep) -> None:
     """With FLUX_CLUSTER_SECRET set, only other nodes (showing it) may call these endpoints: else 403."""
     if node.calls.secured and not node.guard.node_call(request):
         raise ApiError(403, "the internal endpoints answer the other nodes of this app only (FLUX_CLUSTER_SECRET)")

@@ -409,7 +409,7 @@ class MemoryReplays:
 class MemoryNode:
     """A Flux node in one process: the app on an in-memory table, publisher, registry and keys."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, fast_path: bool = True) -> None:
         self.settings = settings or node_settings()
         self.metrics = Metrics()
         self.applied = AppliedOffsets()
@@ -428,6 +428,7 @@ class MemoryNode:
             self.table,
             self.idempotency,
             self.replays,
+            fast_path=fast_path,
         )
         self.hub: Hub = app_node(self.app).hub
 
