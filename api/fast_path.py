@@ -18,7 +18,8 @@ What it takes, and only when it can answer exactly as the route would:
 * ``GET /api/state/entities/{id}`` without a query string (no ``at``), when the guard lets the
   caller read the entity and this node serves its partition and has the entity (the reader
   raises :class:`flux.model.state.PartitionUnavailable` otherwise, exactly when the route's
-  ``settle`` would wait or forward).
+  ``settle`` would wait for owners or forward); as the route does, it first lets an HTTP
+  process's reader settle on the change feed (:meth:`flux.model.state.StateReader.settle`).
 
 Everything else goes to FastAPI unchanged: other requests at once, and a request of the two kinds
 that fails any check before the publish (bad JSON, an invalid event, a refused or rate-limited
@@ -56,6 +57,7 @@ from api.request_id import HEADER as REQUEST_ID_HEADER
 from api.request_id import request_id_of
 from flux.logs import REQUEST_ID
 from flux.model.events import entity_of, validate_event
+from flux.model.partitioning import partition_for
 
 EVENTS_PATH = "/api/events"
 ENTITY_PREFIX = "/api/state/entities/"
@@ -105,6 +107,7 @@ class FastPath:
         try:
             caller = node.guard.reader(HTTPConnection(scope))
             node.guard.check_entity(caller, entity_id, "read")
+            await node.reader.settle(partition_for(entity_id, node.settings.partitions))  # an HTTP process's view
             entity = node.reader.get(entity_id)  # PartitionUnavailable unless served here, recovered
         except Exception:
             entity = None  # the route raises it again and answers it
