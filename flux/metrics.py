@@ -325,12 +325,6 @@ class Metrics:
             histograms=histograms,
         )
 
-    def prometheus(self, entities: int) -> str:
-        """The Prometheus text exposition of these counters (see :mod:`flux.prometheus`)."""
-        from flux.prometheus import prometheus_text  # the exposition needs prometheus_client; the counters do not
-
-        return prometheus_text(self, entities)
-
 
 def copy_histogram(histogram: Histogram) -> Histogram:
     """A histogram with ``histogram``'s counts, independent of it."""

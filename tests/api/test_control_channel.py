@@ -21,6 +21,7 @@ from api.workers.control import (
 )
 from flux.metrics import PUBLISH, RELAYED, Metrics, WorkerCounters
 from flux.model.state import Readiness, TableStatus
+from flux.prometheus import prometheus_text
 from tests.api.memory import MemoryNode
 
 
@@ -53,13 +54,13 @@ def test_the_node_metrics_add_up_the_http_processes() -> None:
     roster = WorkerRoster(metrics)
     roster.report(0, True, WorkerCounters(published=5, publishers_active=1, websocket_connections=3))
     roster.report(1, True, WorkerCounters(published=7, websocket_connections=1, websocket_dropped=2))
-    text = metrics.prometheus(0)
+    text = prometheus_text(metrics, 0)
     assert "flux_events_published_total 14.0\n" in text
     assert "flux_websocket_connections 4.0\n" in text
     assert "flux_websocket_dropped_total 2.0\n" in text
     assert "flux_publishers_active 2.0\n" in text
     roster.forget(0)
-    text = metrics.prometheus(0)
+    text = prometheus_text(metrics, 0)
     assert "flux_events_published_total 14.0\n" in text and "flux_websocket_connections 1.0\n" in text
     assert roster.serving == {1}
 
@@ -93,7 +94,7 @@ async def test_an_http_process_learns_the_table_status_and_reports_its_counters(
         link.serving = True
         assert await link.sync()
         assert roster.serving == {1}
-        assert "flux_events_published_total 9.0\n" in node.metrics.prometheus(0)
+        assert "flux_events_published_total 9.0\n" in prometheus_text(node.metrics, 0)
     finally:
         await link.stop()
 
@@ -163,7 +164,7 @@ async def test_a_sync_carries_only_the_histogram_series_that_changed(reducer: tu
         assert [key for key, _ in bodies[-1]["histograms"]] == [["publish"]]
         assert await link.sync()
         assert bodies[-1]["histograms"] == [] and bodies[-1]["rss_bytes"] > 0
-        text = node.metrics.prometheus(0)
+        text = prometheus_text(node.metrics, 0)
         assert "flux_publish_latency_ms_count 2.0\n" in text and "flux_relay_latency_ms_count 1.0\n" in text
         assert 'flux_http_process_resident_memory_bytes{process="http-2"}' in text
     finally:

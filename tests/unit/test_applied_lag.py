@@ -18,6 +18,7 @@ from agents.table.store import PartitionStats
 from flux.config import Settings
 from flux.metrics import AppliedLag, Histogram, Metrics
 from flux.model.partitioning import partition_for
+from flux.prometheus import prometheus_text
 
 
 def samples(text: str) -> dict[str, float]:
@@ -42,7 +43,7 @@ def test_the_applied_latency_is_counted_per_event_and_never_negative() -> None:
     metrics = Metrics()
     metrics.applied_since(1_000, 40, now_ms=1_150)
     metrics.applied_since(2_000, 2, now_ms=1_990)  # the producer's clock is ahead: 0 ms, not -10
-    values = samples(metrics.prometheus(0))
+    values = samples(prometheus_text(metrics, 0))
     assert values['flux_applied_latency_ms_bucket{le="1"}'] == 2
     assert values['flux_applied_latency_ms_bucket{le="100"}'] == 2
     assert values['flux_applied_latency_ms_bucket{le="200"}'] == 42
@@ -57,20 +58,20 @@ def test_the_applied_latency_is_counted_per_event_and_never_negative() -> None:
 def test_lag_gauges_are_per_served_partition_and_partitions_no_longer_served_disappear() -> None:
     metrics = Metrics()
     metrics.lag({3: AppliedLag(12, 250.0), 0: AppliedLag(0, 0.0)})
-    text = metrics.prometheus(0)
+    text = prometheus_text(metrics, 0)
     assert "# TYPE flux_applied_lag_records gauge" in text and "# TYPE flux_applied_lag_ms gauge" in text
     values = samples(text)
     assert values['flux_applied_lag_records{partition="0"}'] == 0
     assert values['flux_applied_lag_records{partition="3"}'] == 12
     assert values['flux_applied_lag_ms{partition="3"}'] == 250
     metrics.lag({0: AppliedLag(1, 7.5)})
-    values = samples(metrics.prometheus(0))
+    values = samples(prometheus_text(metrics, 0))
     assert not any('partition="3"' in key for key in values)
     assert values['flux_applied_lag_ms{partition="0"}'] == 7.5
 
 
 def test_the_existing_metrics_come_first_and_unchanged() -> None:
-    text = Metrics().prometheus(5)
+    text = prometheus_text(Metrics(), 5)
     before, _, after = text.partition("# HELP flux_applied_latency_ms ")
     assert before.endswith("flux_websocket_dropped_total 0.0\n") and "flux_entities 5.0\n" in before
     assert after and "flux_events_" not in after
