@@ -236,7 +236,7 @@ class ReducerPassThrough:
             )
             await send({"type": "http.response.body", "body": payload})
             return
-        hop = {b"content-length", b"transfer-encoding", b"connection"}
+        hop = {b"content-length", b"transfer-encoding", b"connection", b"date", b"server"}  # uvicorn adds its own
         out = [(k, v) for k, v in answer.headers.raw if k.lower() not in hop]
         out.append((b"content-length", str(len(answer.content)).encode()))
         await send({"type": "http.response.start", "status": answer.status_code, "headers": out})
