@@ -51,6 +51,11 @@ class ServedPositions(Protocol):
         """The first events-topic offset each partition's table does not hold."""
         ...
 
+    @property
+    def standbys(self) -> dict[int, int]:
+        """The standby partitions kept here, with the changelog records each copy is behind."""
+        ...
+
 
 def lag_of(position: int, end: int, first: FirstRecord | None, now_ms: float) -> AppliedLag:
     """The lag of a partition whose table holds the offsets below ``position``, whose log's last stable
@@ -98,7 +103,9 @@ class AppliedLagWatch:
             await consumer.stop()
 
     async def measure(self, consumer: Any) -> dict[int, AppliedLag]:
-        """One round: the lag of every served partition, also set on the metrics; returns it."""
+        """One round: the lag of every served partition, also set on the metrics; returns it. The standby
+        copies' lag (``flux_standby_lag_records``, measured by :mod:`agents.table.standby`) is copied too."""
+        self._metrics.standby_lag = dict(self._store.standbys)
         partitions = self._store.active_partitions()
         topic = self._settings.events_topic
         ends = {

@@ -76,9 +76,10 @@ class _Touched:
 class _PartitionBatch:
     """What one batch did to one partition: entities touched, offset reached, events, sources,
     the history entries of the events it applied (see :mod:`flux.model.history`), and the oldest
-    record timestamp (ms) among its records, for ``flux_applied_latency_ms``."""
+    and newest record timestamps (ms) among its records, for ``flux_applied_latency_ms`` and the change
+    record's ``t`` (``flux_relay_latency_ms``)."""
 
-    __slots__ = ("applied", "entities", "events", "history", "oldest", "seen", "sources")
+    __slots__ = ("applied", "entities", "events", "history", "newest", "oldest", "seen", "sources")
 
     def __init__(self) -> None:
         self.entities: dict[bytes, _Touched] = {}
@@ -88,6 +89,7 @@ class _PartitionBatch:
         self.history: list[tuple[bytes, bytes]] = []
         self.seen: dict[bytes, int] = {}  # applied-once mark -> events-topic offset after its event
         self.oldest: float = math.inf  # no record with a timestamp yet
+        self.newest = 0
 
 
 class ReducerStopped(RuntimeError):
@@ -164,6 +166,8 @@ class BatchReducer:
             batch.applied = max(batch.applied, message.offset + 1)
             if 0 < timestamp_ms < batch.oldest:
                 batch.oldest = timestamp_ms
+            if timestamp_ms > batch.newest:
+                batch.newest = timestamp_ms
             entities = batch.entities
             for envelope in decoded.events:
                 mark, history_key, stored = index_entry(envelope)
@@ -250,7 +254,9 @@ class BatchReducer:
         stats = await self._store.write(partition, changed, batch.applied, batch.events, batch.history, batch.seen)
         if batch.events and batch.oldest != math.inf:  # one observation per batch and partition, per event
             self._metrics.applied_since(batch.oldest, batch.events)
-        record = ChangeRecord(partition, batch.applied, stats.events, stats.entities, sorted(batch.sources), feed)
+        record = ChangeRecord(
+            partition, batch.applied, stats.events, stats.entities, sorted(batch.sources), feed, batch.newest
+        )
         await self._feed.publish(record)
 
     async def _send_all(self, topic: str, records: list[tuple[int, bytes | None, bytes]]) -> None:

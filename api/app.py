@@ -23,6 +23,7 @@ from api.live.applied import AppliedOffsets
 from api.live.hub import Hub
 from api.openapi import describe_configuration
 from api.request_id import RequestIdMiddleware
+from api.request_metrics import RequestMetrics
 from api.responses import JSON
 from api.routes import admin, delete, events, health, state
 from api.routes import cluster as cluster_routes
@@ -104,6 +105,7 @@ def create_app(
     request_ids = settings.log_format == "json" or settings.access_log
     if request_ids:
         app.add_middleware(RequestIdMiddleware)  # only where the logs can show the id: no cost otherwise
+    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: times the whole answer
     for module in (
         events,
         state,

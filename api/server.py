@@ -246,6 +246,8 @@ def build_node(settings: Settings) -> tuple[faust.App, NodeServices]:
     if processes == 0:  # one process: this one serves HTTP and WebSockets too
         relay = ChangeRelay(settings, applied, totals)
         relay.listen(node.hub.on_record)
+        relay.listen(metrics.relayed)  # flux_relay_latency_ms, flux_relay_lag_records (as an HTTP process does)
+        metrics.relay_lag = relay.lag
         http: list[Service] = [HttpServer(settings, http_app)]
         return app, NodeServices(
             publisher,

@@ -114,7 +114,7 @@ async def raw_kafka(bootstrap: str, n: int) -> dict[str, float]:
 def applied_total(client: httpx.Client) -> int:
     for line in client.get("/metrics").text.splitlines():
         if line.startswith("flux_events_applied_total "):
-            return int(line.split()[1])
+            return int(float(line.split()[1]))
     return 0
 
 

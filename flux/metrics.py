@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from bisect import bisect_left
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
+
+from flux.model.changes import ChangeRecord
 
 PUBLISHER_WINDOW_S = 60.0
 MAX_TRACKED_SOURCES = 10_000
 RATE_WINDOW_S = 10.0
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 200, 500, 1000, 2500, 5000, 10000)
+MAX_REQUEST_SERIES = 300  # (route, method, status) series an HTTP process tells apart; the rest count as "other"
+
+# The histograms an HTTP process keeps, by series key: the name, then the label values.
+SeriesKey = tuple[str, ...]
+PUBLISH = ("publish",)  # ms to answer POST /api/events and /api/events/batch (2xx)
+RELAYED = ("relay",)  # ms from an event's record timestamp to its change handed to the WebSocket hub
+REQUEST = "http"  # ("http", route template, method, status): ms to answer an HTTP request
 
 
 class RecentSources:
@@ -68,26 +79,6 @@ class RateMeter:
         return 0.0 if now - first_t <= 0 else max(0.0, (total - first_n) / (now - first_t))
 
 
-@dataclass(frozen=True)
-class WorkerCounters:
-    """What one HTTP process counted, as it reports it to the reducer process (see :mod:`api.workers`)."""
-
-    published: int = 0
-    publishers_active: int = 0
-    websocket_connections: int = 0
-    websocket_dropped: int = 0
-
-    def to_json(self) -> dict[str, int]:
-        """The counters as a JSON object."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Any) -> WorkerCounters:
-        """Counters from :meth:`to_json`'s form (unknown or malformed fields count 0)."""
-        fields = {name: data.get(name) for name in cls.__dataclass_fields__} if isinstance(data, dict) else {}
-        return cls(**{name: value for name, value in fields.items() if type(value) is int})
-
-
 class AppliedLag(NamedTuple):
     """How far one partition's table is behind its events topic (see :mod:`agents.applied_lag`)."""
 
@@ -116,28 +107,113 @@ class Histogram:
         self.count += weight
         self.sum += value * weight
 
-    def prometheus(self, name: str, help_text: str) -> list[str]:
-        """The exposition lines: HELP, TYPE, the cumulative ``_bucket`` lines, ``_sum`` and ``_count``."""
-        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+    def add(self, other: Histogram) -> None:
+        """Add ``other``'s counts (same bounds) to these."""
+        for i, count in enumerate(other.buckets):
+            self.buckets[i] += count
+        self.count += other.count
+        self.sum += other.sum
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """``(le, count of observations <= le)`` per bucket, the last ``le`` being ``inf``."""
         total = 0
-        for bound, count in zip((*map(_number, self.bounds), "+Inf"), self.buckets, strict=True):
+        out = []
+        for bound, count in zip((*self.bounds, math.inf), self.buckets, strict=True):
             total += count
-            lines.append(f'{name}_bucket{{le="{bound}"}} {total}')
-        lines.append(f"{name}_sum {_number(self.sum)}")
-        lines.append(f"{name}_count {self.count}")
-        return lines
+            out.append((bound, total))
+        return out
+
+    def to_json(self) -> list[Any]:
+        """The wire form: ``[[per-bucket counts], sum]`` (the count is their total)."""
+        return [list(self.buckets), round(self.sum, 3)]
+
+    @classmethod
+    def from_json(cls, data: Any, bounds: Iterable[float] = LATENCY_BUCKETS_MS) -> Histogram | None:
+        """A histogram from :meth:`to_json`'s form, or None when ``data`` is not one (for ``bounds``)."""
+        histogram = cls(bounds)
+        if not (isinstance(data, list) and len(data) == 2 and isinstance(data[0], list)):
+            return None
+        buckets, total = data
+        if len(buckets) != len(histogram.buckets) or not all(type(n) is int and n >= 0 for n in buckets):
+            return None
+        if type(total) not in (int, float):
+            return None
+        histogram.buckets = list(buckets)
+        histogram.count = sum(buckets)
+        histogram.sum = float(total)
+        return histogram
 
 
-def _number(value: float) -> str:
-    """``value`` as Prometheus text: integral values without a fraction (``5``, not ``5.0``)."""
-    return str(int(value)) if float(value).is_integer() else repr(round(float(value), 3))
+@dataclass(frozen=True)
+class WorkerCounters:
+    """What one HTTP process counted, as it reports it to the reducer process (see :mod:`api.workers`).
+
+    ``histograms`` hold its latency histograms by series key (``PUBLISH``, ``RELAYED``, ``("http", route,
+    method, status)``); a sync carries only the series that changed since the last one the reducer took,
+    and the reducer keeps the rest (:class:`api.workers.control.WorkerRoster`).
+    """
+
+    published: int = 0
+    publishers_active: int = 0
+    websocket_connections: int = 0
+    websocket_dropped: int = 0
+    relay_lag_records: int | None = None  # change-feed records not relayed yet (None: no relay)
+    rss_bytes: int = 0
+    cpu_seconds: float = 0.0
+    histograms: Mapping[SeriesKey, Histogram] = field(default_factory=dict, compare=False)
+
+    def to_json(self, series: Iterable[SeriesKey] | None = None) -> dict[str, Any]:
+        """The counters as a JSON object, with the histograms of ``series`` (default: all)."""
+        keys = self.histograms.keys() if series is None else series
+        return {
+            "published": self.published,
+            "publishers_active": self.publishers_active,
+            "websocket_connections": self.websocket_connections,
+            "websocket_dropped": self.websocket_dropped,
+            "relay_lag_records": self.relay_lag_records,
+            "rss_bytes": self.rss_bytes,
+            "cpu_seconds": round(self.cpu_seconds, 3),
+            "histograms": [[list(key), self.histograms[key].to_json()] for key in keys],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> WorkerCounters:
+        """Counters from :meth:`to_json`'s form (unknown or malformed fields count 0, or are left out)."""
+        if not isinstance(data, dict):
+            return cls()
+        ints = {name: data.get(name) for name in ("published", "publishers_active", "websocket_connections")}
+        ints |= {name: data.get(name) for name in ("websocket_dropped", "rss_bytes")}
+        fields: dict[str, Any] = {name: value for name, value in ints.items() if type(value) is int}
+        if type(data.get("relay_lag_records")) is int:
+            fields["relay_lag_records"] = data["relay_lag_records"]
+        if type(data.get("cpu_seconds")) in (int, float):
+            fields["cpu_seconds"] = float(data["cpu_seconds"])
+        histograms = {}
+        for item in data.get("histograms") or ():
+            if isinstance(item, list) and len(item) == 2 and isinstance(item[0], list) and item[0]:
+                histogram = Histogram.from_json(item[1])
+                if histogram is not None and all(isinstance(label, str) for label in item[0]):
+                    histograms[tuple(item[0])] = histogram
+        return cls(**fields, histograms=histograms)
+
+
+def process_usage() -> tuple[int, float]:
+    """This process's resident memory (bytes; 0 where ``/proc`` is missing) and CPU time (seconds)."""
+    times = os.times()
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        rss = 0
+    return rss, times.user + times.system
 
 
 class Metrics:
     """Counters of one Flux process; cheap enough to touch on every request.
 
-    In the reducer process, ``workers`` holds what each HTTP process last reported: the
-    exposition adds them up, so any process's ``/metrics`` shows the whole node.
+    Nothing is formatted until a scrape: :mod:`flux.prometheus` reads these then. In the reducer
+    process, ``workers`` holds what each HTTP process last reported and ``retired`` what the ended ones
+    had counted: the exposition adds them up, so any process's ``/metrics`` shows the whole node.
     """
 
     def __init__(self) -> None:
@@ -152,13 +228,25 @@ class Metrics:
         self.source_records = 0  # records of FLUX_SOURCE_TOPICS routed to the events topic (flux.kafka.source_router)
         self.applied_latency = Histogram()  # ms from a record's timestamp to its batch's table write, per event
         self.applied_lag: dict[int, AppliedLag] = {}  # served partition -> lag (set by agents.applied_lag)
+        self.standby_lag: dict[int, int] = {}  # standby partition -> changelog records behind (agents.applied_lag)
+        self.series: dict[SeriesKey, Histogram] = {}  # the HTTP side's histograms (see WorkerCounters)
+        self.relay_lag: Callable[[], int] | None = None  # change-feed records not relayed yet, where a relay runs
         self._sources = RecentSources()
         self.workers: dict[int, WorkerCounters] = {}
+        self.retired = WorkerCounters()  # the cumulative counts of HTTP processes that ended, added up
 
     def counters(self) -> WorkerCounters:
         """This process's own request-side counters (what an HTTP process reports)."""
+        rss, cpu = process_usage()
         return WorkerCounters(
-            self.events_published, self.active_publishers(), self.websocket_connections, self.websocket_dropped
+            self.events_published,
+            self.active_publishers(),
+            self.websocket_connections,
+            self.websocket_dropped,
+            None if self.relay_lag is None else self.relay_lag(),
+            rss,
+            cpu,
+            self.series,
         )
 
     def published(self, count: int, sources: Iterable[str]) -> None:
@@ -192,6 +280,21 @@ class Metrics:
         now = time.time() * 1000 if now_ms is None else now_ms
         self.applied_latency.observe(max(0.0, now - timestamp_ms), count)
 
+    def observe(self, key: SeriesKey, ms: float) -> None:
+        """Count one observation of ``ms`` in the HTTP side's histogram ``key``."""
+        histogram = self.series.get(key)
+        if histogram is None:
+            if key[0] == REQUEST and len(self.series) >= MAX_REQUEST_SERIES:
+                key = (REQUEST, "other", "other", "other")
+            histogram = self.series.setdefault(key, Histogram())
+        histogram.observe(ms)
+
+    def relayed(self, record: ChangeRecord, now_ms: float | None = None) -> None:
+        """Record a change handed to the WebSocket hub: ms since its newest event's record timestamp."""
+        if record.source_ms > 0:
+            now = time.time() * 1000 if now_ms is None else now_ms
+            self.observe(RELAYED, max(0.0, now - record.source_ms))
+
     def lag(self, partitions: Mapping[int, AppliedLag]) -> None:
         """Replace the lag of the served partitions: a partition not in ``partitions`` is not shown any more."""
         self.applied_lag = dict(partitions)
@@ -200,63 +303,31 @@ class Metrics:
         """Distinct sources published through this process in the last minute."""
         return self._sources.active()
 
-    def prometheus(self, entities: int) -> str:
-        """The Prometheus text exposition of these counters."""
-        workers = list(self.workers.values())
-        published = self.events_published + sum(w.published for w in workers)
-        publishers = self.active_publishers() + sum(w.publishers_active for w in workers)
-        connections = self.websocket_connections + sum(w.websocket_connections for w in workers)
-        dropped = self.websocket_dropped + sum(w.websocket_dropped for w in workers)
-        lines = [
-            "# HELP flux_events_published_total Events acknowledged by the broker through this node.",
-            "# TYPE flux_events_published_total counter",
-            f"flux_events_published_total {published}",
-            "# HELP flux_events_applied_total Events folded into the table by this process's agents.",
-            "# TYPE flux_events_applied_total counter",
-            f"flux_events_applied_total {self.events_applied}",
-            "# HELP flux_events_rejected_total Invalid records and events over an entity cap (dead-letter topic).",
-            "# TYPE flux_events_rejected_total counter",
-            f"flux_events_rejected_total {self.events_rejected}",
-            "# HELP flux_events_duplicate_total Re-sent events (known eventId) applied and stored only once.",
-            "# TYPE flux_events_duplicate_total counter",
-            f"flux_events_duplicate_total {self.events_duplicate}",
-            "# HELP flux_source_records_total Records of the source topics (FLUX_SOURCE_TOPICS) routed to the events "
-            "topic or the dead letters, and committed.",
-            "# TYPE flux_source_records_total counter",
-            f"flux_source_records_total {self.source_records}",
-            "# HELP flux_partition_stalls_total Served partitions found not advancing behind the log (let flow again).",
-            "# TYPE flux_partition_stalls_total counter",
-            f"flux_partition_stalls_total {self.partition_stalls}",
-            "# HELP flux_fenced_batches_total Batches dropped unwritten: this node had left the group while frozen.",
-            "# TYPE flux_fenced_batches_total counter",
-            f"flux_fenced_batches_total {self.fenced_batches}",
-            "# HELP flux_entities Entities in the partitions this process serves.",
-            "# TYPE flux_entities gauge",
-            f"flux_entities {entities}",
-            "# HELP flux_publishers_active Distinct event sources seen in the last minute.",
-            "# TYPE flux_publishers_active gauge",
-            f"flux_publishers_active {publishers}",
-            "# HELP flux_websocket_connections Open WebSocket connections on this node.",
-            "# TYPE flux_websocket_connections gauge",
-            f"flux_websocket_connections {connections}",
-            "# HELP flux_websocket_dropped_total WebSocket connections closed for falling behind.",
-            "# TYPE flux_websocket_dropped_total counter",
-            f"flux_websocket_dropped_total {dropped}",
-        ]
-        lines += self.applied_latency.prometheus(
-            "flux_applied_latency_ms",
-            "Milliseconds from an event's Kafka record timestamp to the write of its batch to the table, per "
-            "event (the batch's oldest record per partition stands for all its events: an upper bound).",
+    def report(self, index: int, counters: WorkerCounters) -> None:
+        """Take HTTP process ``index``'s sync: its histograms not in it are the ones it sent before."""
+        last = self.workers.get(index)
+        if last is not None and last.histograms:
+            counters = replace(counters, histograms={**last.histograms, **counters.histograms})
+        self.workers[index] = counters
+
+    def retire(self, index: int) -> None:
+        """HTTP process ``index`` ended: keep what it counted (published, dropped, histograms), so totals
+        never go backwards when a new process takes its place; its gauges go."""
+        last = self.workers.pop(index, None)
+        if last is None:
+            return
+        histograms = {key: copy_histogram(h) for key, h in self.retired.histograms.items()}
+        for key, histogram in last.histograms.items():
+            histograms.setdefault(key, Histogram(histogram.bounds)).add(histogram)
+        self.retired = WorkerCounters(
+            published=self.retired.published + last.published,
+            websocket_dropped=self.retired.websocket_dropped + last.websocket_dropped,
+            histograms=histograms,
         )
-        lag = sorted(self.applied_lag.items())
-        lines += [
-            "# HELP flux_applied_lag_records Events-topic offsets of a served partition not folded into the "
-            "table yet: last stable offset minus the table's position (0 when only transaction markers remain).",
-            "# TYPE flux_applied_lag_records gauge",
-            *(f'flux_applied_lag_records{{partition="{p}"}} {behind.records}' for p, behind in lag),
-            "# HELP flux_applied_lag_ms Milliseconds the oldest committed record of a served partition not "
-            "folded into the table yet has been in the log (now minus its record timestamp; 0 when caught up).",
-            "# TYPE flux_applied_lag_ms gauge",
-            *(f'flux_applied_lag_ms{{partition="{p}"}} {_number(behind.ms)}' for p, behind in lag),
-        ]
-        return "\n".join(lines) + "\n"
+
+
+def copy_histogram(histogram: Histogram) -> Histogram:
+    """A histogram with ``histogram``'s counts, independent of it."""
+    copy = Histogram(histogram.bounds)
+    copy.add(histogram)
+    return copy

@@ -73,6 +73,7 @@ class ChangeRelay:
         self._listeners: list[Listener] = []
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._next: dict[TopicPartition, int] = {}  # partition -> the offset after the last record relayed
 
     def listen(self, listener: Listener) -> None:
         """Call ``listener`` with every record from now on."""
@@ -99,7 +100,21 @@ class ChangeRelay:
         starts = await consumer.beginning_offsets(partitions)
         for tp in partitions:
             consumer.seek(tp, max(starts[tp], ends[tp] - 1))
+            self._next[tp] = ends[tp]
         self._task = asyncio.create_task(self._run(), name="flux-change-relay")
+
+    def lag(self) -> int:
+        """Change-feed records not relayed yet: the high watermarks (as of the last fetch) minus the
+        offsets after the last records relayed, over all partitions (``flux_relay_lag_records``)."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        behind = 0
+        for tp, after in self._next.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                behind += max(0, highwater - after)
+        return behind
 
     async def stop(self) -> None:
         """Stop reading."""
@@ -122,9 +137,10 @@ class ChangeRelay:
                 log.warning("change feed fetch failed: %r", exc)
                 await asyncio.sleep(1)
                 continue
-            for messages in fetched.values():
+            for tp, messages in fetched.items():
                 for message in messages:
                     self._deliver(message.value)
+                    self._next[tp] = message.offset + 1
                     await asyncio.sleep(0)  # let WebSocket writers drain between records
 
     def _deliver(self, value: bytes | None) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, Response
 
 from api.deps import NodeDep
 from api.models import HealthOut, ReadyOut
 from api.responses import JSON
+from flux.prometheus import exposition
 
 router = APIRouter(tags=["operations"])
 
@@ -34,6 +35,8 @@ async def ready(node: NodeDep) -> JSON:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(node: NodeDep) -> PlainTextResponse:
-    """Prometheus text format."""
-    return PlainTextResponse(node.metrics.prometheus(node.reader.count()), media_type="text/plain; version=0.0.4")
+async def metrics(node: NodeDep, request: Request) -> Response:
+    """Prometheus text format 0.0.4, or OpenMetrics when the scrape's ``Accept`` asks for
+    ``application/openmetrics-text`` (see docs/operations.md#metrics)."""
+    body, content_type = exposition(node.metrics, node.reader.count(), request.headers.get("accept"))
+    return Response(body, media_type=content_type)

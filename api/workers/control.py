@@ -3,11 +3,12 @@
 The reducer process serves its own FastAPI app on a Unix socket (``FLUX_DATA_DIR/reducer.sock``),
 with one more route, ``POST /control/sync``. Every HTTP process calls it every
 :data:`SYNC_INTERVAL_S`: it reports its counters (published events, WebSocket connections) and
-whether it serves HTTP yet, and gets back the table's status, a :class:`agents.table.replica.TableStatus`
-(assignment, recovery, readiness, store paths, history rebuilds). An HTTP process that has not
-heard from the reducer for :data:`STALE_AFTER_S` (a frozen or dying reducer) serves no partition
-and is not ready. The few routes that act on the reducer itself (``/metrics``, replays) are passed
-through to it unchanged by :class:`ReducerPassThrough`.
+whether it serves HTTP yet, its memory and CPU, its change relay's lag, and the histogram series
+(latencies) that changed since its last sync, and gets back the table's status, a
+:class:`agents.table.replica.TableStatus` (assignment, recovery, readiness, store paths, history
+rebuilds). An HTTP process that has not heard from the reducer for :data:`STALE_AFTER_S` (a frozen
+or dying reducer) serves no partition and is not ready. The few routes that act on the reducer
+itself (``/metrics``, replays) are passed through to it unchanged by :class:`ReducerPassThrough`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.types import Receive, Scope, Send
 
 from api.responses import JSON
-from flux.metrics import Metrics, WorkerCounters
+from flux.metrics import Metrics, SeriesKey, WorkerCounters
 from flux.model.state import Readiness, TableStatus
 
 log = logging.getLogger(__name__)
@@ -78,18 +79,17 @@ class WorkerRoster:
         self.serving: set[int] = set()
 
     def report(self, index: int, serving: bool, counters: WorkerCounters) -> None:
-        """Record one HTTP process's sync."""
-        self._metrics.workers[index] = counters
+        """Record one HTTP process's sync (its histograms not in it are unchanged since its last one)."""
+        self._metrics.report(index, counters)
         if serving:
             self.serving.add(index)
         else:
             self.serving.discard(index)
 
     def forget(self, index: int) -> None:
-        """An HTTP process ended: its connections are gone (its published events stay counted)."""
-        last = self._metrics.workers.get(index)
-        if last is not None:
-            self._metrics.workers[index] = WorkerCounters(last.published, 0, 0, last.websocket_dropped)
+        """An HTTP process ended: its connections and gauges are gone; what it counted (published events,
+        drops, histograms) stays in the node's totals, so a new process in its place adds to them."""
+        self._metrics.retire(index)
         self.serving.discard(index)
 
 
@@ -148,6 +148,7 @@ class ControlLink:
         self._heard = 0.0
         self.serving = False
         self._task: asyncio.Task[None] | None = None
+        self._sent: dict[SeriesKey, int] = {}  # histogram series -> its count the reducer took
 
     def status(self) -> TableStatus:
         """The reducer's last word, or not ready when it has not answered for :data:`STALE_AFTER_S`."""
@@ -174,7 +175,10 @@ class ControlLink:
 
     async def sync(self) -> bool:
         """One exchange with the reducer; False when it did not answer."""
-        body = {"worker": self._index, "serving": self.serving, "counters": self._counters().to_json()}
+        counters = self._counters()
+        sent = self._sent
+        changed = {key: h.count for key, h in counters.histograms.items() if h.count != sent.get(key)}
+        body = {"worker": self._index, "serving": self.serving, "counters": counters.to_json(changed)}
         try:
             answer = await self.client.post("/control/sync", json=body)
             answer.raise_for_status()
@@ -182,6 +186,7 @@ class ControlLink:
         except Exception as exc:  # the reducer is busy, frozen or gone: status() turns stale
             log.debug("control sync failed: %r", exc)
             return False
+        sent.update(changed)
         self._heard = time.monotonic()
         return True
 
@@ -231,7 +236,7 @@ class ReducerPassThrough:
             )
             await send({"type": "http.response.body", "body": payload})
             return
-        hop = {b"content-length", b"transfer-encoding", b"connection"}
+        hop = {b"content-length", b"transfer-encoding", b"connection", b"date", b"server"}  # uvicorn adds its own
         out = [(k, v) for k, v in answer.headers.raw if k.lower() not in hop]
         out.append((b"content-length", str(len(answer.content)).encode()))
         await send({"type": "http.response.start", "status": answer.status_code, "headers": out})

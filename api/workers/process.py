@@ -97,6 +97,8 @@ async def serve(settings: Settings, index: int, sock: socket.socket, control: st
     node = app_node(http_app)
     relay.listen(table.on_change)  # the overlay first: a subscriber told of a change can read it at once
     relay.listen(node.hub.on_record)
+    relay.listen(metrics.relayed)  # flux_relay_latency_ms: once the hub has the change
+    metrics.relay_lag = relay.lag
     http = HttpServer(settings, ReducerPassThrough(http_app, link), sock=sock)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

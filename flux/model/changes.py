@@ -4,6 +4,7 @@ After each batch the reducer writes one record per partition it touched (split i
 batch changed many entities) to the changes topic, on the same partition number as the events::
 
     {"partition": 3, "applied": 1842, "events": 90211, "entities": 512, "sources": ["agent-01"],
+     "t": 1739290200040,
      "changes": [{"id": "acme/sensor-01", "o": 1842,
                   "ops": [["u", "temp", 22.5, 1739290200000], ["d", 1739290200100]],
                   "entity": {"id": ..., "properties": {...}, "lastUpdated": "..."} | null}]}
@@ -13,9 +14,10 @@ offset to fold): readers use it for read-your-writes (``?wait=true``) and, with 
 ``o`` (the ``applied`` of the batch that last wrote it, kept in its stored state), to join a
 snapshot to the live stream without a gap or a duplicate. ``events`` and ``entities`` are the
 partition's running totals (events folded, entities existing), ``sources`` the event sources of
-the batch. ``ops`` are the visible changes in the order they were applied: ``u`` a property
-took a new value, ``d`` the entity was deleted, ``x`` a property was removed (only a replay does
-that); ``entity`` is the entity after the batch.
+the batch, ``t`` the newest Kafka record timestamp (ms) among the batch's events in the partition
+(0 when unknown; for ``flux_relay_latency_ms``). ``ops`` are the visible changes in the order
+they were applied: ``u`` a property took a new value, ``d`` the entity was deleted, ``x`` a
+property was removed (only a replay does that); ``entity`` is the entity after the batch.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class ChangeRecord:
     entities: int
     sources: list[str] = field(default_factory=list)
     changes: list[EntityChange] = field(default_factory=list)
+    source_ms: int = 0  # the newest Kafka record timestamp (ms) among the batch's events here; 0: unknown
 
 
 def encode_records(record: ChangeRecord) -> list[bytes]:
@@ -77,6 +80,7 @@ def encode_records(record: ChangeRecord) -> list[bytes]:
         "events": record.events,
         "entities": record.entities,
         "sources": record.sources,
+        "t": record.source_ms,
     }
     changes = [{"id": c.id, "o": c.o, "ops": c.ops, "entity": c.entity} for c in record.changes]
     chunks = [changes[i : i + CHUNK_ENTITIES] for i in range(0, len(changes), CHUNK_ENTITIES)] or [[]]
@@ -98,6 +102,7 @@ def decode_record(value: bytes) -> ChangeRecord:
             entities=int(obj["entities"]),
             sources=[str(s) for s in obj["sources"]],
             changes=[EntityChange(c["id"], int(c["o"]), c["ops"], c["entity"]) for c in obj["changes"]],
+            source_ms=int(obj.get("t") or 0),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise InvalidChangeRecord(f"not a Flux change record: {exc!r}") from exc

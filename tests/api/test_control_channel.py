@@ -19,8 +19,9 @@ from api.workers.control import (
     status_from_json,
     status_to_json,
 )
-from flux.metrics import Metrics, WorkerCounters
+from flux.metrics import PUBLISH, RELAYED, Metrics, WorkerCounters
 from flux.model.state import Readiness, TableStatus
+from flux.prometheus import prometheus_text
 from tests.api.memory import MemoryNode
 
 
@@ -53,14 +54,14 @@ def test_the_node_metrics_add_up_the_http_processes() -> None:
     roster = WorkerRoster(metrics)
     roster.report(0, True, WorkerCounters(published=5, publishers_active=1, websocket_connections=3))
     roster.report(1, True, WorkerCounters(published=7, websocket_connections=1, websocket_dropped=2))
-    text = metrics.prometheus(0)
-    assert "flux_events_published_total 14\n" in text
-    assert "flux_websocket_connections 4\n" in text
-    assert "flux_websocket_dropped_total 2\n" in text
-    assert "flux_publishers_active 2\n" in text
+    text = prometheus_text(metrics, 0)
+    assert "flux_events_published_total 14.0\n" in text
+    assert "flux_websocket_connections 4.0\n" in text
+    assert "flux_websocket_dropped_total 2.0\n" in text
+    assert "flux_publishers_active 2.0\n" in text
     roster.forget(0)
-    text = metrics.prometheus(0)
-    assert "flux_events_published_total 14\n" in text and "flux_websocket_connections 1\n" in text
+    text = prometheus_text(metrics, 0)
+    assert "flux_events_published_total 14.0\n" in text and "flux_websocket_connections 1.0\n" in text
     assert roster.serving == {1}
 
 
@@ -93,7 +94,7 @@ async def test_an_http_process_learns_the_table_status_and_reports_its_counters(
         link.serving = True
         assert await link.sync()
         assert roster.serving == {1}
-        assert "flux_events_published_total 9\n" in node.metrics.prometheus(0)
+        assert "flux_events_published_total 9.0\n" in prometheus_text(node.metrics, 0)
     finally:
         await link.stop()
 
@@ -123,7 +124,7 @@ async def test_metrics_and_replays_pass_through_to_the_reducer(reducer: tuple, t
         app = ReducerPassThrough(other.app, link)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://flux") as client:
             metrics = await client.get("/metrics")
-            assert metrics.status_code == 200 and "flux_events_published_total 4\n" in metrics.text
+            assert metrics.status_code == 200 and "flux_events_published_total 4.0\n" in metrics.text
             assert (await client.get("/api/admin/replay")).json() == []
             assert (await client.get("/health")).json() == {"status": "ok"}
     finally:
@@ -139,3 +140,32 @@ async def test_a_reducer_that_does_not_answer_gives_a_json_503(tmp_path: Path) -
         assert answer.status_code == 503 and "reducer process does not answer" in answer.json()["error"]
     finally:
         await link.client.aclose()
+
+
+async def test_a_sync_carries_only_the_histogram_series_that_changed(reducer: tuple) -> None:
+    node, _, socket_path, _ = reducer
+    worker = Metrics()
+    bodies: list[dict] = []
+    link = ControlLink(str(socket_path), 2, worker.counters)
+    send = link.client.post
+
+    async def spy(url: str, json: dict) -> httpx.Response:
+        bodies.append(json["counters"])
+        return await send(url, json=json)
+
+    link.client.post = spy  # type: ignore[method-assign]
+    worker.observe(PUBLISH, 4)
+    worker.observe(RELAYED, 9)
+    await link.start()
+    try:
+        assert [key for key, _ in bodies[-1]["histograms"]] == [["publish"], ["relay"]]
+        worker.observe(PUBLISH, 6)
+        assert await link.sync()
+        assert [key for key, _ in bodies[-1]["histograms"]] == [["publish"]]
+        assert await link.sync()
+        assert bodies[-1]["histograms"] == [] and bodies[-1]["rss_bytes"] > 0
+        text = prometheus_text(node.metrics, 0)
+        assert "flux_publish_latency_ms_count 2.0\n" in text and "flux_relay_latency_ms_count 1.0\n" in text
+        assert 'flux_http_process_resident_memory_bytes{process="http-2"}' in text
+    finally:
+        await link.stop()

@@ -156,7 +156,7 @@ async def test_upsert_records_merge_by_record_time_and_a_tombstone_deletes(node,
 
     def routed() -> int:
         lines = flux.client.get("/metrics").text.splitlines()
-        return sum(int(line.split()[1]) for line in lines if line.startswith("flux_source_records_total "))
+        return sum(int(float(line.split()[1])) for line in lines if line.startswith("flux_source_records_total "))
 
     await asyncio.to_thread(flux.wait_for, lambda: routed() >= 5, 30, "flux_source_records_total")
 

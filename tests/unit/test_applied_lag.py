@@ -3,6 +3,7 @@ watch against a fake consumer, and the reducer's one observation per batch and p
 
 from __future__ import annotations
 
+import math
 import types
 from typing import Any
 
@@ -17,43 +18,37 @@ from agents.table.store import PartitionStats
 from flux.config import Settings
 from flux.metrics import AppliedLag, Histogram, Metrics
 from flux.model.partitioning import partition_for
+from flux.prometheus import prometheus_text
 
 
-def samples(text: str) -> dict[str, str]:
+def samples(text: str) -> dict[str, float]:
     """The sample lines of a Prometheus text, name with labels -> value."""
-    return dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    lines = (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return {name: float(value) for name, value in lines}
 
 
 # -- the histogram and the gauges as text ---------------------------------------------------------
-def test_a_histogram_renders_cumulative_buckets_sum_and_count() -> None:
+def test_a_histogram_keeps_counts_per_bucket_and_makes_them_cumulative() -> None:
     histogram = Histogram((1, 5, 10))
     histogram.observe(0.5)
     histogram.observe(5, weight=3)  # on a bound: in that bound's bucket (le = less or equal)
     histogram.observe(7.25, weight=2)
     histogram.observe(60_000)
     histogram.observe(3, weight=0)  # nothing folded: nothing counted
-    assert histogram.prometheus("x_ms", "Some help.") == [
-        "# HELP x_ms Some help.",
-        "# TYPE x_ms histogram",
-        'x_ms_bucket{le="1"} 1',
-        'x_ms_bucket{le="5"} 4',
-        'x_ms_bucket{le="10"} 6',
-        'x_ms_bucket{le="+Inf"} 7',
-        "x_ms_sum 60030",
-        "x_ms_count 7",
-    ]
+    assert histogram.cumulative() == [(1, 1), (5, 4), (10, 6), (math.inf, 7)]
+    assert histogram.count == 7 and histogram.sum == 60030
 
 
 def test_the_applied_latency_is_counted_per_event_and_never_negative() -> None:
     metrics = Metrics()
     metrics.applied_since(1_000, 40, now_ms=1_150)
     metrics.applied_since(2_000, 2, now_ms=1_990)  # the producer's clock is ahead: 0 ms, not -10
-    values = samples(metrics.prometheus(0))
-    assert values['flux_applied_latency_ms_bucket{le="1"}'] == "2"
-    assert values['flux_applied_latency_ms_bucket{le="100"}'] == "2"
-    assert values['flux_applied_latency_ms_bucket{le="200"}'] == "42"
-    assert values['flux_applied_latency_ms_bucket{le="+Inf"}'] == "42"
-    assert values["flux_applied_latency_ms_count"] == "42" and values["flux_applied_latency_ms_sum"] == "6000"
+    values = samples(prometheus_text(metrics, 0))
+    assert values['flux_applied_latency_ms_bucket{le="1"}'] == 2
+    assert values['flux_applied_latency_ms_bucket{le="100"}'] == 2
+    assert values['flux_applied_latency_ms_bucket{le="200"}'] == 42
+    assert values['flux_applied_latency_ms_bucket{le="+Inf"}'] == 42
+    assert values["flux_applied_latency_ms_count"] == 42 and values["flux_applied_latency_ms_sum"] == 6000
     buckets = [key for key in values if key.startswith("flux_applied_latency_ms_bucket")]
     assert [key.split('"')[1] for key in buckets] == [
         *("1", "2", "5", "10", "25", "50", "100", "200", "500", "1000", "2500", "5000", "10000", "+Inf")
@@ -63,22 +58,22 @@ def test_the_applied_latency_is_counted_per_event_and_never_negative() -> None:
 def test_lag_gauges_are_per_served_partition_and_partitions_no_longer_served_disappear() -> None:
     metrics = Metrics()
     metrics.lag({3: AppliedLag(12, 250.0), 0: AppliedLag(0, 0.0)})
-    text = metrics.prometheus(0)
+    text = prometheus_text(metrics, 0)
     assert "# TYPE flux_applied_lag_records gauge" in text and "# TYPE flux_applied_lag_ms gauge" in text
     values = samples(text)
-    assert values['flux_applied_lag_records{partition="0"}'] == "0"
-    assert values['flux_applied_lag_records{partition="3"}'] == "12"
-    assert values['flux_applied_lag_ms{partition="3"}'] == "250"
+    assert values['flux_applied_lag_records{partition="0"}'] == 0
+    assert values['flux_applied_lag_records{partition="3"}'] == 12
+    assert values['flux_applied_lag_ms{partition="3"}'] == 250
     metrics.lag({0: AppliedLag(1, 7.5)})
-    values = samples(metrics.prometheus(0))
+    values = samples(prometheus_text(metrics, 0))
     assert not any('partition="3"' in key for key in values)
-    assert values['flux_applied_lag_ms{partition="0"}'] == "7.5"
+    assert values['flux_applied_lag_ms{partition="0"}'] == 7.5
 
 
 def test_the_existing_metrics_come_first_and_unchanged() -> None:
-    text = Metrics().prometheus(5)
+    text = prometheus_text(Metrics(), 5)
     before, _, after = text.partition("# HELP flux_applied_latency_ms ")
-    assert before.endswith("flux_websocket_dropped_total 0\n") and "flux_entities 5\n" in before
+    assert before.endswith("flux_websocket_dropped_total 0.0\n") and "flux_entities 5.0\n" in before
     assert after and "flux_events_" not in after
 
 
@@ -101,6 +96,7 @@ def test_lag_is_offsets_behind_and_the_age_of_the_first_unfolded_record() -> Non
 class Store:
     def __init__(self, positions: dict[int, int]) -> None:
         self.served = positions
+        self.standbys: dict[int, int] = {}
 
     def active_partitions(self) -> list[int]:
         return sorted(self.served)
