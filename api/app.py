@@ -5,9 +5,10 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, cast
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
-from starlette.types import Receive, Scope, Send
+from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import ui
 from api.auth import Guard
@@ -39,16 +40,17 @@ from flux.model.state import HistoryReader, StateReader
 
 
 class FluxApp(FastAPI):
-    """FastAPI, with :class:`api.fast_path.FastPath` in front of it when :func:`create_app` puts it there."""
+    """FastAPI, with what :func:`create_app` puts in front of it: the request metrics, outermost,
+    and :class:`api.fast_path.FastPath`."""
 
-    fast_path: FastPath | None = None
+    front: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve a request: the fast path first (it hands on what it does not serve), else FastAPI."""
-        if self.fast_path is None:
+        """Serve a request: through the front (which hands on what it does not serve), else FastAPI."""
+        if self.front is None:
             await super().__call__(scope, receive, send)
         else:
-            await self.fast_path(scope, receive, send)
+            await self.front(scope, receive, send)
 
     async def behind_fast_path(self, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI itself: where the fast path hands requests on."""
@@ -105,7 +107,6 @@ def create_app(
     request_ids = settings.log_format == "json" or settings.access_log
     if request_ids:
         app.add_middleware(RequestIdMiddleware)  # only where the logs can show the id: no cost otherwise
-    app.add_middleware(RequestMetrics, metrics=metrics)  # outermost: times the whole answer
     for module in (
         events,
         state,
@@ -128,9 +129,20 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    inner: ASGIApp = app.behind_fast_path
     if fast_path:
-        app.fast_path = FastPath(app.behind_fast_path, node, app.exception_handlers, request_ids)
+        routes = {
+            "publish": _route(events.router, "/api/events", "POST"),
+            "read": _route(state.router, "/api/state/entities/{entity_id:path}", "GET"),
+        }
+        inner = FastPath(inner, node, app.exception_handlers, request_ids, routes)
+    app.front = RequestMetrics(inner, metrics=metrics)  # outermost: times the whole answer, fast or not
     return app
+
+
+def _route(router: APIRouter, path: str, method: str) -> APIRoute:
+    """The route of ``router`` for ``method`` on the path template ``path``."""
+    return next(r for r in router.routes if isinstance(r, APIRoute) and r.path == path and method in (r.methods or ()))
 
 
 def app_node(app: FastAPI) -> Node:

@@ -80,9 +80,17 @@ class FastPath:
     """Serves the common single-event POST and entity GET of ``node`` itself; hands every other
     request to ``app`` (FastAPI itself: :meth:`api.app.FluxApp.behind_fast_path`). See the module docstring."""
 
-    def __init__(self, app: ASGIApp, node: Node, exception_handlers: Mapping[Any, Any], request_ids: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        node: Node,
+        exception_handlers: Mapping[Any, Any],
+        request_ids: bool,
+        routes: Mapping[str, Any] | None = None,
+    ) -> None:
         self.app = app
         self._node = node
+        self._routes = routes or {}  # "publish", "read": the routes whose answers these are (for request metrics)
         self._handlers = exception_handlers  # the FastAPI app's (a live view: handlers added later count)
         self._request_ids = request_ids
 
@@ -115,6 +123,7 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         answer = orjson.dumps(entity, default=str)  # as api.responses.JSON renders it
+        scope["route"] = self._routes.get("read")  # as the router would have matched it
         if not self._request_ids:
             await self._answer(send, answer)
             return
@@ -173,6 +182,7 @@ class FastPath:
             await self.app(scope, _replay(messages, receive), send)
             return
         token = REQUEST_ID.set(request_id_of(scope)) if self._request_ids else None
+        scope["route"] = self._routes.get("publish")  # as the router would have matched it
         try:
             try:
                 await node.publisher.publish(envelope)  # from here on, no going back

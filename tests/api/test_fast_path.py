@@ -43,7 +43,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 def route_calls(node: MemoryNode) -> list[str]:
     """The paths of the requests the fast path of ``node`` handed on to FastAPI, from now on."""
-    fast = node.app.fast_path  # type: ignore[attr-defined]
+    fast = node.app.front.app  # type: ignore[attr-defined]  # the request metrics, then the fast path
     assert isinstance(fast, FastPath)
     behind = fast.app
     calls: list[str] = []
