@@ -16,9 +16,41 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from flux.model.webhooks import InvalidWebhook, Target, blocked_address, check_url
+from flux.model.webhooks import InvalidWebhook, blocked_address
+
+MAX_URL_LENGTH = 2048
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a webhook URL points: scheme, host (an IP literal without brackets) and port."""
+
+    scheme: str
+    host: str
+    port: int
+
+
+def check_url(url: Any) -> Target:
+    """The target of an ``http``/``https`` URL with a host and no credentials, else :class:`InvalidWebhook`."""
+    if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
+        raise InvalidWebhook(f"url must be an http or https URL of at most {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidWebhook(f"url {url!r} is not a valid URL: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise InvalidWebhook(f"url must use http or https, not {parts.scheme or 'no scheme'!r}")
+    if not parts.hostname:
+        raise InvalidWebhook(f"url {url!r} has no host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidWebhook("url must not carry credentials (user:password@); verify the signature instead")
+    if parts.fragment:
+        raise InvalidWebhook("url must not have a fragment (#...)")
+    return Target(scheme, parts.hostname, port or (443 if scheme == "https" else 80))
 
 
 class TargetRefused(Exception):

@@ -22,7 +22,6 @@ import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
@@ -36,7 +35,6 @@ PAUSED = "paused"
 
 SIGNATURE_PREFIX = "sha256="
 SECRET_RULE = "16-256 printable ASCII characters"
-MAX_URL_LENGTH = 2048
 MAX_PATTERN_LENGTH = 1024
 
 
@@ -125,36 +123,6 @@ def check_pattern(pattern: Any) -> str:
     if "*" in pattern[:-1]:
         raise InvalidWebhook("entity_id may hold '*' only at its end (a prefix pattern)")
     return pattern
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a webhook URL points: scheme, host (an IP literal without brackets) and port."""
-
-    scheme: str
-    host: str
-    port: int
-
-
-def check_url(url: Any) -> Target:
-    """The target of an ``http``/``https`` URL with a host and no credentials, else :class:`InvalidWebhook`."""
-    if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
-        raise InvalidWebhook(f"url must be an http or https URL of at most {MAX_URL_LENGTH} characters")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise InvalidWebhook(f"url {url!r} is not a valid URL: {exc}") from exc
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise InvalidWebhook(f"url must use http or https, not {parts.scheme or 'no scheme'!r}")
-    if not parts.hostname:
-        raise InvalidWebhook(f"url {url!r} has no host")
-    if parts.username is not None or parts.password is not None:
-        raise InvalidWebhook("url must not carry credentials (user:password@); verify the signature instead")
-    if parts.fragment:
-        raise InvalidWebhook("url must not have a fragment (#...)")
-    return Target(scheme, parts.hostname, port or (443 if scheme == "https" else 80))
 
 
 def blocked_address(address: str) -> str | None:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from api.live.subscriptions import Pattern
-from api.webhooks.targets import TargetRefused, check_target, delivery_request, pinned
+from api.webhooks.targets import TargetRefused, check_target, check_url, delivery_request, pinned
 from flux.model.webhooks import (
     ACTIVE,
     FAILING,
@@ -26,7 +26,6 @@ from flux.model.webhooks import (
     blocked_address,
     check_pattern,
     check_secret,
-    check_url,
     delivery_body,
     delivery_id,
     new_secret,
