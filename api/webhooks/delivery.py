@@ -150,7 +150,7 @@ class Runner:
             client_id=f"{settings.app_id}-webhook-{settings.node_id}",
             group_id=group_id(settings, self.hook.webhook_id),
             enable_auto_commit=False,
-            auto_offset_reset="latest",
+            auto_offset_reset="earliest",  # a position the retention passed: the oldest change kept
             fetch_max_wait_ms=200,
             **client_options(settings),
         )

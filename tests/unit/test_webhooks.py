@@ -4,12 +4,18 @@ policy, patterns, and the registry fold of the webhooks topic."""
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from api.live.subscriptions import Pattern
+from api.webhooks.delivery import HookState, Runner
 from api.webhooks.targets import TargetRefused, check_target, check_url, delivery_request, pinned
+from flux.config import Settings
+from flux.model.changes import ChangeRecord, EntityChange, encode_records
 from flux.model.webhooks import (
     ACTIVE,
     FAILING,
@@ -214,3 +220,40 @@ def test_the_registry_folds_registrations_pauses_reports_and_deletions() -> None
 def test_unreadable_records_are_refused(key: bytes, value: bytes) -> None:
     with pytest.raises(InvalidRecord):
         Registry().apply(key, value)
+
+
+class _Consumer:
+    """What :meth:`Runner._batch` uses of a consumer: seek."""
+
+    def __init__(self) -> None:
+        self.seeks: dict[TopicPartition, int] = {}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks[tp] = offset
+
+
+def _record(tp: TopicPartition, offset: int, *entity_ids: str) -> ConsumerRecord:  # type: ignore[type-arg]
+    changes = [EntityChange(i, offset, [["u", "t", offset, 1_700_000_000_000]], None) for i in entity_ids]
+    value = encode_records(ChangeRecord(tp.partition, offset + 1, 0, 0, [], changes))[0]
+    return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, None, value, None, 0, len(value), [])
+
+
+def test_a_batch_keeps_the_matching_changes_and_stops_at_its_bound() -> None:
+    settings = Settings(webhook_batch_changes=3)
+    runner = Runner(settings, None, HOOK, HookState(deque()))  # type: ignore[arg-type]
+    p0, p1 = TopicPartition("changes", 0), TopicPartition("changes", 1)
+    fetched = {
+        p1: [_record(p1, 7, "acme/a", "other/x"), _record(p1, 8, "other/y"), _record(p1, 9, "acme/b", "acme/c")],
+        p0: [_record(p0, 3, "acme/d"), _record(p0, 4, "other/z")],
+    }
+    consumer = _Consumer()
+    batch = runner._batch(consumer, fetched)  # type: ignore[arg-type]
+    ids = [orjson.loads(m)["entity_id"] for m in batch.messages]
+    assert ids == ["acme/d", "acme/a", "acme/b", "acme/c"]  # partitions in order; a record is never split
+    assert batch.ranges == {0: (3, 3), 1: (7, 9)}  # the records that contributed
+    assert batch.ends == {p0: 5, p1: 10}  # committed once delivered: the unmatched records too
+    assert consumer.seeks == {}
+    small = Runner(Settings(webhook_batch_changes=1), None, HOOK, HookState(deque()))  # type: ignore[arg-type]
+    batch = small._batch(consumer, fetched)  # type: ignore[arg-type]
+    assert [orjson.loads(m)["entity_id"] for m in batch.messages] == ["acme/d"]
+    assert batch.ends == {p0: 4} and consumer.seeks == {p0: 4, p1: 7}  # the rest is read again
