@@ -248,7 +248,7 @@ def build_node(settings: Settings) -> tuple[faust.App, NodeServices]:
     # deliveries, one runner per webhook; started in this order after the other logs, stopped in reverse.
     webhooks = WebhookLog(settings)
     http_app.state.webhooks = webhooks
-    watches.extend([webhooks, WebhookDelivery(settings, webhooks)])
+    watches.extend([webhooks, WebhookDelivery(settings, webhooks, namespaces)])
     processes = settings.http_process_count()
     if processes == 0:  # one process: this one serves HTTP and WebSockets too
         relay = ChangeRelay(settings, applied, totals)

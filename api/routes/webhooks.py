@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import Caller
 from api.body import read_json
-from api.deps import NodeDep, Writer
+from api.deps import Node, NodeDep, Writer
 from api.errors import ApiError
 from api.models import (
     AUTH_ERRORS,
@@ -33,11 +33,13 @@ from flux.kafka.webhook_log import UnknownWebhook, WebhookLog
 from flux.model.reducer import rfc3339_ms
 from flux.model.webhooks import (
     InvalidWebhook,
+    Pause,
     Webhook,
     check_pattern,
     check_secret,
     new_secret,
     new_webhook_id,
+    orphaned,
 )
 
 router = APIRouter(tags=["webhooks"])
@@ -76,10 +78,14 @@ def _time(ms: int | None) -> str | None:
     return None if ms is None else rfc3339_ms(ms)
 
 
-def describe(hooks: WebhookLog, hook: Webhook) -> dict[str, Any]:
+def describe(hooks: WebhookLog, hook: Webhook, node: Node) -> dict[str, Any]:
     """A webhook's public view (see :class:`api.models.WebhookOut`)."""
     registry = hooks.registry
     pause = registry.pauses.get(hook.webhook_id)
+    holder = None if hook.namespace is None else node.namespaces.registry.holder(hook.namespace)
+    why = orphaned(hook, None if holder is None else holder.namespace_id)
+    if why is not None:  # not delivered any more: shown as paused for good (delete it)
+        pause = Pause(pause.at if pause is not None else hook.created_at, why)
     reports = list(registry.reports.get(hook.webhook_id, {}).values())
     failing = [r for r in reports if r.failing_since is not None]
     successes = [r.last_success for r in reports if r.last_success is not None]
@@ -90,7 +96,7 @@ def describe(hooks: WebhookLog, hook: Webhook) -> dict[str, Any]:
         "entity_id": hook.entity_id,
         "createdAt": rfc3339_ms(hook.created_at),
         "namespace": hook.namespace,
-        "status": registry.status(hook.webhook_id),
+        "status": "paused" if why is not None else registry.status(hook.webhook_id),
         "paused": None if pause is None else {"at": rfc3339_ms(pause.at), "reason": pause.reason},
         "failingSince": _time(min((r.failing_since for r in failing if r.failing_since is not None), default=None)),
         "lastError": last_error,
@@ -151,23 +157,23 @@ async def register_webhook(request: Request, node: NodeDep, hooks: Hooks, caller
 
 
 @router.get("/api/webhooks", response_model=list[WebhookOut], responses=AUTH_ERRORS)
-async def list_webhooks(hooks: Hooks, caller: Writer) -> JSON:
+async def list_webhooks(node: NodeDep, hooks: Hooks, caller: Writer) -> JSON:
     """The webhooks the caller may manage (all for the admin, its own for a namespace), oldest first."""
-    return JSON([describe(hooks, hook) for hook in hooks.registry.all() if _visible(caller, hook)])
+    return JSON([describe(hooks, hook, node) for hook in hooks.registry.all() if _visible(caller, hook)])
 
 
 @router.get("/api/webhooks/{webhook_id}", response_model=WebhookOut, responses={**NOT_FOUND, **AUTH_ERRORS})
-async def show_webhook(hooks: Hooks, caller: Writer, webhook_id: str) -> JSON:
+async def show_webhook(node: NodeDep, hooks: Hooks, caller: Writer, webhook_id: str) -> JSON:
     """One webhook with its status: active, failing (retrying) or paused (and why)."""
-    return JSON(describe(hooks, _hook(hooks, caller, webhook_id)))
+    return JSON(describe(hooks, _hook(hooks, caller, webhook_id), node))
 
 
 @router.delete(
     "/api/webhooks/{webhook_id}", response_model=WebhookOut, responses={**NOT_FOUND, **AUTH_ERRORS, **UNAVAILABLE}
 )
-async def delete_webhook(hooks: Hooks, caller: Writer, webhook_id: str) -> JSON:
+async def delete_webhook(node: NodeDep, hooks: Hooks, caller: Writer, webhook_id: str) -> JSON:
     """Remove a webhook: deliveries stop (one in flight may still arrive). Answers what was removed."""
-    view = describe(hooks, _hook(hooks, caller, webhook_id))
+    view = describe(hooks, _hook(hooks, caller, webhook_id), node)
     try:
         await hooks.delete(webhook_id)
     except UnknownWebhook as exc:
@@ -180,14 +186,14 @@ async def delete_webhook(hooks: Hooks, caller: Writer, webhook_id: str) -> JSON:
     response_model=WebhookOut,
     responses={**NOT_FOUND, **AUTH_ERRORS, **UNAVAILABLE},
 )
-async def resume_webhook(hooks: Hooks, caller: Writer, webhook_id: str) -> JSON:
+async def resume_webhook(node: NodeDep, hooks: Hooks, caller: Writer, webhook_id: str) -> JSON:
     """Resume a paused webhook: deliveries go on from where they stopped (nothing to do if it is not paused)."""
     _hook(hooks, caller, webhook_id)
     try:
         hook = await hooks.resume(webhook_id)
     except UnknownWebhook as exc:
         raise ApiError(404, f"no webhook with id {webhook_id!r}") from exc
-    return JSON(describe(hooks, hook))
+    return JSON(describe(hooks, hook, node))
 
 
 @router.get(

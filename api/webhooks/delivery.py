@@ -40,6 +40,7 @@ from api.webhooks.targets import TargetRefused, delivery_request
 from flux import __version__
 from flux.background import cancel
 from flux.config import Settings
+from flux.kafka.namespace_log import NamespaceLog
 from flux.kafka.publisher import PublishFailed
 from flux.kafka.security import client_options
 from flux.kafka.webhook_log import WebhookLog
@@ -53,6 +54,7 @@ from flux.model.webhooks import (
     backoff,
     delivery_body,
     delivery_id,
+    orphaned,
     sign,
 )
 
@@ -308,9 +310,10 @@ class WebhookDelivery:
     """The node's webhook deliveries: a :class:`Runner` for every webhook that is registered and not
     paused, started and stopped as the webhooks topic says; and this node's delivery reports."""
 
-    def __init__(self, settings: Settings, hooks: WebhookLog) -> None:
+    def __init__(self, settings: Settings, hooks: WebhookLog, namespaces: NamespaceLog) -> None:
         self._settings = settings
         self._hooks = hooks
+        self._namespaces = namespaces
         self._node = f"{settings.node_id}:{settings.port}"
         self._runners: dict[str, Runner] = {}
         self._states: dict[str, HookState] = {}
@@ -320,8 +323,8 @@ class WebhookDelivery:
     async def start(self) -> None:
         """Start a runner per active webhook, and follow the webhooks topic for changes."""
         self._hooks.on_change(self._changed)
-        for hook in self._hooks.registry.all():
-            self._changed(hook.webhook_id)
+        self._namespaces.on_change(lambda _: self._changed_all())  # a deleted namespace's webhooks stop
+        self._changed_all()
         self._reporter = asyncio.create_task(self._report_loop(), name="flux-webhook-reports")
 
     async def stop(self) -> None:
@@ -336,10 +339,20 @@ class WebhookDelivery:
         """The runner of a webhook on this node, if it runs."""
         return self._runners.get(webhook_id)
 
+    def _changed_all(self) -> None:
+        for hook in self._hooks.registry.all():
+            self._changed(hook.webhook_id)
+
+    def _orphaned(self, hook: Webhook) -> bool:
+        holder = None if hook.namespace is None else self._namespaces.registry.holder(hook.namespace)
+        return orphaned(hook, None if holder is None else holder.namespace_id) is not None
+
     def _changed(self, webhook_id: str) -> None:
         registry = self._hooks.registry
         hook = registry.get(webhook_id)
-        wanted = not self._stopping and hook is not None and webhook_id not in registry.pauses
+        wanted = (
+            not self._stopping and hook is not None and webhook_id not in registry.pauses and not self._orphaned(hook)
+        )
         runner = self._runners.get(webhook_id)
         if runner is not None and (not wanted or runner.hook != hook):
             del self._runners[webhook_id]

@@ -221,6 +221,14 @@ def report_record(webhook_id: str, report: Report | None, node: str) -> tuple[by
     return f"{REPORT}{webhook_id}/{node}".encode(), None if report is None else orjson.dumps(asdict(report))
 
 
+def orphaned(hook: Webhook, holder_id: str | None) -> str | None:
+    """Why ``hook`` may no longer be delivered, given the id of the namespace now holding its namespace's
+    name (None: nobody): its namespace was deleted (and maybe registered again by someone else)."""
+    if hook.namespace is None or holder_id == hook.namespace_id:
+        return None
+    return f"namespace {hook.namespace!r}, which registered it, was deleted; deliveries stopped"
+
+
 class Registry:
     """The webhooks, their pauses and the nodes' delivery reports, folded from the webhooks topic."""
 

@@ -191,3 +191,13 @@ async def test_the_routes_are_in_the_openapi_document(hooks: httpx.AsyncClient) 
     assert {"201", "400", "401", "403", "415"} <= set(post["responses"])
     assert "404" in paths["/api/webhooks/{webhook_id}"]["get"]["responses"]
     assert "WebhookIn" in schema["components"]["schemas"] and "WebhookOut" in schema["components"]["schemas"]
+
+
+async def test_a_deleted_namespaces_webhooks_stop_and_say_so(hooks: httpx.AsyncClient) -> None:
+    name, token = await register(hooks)
+    body = {"url": URL, "entity_id": f"{name}/*"}
+    created = (await hooks.post("/api/webhooks", json=body, headers=bearer(token))).json()
+    assert (await hooks.delete(f"/api/namespaces/{name}", headers=ADMIN)).status_code == 200
+    await register(hooks, name)  # somebody else holds the name now: their entities must not go to that URL
+    shown = (await hooks.get(f"/api/webhooks/{created['id']}", headers=ADMIN)).json()
+    assert shown["status"] == "paused" and "was deleted" in shown["paused"]["reason"]

@@ -203,3 +203,24 @@ def test_a_webhook_failing_too_long_is_paused_and_says_so(new_flux: NodeFactory,
     assert resumed.status_code == 200 and resumed.json()["status"] != "paused"
     node.wait_for(lambda: receiver.delivered(), 60, "the delivery after the resumption")
     assert receiver.changes()[0]["entity_id"] == f"{uid}/p"
+
+
+def test_two_nodes_share_the_deliveries_and_deliver_each_change_once(
+    new_flux: NodeFactory, receiver: Receiver, uid: str
+) -> None:
+    first = new_flux(**WEBHOOK_ENV)
+    second = new_flux(join=first, **WEBHOOK_ENV)
+    hook = register(second, receiver.url, f"{uid}/*")  # registered on one node, delivered by both
+    time.sleep(8)  # both runners joined the webhook's group and split the partitions
+    wanted = {f"{uid}/e-{i}" for i in range(40)}
+    for i, entity_id in enumerate(sorted(wanted)):
+        assert (first if i % 2 else second).publish(entity_id, {"v": i}).status_code == 200
+    first.wait_for(lambda: wanted <= updated_ids(receiver), 90, "every change delivered")
+    updates = [c["entity_id"] for c in receiver.changes() if c["type"] == "state_update"]
+    assert sorted(updates) == sorted(wanted), "each change once"
+
+    def both_delivered() -> Any:
+        found = first.client.get(f"/api/webhooks/{hook['id']}/deliveries").json()["deliveries"]
+        return len({d["node"] for d in found if d["error"] is None}) == 2
+
+    first.wait_for(both_delivered, 30, "deliveries reported by both nodes")

@@ -35,6 +35,7 @@ from flux.model.webhooks import (
     delivery_body,
     delivery_id,
     new_secret,
+    orphaned,
     pause_record,
     report_record,
     sign,
@@ -257,3 +258,11 @@ def test_a_batch_keeps_the_matching_changes_and_stops_at_its_bound() -> None:
     batch = small._batch(consumer, fetched)  # type: ignore[arg-type]
     assert [orjson.loads(m)["entity_id"] for m in batch.messages] == ["acme/d"]
     assert batch.ends == {p0: 4} and consumer.seeks == {p0: 4, p1: 7}  # the rest is read again
+
+
+def test_a_webhook_of_a_deleted_namespace_is_orphaned() -> None:
+    mine = Webhook("wh_2", "https://example.com/", "ns/*", "s" * 20, 1, "ns", "ns_1")
+    assert orphaned(HOOK, None) is None  # the admin's: never
+    assert orphaned(mine, "ns_1") is None
+    assert "was deleted" in str(orphaned(mine, None))
+    assert "was deleted" in str(orphaned(mine, "ns_2"))  # the name registered again by somebody else
