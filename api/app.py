@@ -30,6 +30,7 @@ from api.routes import admin, delete, events, health, state
 from api.routes import cluster as cluster_routes
 from api.routes import history as history_routes
 from api.routes import namespaces as namespace_routes
+from api.routes import webhooks as webhook_routes
 from flux import __version__
 from flux.config import Settings
 from flux.kafka.idempotency import IdempotencyLog
@@ -112,6 +113,7 @@ def create_app(
         state,
         delete,
         namespace_routes,
+        webhook_routes,
         history_routes,
         admin,
         cluster_routes,

@@ -143,6 +143,20 @@ class NamespaceDeleted(BaseModel):
     entitiesDeleted: int = Field(description="Entities deleted (tombstones published) when purge=true")
 
 
+class WebhookIn(BaseModel):
+    """A webhook to register."""
+
+    url: str = Field(
+        max_length=2048,
+        description="An http or https URL; its host must resolve to public addresses "
+        "unless FLUX_WEBHOOK_ALLOW_PRIVATE=true",
+    )
+    entity_id: str = Field(description="An entity id, a prefix pattern ending in '*' (acme/*), or '*' for every entity")
+    secret: str | None = Field(
+        default=None, min_length=16, max_length=256, description="The signing secret; generated when absent"
+    )
+
+
 class HealthOut(BaseModel):
     """Liveness."""
 
@@ -302,7 +316,7 @@ def ref(model: str) -> dict[str, str]:
 
 
 # Request bodies are parsed by hand (fast, with per-field errors); these models document them.
-REQUEST_MODELS: list[type[BaseModel]] = [EventIn, BatchIn, BatchDeleteIn, NamespaceIn, ReplayIn]
+REQUEST_MODELS: list[type[BaseModel]] = [EventIn, BatchIn, BatchDeleteIn, NamespaceIn, ReplayIn, WebhookIn]
 
 
 def request_schemas() -> dict[str, Any]:
@@ -330,3 +344,58 @@ class ClusterOut(BaseModel):
     partitions: int = Field(description="Partitions of the events topic (FLUX_PARTITIONS)")
     nodes: list[ClusterNodeOut] = Field(description="The nodes serving partitions, by URL")
     unassigned: list[int] = Field(description="Partitions nobody serves now (a rebalance under way, or no node)")
+
+
+class WebhookCreated(BaseModel):
+    """A registered webhook and its signing secret: shown this once."""
+
+    id: str
+    url: str
+    entity_id: str
+    secret: str
+
+
+class WebhookPause(BaseModel):
+    """Why and since when a webhook is paused."""
+
+    at: str = Field(description="RFC 3339 UTC time it was paused")
+    reason: str
+
+
+class WebhookOut(BaseModel):
+    """A webhook and how its deliveries go (never its secret)."""
+
+    id: str
+    url: str
+    entity_id: str
+    createdAt: str
+    namespace: str | None = Field(description="The namespace whose token registered it; null: the admin")
+    status: Literal["active", "failing", "paused"] = Field(
+        description="paused: no deliveries until resumed; failing: a node's deliveries fail (retried, not for long "
+        "enough to pause yet); active: otherwise"
+    )
+    paused: WebhookPause | None
+    failingSince: str | None = Field(description="When the current run of failures began (the earliest of the nodes)")
+    lastError: str | None
+    lastSuccess: str | None = Field(description="When a delivery last succeeded (the latest of the nodes)")
+
+
+class DeliveryAttemptOut(BaseModel):
+    """One delivery attempt."""
+
+    delivery: str = Field(description="The X-Flux-Delivery of the delivery (the same for each of its attempts)")
+    time: str
+    attempt: int = Field(description="1 for the first try of a delivery")
+    changes: int = Field(description="Messages the delivery carries")
+    status: int | None = Field(description="The receiver's HTTP status; null: no answer (refused, timed out...)")
+    error: str | None = Field(description="Why the attempt failed; null: delivered")
+    durationMs: float
+    node: str = Field(description="The node that made the attempt (FLUX_NODE_ID:FLUX_PORT)")
+
+
+class DeliveriesOut(BaseModel):
+    """A webhook's recent delivery attempts, newest first."""
+
+    id: str
+    status: Literal["active", "failing", "paused"]
+    deliveries: list[DeliveryAttemptOut]

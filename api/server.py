@@ -39,6 +39,7 @@ from api.http_server import HttpServer
 from api.live.applied import AppliedOffsets
 from api.live.hub import MetricsTicker
 from api.live.relay import ChangeRelay, FeedTotals
+from api.webhooks.delivery import WebhookDelivery
 from api.workers.control import StatusSource, WorkerRoster, install_control
 from api.workers.supervisor import HttpProcesses
 from flux.config import Settings
@@ -48,6 +49,7 @@ from flux.kafka.namespace_log import NamespaceLog
 from flux.kafka.publisher import EventPublisher
 from flux.kafka.security import client_options
 from flux.kafka.source_router import SourceRouter
+from flux.kafka.webhook_log import WebhookLog
 from flux.lifecycle import Service, Services
 from flux.logs import logging_config
 from flux.metrics import Metrics
@@ -242,6 +244,11 @@ def build_node(settings: Settings) -> tuple[faust.App, NodeServices]:
         AppliedLagWatch(settings, store, metrics),
     ]
     watches.append(SourceRouter(settings, metrics))  # FLUX_SOURCE_TOPICS to the events topic; idle when unset
+    # Webhooks (docs/webhooks.md): the registrations log (the routes of this process read it too), then the
+    # deliveries, one runner per webhook; started in this order after the other logs, stopped in reverse.
+    webhooks = WebhookLog(settings)
+    http_app.state.webhooks = webhooks
+    watches.extend([webhooks, WebhookDelivery(settings, webhooks, namespaces)])
     processes = settings.http_process_count()
     if processes == 0:  # one process: this one serves HTTP and WebSockets too
         relay = ChangeRelay(settings, applied, totals)

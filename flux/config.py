@@ -155,6 +155,10 @@ class Settings(BaseSettings):
         default="flux.idempotency",
         description="The compacted topic of keyed answers (retention: the TTL plus an hour)",
     )
+    webhooks_topic: str = Field(
+        default="flux.webhooks",
+        description="The compacted topic of webhook registrations, pauses and delivery reports (holds their secrets)",
+    )
     idempotency_ttl_s: int = Field(
         default=86_400, ge=1, description="Seconds an `X-Idempotency-Key` answer is replayed"
     )
@@ -282,6 +286,34 @@ class Settings(BaseSettings):
         "`Origin` (programs, not browsers) are always let in (see docs/websocket.md)",
     )
 
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Whether webhook URLs may point at loopback, private, link-local or otherwise non-public "
+        "addresses (checked on the resolved addresses at registration and at every delivery)",
+    )
+    webhook_max_failure_s: float = Field(
+        default=3_600.0,
+        gt=0,
+        description="Seconds a webhook may keep failing (no 2xx answer) before it is paused; "
+        "`POST /api/webhooks/{id}/resume` resumes it from where it stopped",
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Seconds one webhook delivery (a POST) may take")
+    webhook_retry_initial_s: float = Field(
+        default=1.0, gt=0, description="First wait before a failed webhook delivery is retried (doubled each time)"
+    )
+    webhook_retry_max_s: float = Field(
+        default=300.0, gt=0, description="Longest wait between two attempts of a webhook delivery"
+    )
+    webhook_batch_changes: int = Field(
+        default=500, ge=1, le=10_000, description="Most changes (messages) one webhook delivery carries"
+    )
+    webhook_deliveries_kept: int = Field(
+        default=50,
+        ge=1,
+        le=1_000,
+        description="Recent delivery attempts each node keeps per webhook for `GET .../deliveries`",
+    )
+
     list_default_limit: int = Field(
         default=1000, ge=1, description="Page size of `GET /api/state/entities` without `limit`"
     )
@@ -329,7 +361,7 @@ class Settings(BaseSettings):
         except InvalidSourceTopics as exc:
             raise PydanticCustomError("source_topics", "FLUX_SOURCE_TOPICS: {reason}", {"reason": str(exc)}) from None
         own = {self.events_topic, self.changes_topic, self.dead_letter_topic, self.namespaces_topic}
-        own.add(self.idempotency_topic)
+        own.update((self.idempotency_topic, self.webhooks_topic))
         for topic in topics:
             if topic.topic in own or topic.topic.startswith(f"{self.app_id}-"):
                 raise PydanticCustomError(

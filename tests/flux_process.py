@@ -33,6 +33,7 @@ def app_settings(bootstrap: str, app_id: str, partitions: int = 4, replication_f
         changes_topic=f"{app_id}.changes",
         namespaces_topic=f"{app_id}.namespaces",
         idempotency_topic=f"{app_id}.idempotency",
+        webhooks_topic=f"{app_id}.webhooks",
         dead_letter_topic=f"{app_id}.events.dlq",
         partitions=partitions,
         replication_factor=replication_factor,
@@ -55,6 +56,7 @@ class FluxProcess:
         self.changes_topic = f"{app_id}.changes"
         self.namespaces_topic = f"{app_id}.namespaces"
         self.idempotency_topic = f"{app_id}.idempotency"
+        self.webhooks_topic = f"{app_id}.webhooks"
         self.extra_env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{port}"
@@ -72,6 +74,7 @@ class FluxProcess:
             FLUX_CHANGES_TOPIC=self.changes_topic,
             FLUX_NAMESPACES_TOPIC=self.namespaces_topic,
             FLUX_IDEMPOTENCY_TOPIC=self.idempotency_topic,
+            FLUX_WEBHOOKS_TOPIC=self.webhooks_topic,
             FLUX_PARTITIONS=str(self.partitions),
             FLUX_DATA_DIR=str(self.workdir / "data"),
             FLUX_LOG_LEVEL="WARNING",

@@ -35,6 +35,7 @@ from flux.config import Settings
 from flux.kafka.idempotency import IdempotencyLog
 from flux.kafka.namespace_log import NamespaceLog
 from flux.kafka.publisher import EventPublisher
+from flux.kafka.webhook_log import WebhookLog
 from flux.lifecycle import Services
 from flux.logs import process_logging_config
 from flux.metrics import Metrics
@@ -95,6 +96,8 @@ async def serve(settings: Settings, index: int, sock: socket.socket, control: st
         settings, publisher, table, metrics, applied, namespaces, history, idempotency, ReplaysInReducer()
     )
     node = app_node(http_app)
+    webhooks = WebhookLog(settings)  # registrations, for the routes (api.routes.webhooks); deliveries are the reducer's
+    http_app.state.webhooks = webhooks
     relay.listen(table.on_change)  # the overlay first: a subscriber told of a change can read it at once
     relay.listen(node.hub.on_record)
     relay.listen(metrics.relayed)  # flux_relay_latency_ms: once the hub has the change
@@ -106,7 +109,9 @@ async def serve(settings: Settings, index: int, sock: socket.socket, control: st
         loop.add_signal_handler(sig, stopping.set)
     services = Services()
     try:
-        await services.start(publisher, namespaces, idempotency, link, table, relay, MetricsTicker(node.hub, totals))
+        await services.start(
+            publisher, namespaces, idempotency, webhooks, link, table, relay, MetricsTicker(node.hub, totals)
+        )
         services.close_on_stop(node.calls.close, "NodeCalls")
         await services.start(http)
         link.serving = True

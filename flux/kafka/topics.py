@@ -78,6 +78,12 @@ def wanted_topics(settings: Settings) -> dict[str, NewTopic]:
             replication_factor=settings.replication_factor,
             topic_configs={"cleanup.policy": "compact"},
         ),
+        settings.webhooks_topic: NewTopic(
+            settings.webhooks_topic,
+            num_partitions=1,
+            replication_factor=settings.replication_factor,
+            topic_configs={"cleanup.policy": "compact"},
+        ),
         settings.idempotency_topic: NewTopic(
             settings.idempotency_topic,
             num_partitions=1,

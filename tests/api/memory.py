@@ -45,6 +45,7 @@ from flux.kafka.compacted_log import CompactedLog
 from flux.kafka.idempotency import IdempotencyLog
 from flux.kafka.namespace_log import NamespaceLog
 from flux.kafka.publisher import Offsets, PublishFailed
+from flux.kafka.webhook_log import WebhookLog
 from flux.metrics import Metrics
 from flux.model.changes import ChangeRecord, EntityChange, encode_ops
 from flux.model.events import Envelope, entity_of
@@ -374,6 +375,10 @@ class MemoryIdempotencyLog(LocalWrites, IdempotencyLog):
     """The idempotency keys, without their topic."""
 
 
+class MemoryWebhookLog(LocalWrites, WebhookLog):
+    """The webhook registrations, without their topic."""
+
+
 class MemoryReplays:
     """Replay jobs that are kept but never run: started, listed, shown and cancelled (implements
     :class:`flux.model.replay.Replays`); one at a time, as the real jobs."""
@@ -431,6 +436,8 @@ class MemoryNode:
             fast_path=fast_path,
         )
         self.hub: Hub = app_node(self.app).hub
+        self.webhooks = MemoryWebhookLog(self.settings)
+        self.app.state.webhooks = self.webhooks
 
     def _fold(self, partition: int, envelopes: list[Envelope], applied: int) -> None:
         """Fold one record, then deliver its change record as the relay does."""

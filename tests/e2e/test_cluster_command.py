@@ -64,6 +64,7 @@ def test_flux_cluster_runs_nodes_of_one_app_and_ctrl_c_stops_them_all(kafka_boot
         "FLUX_CHANGES_TOPIC": f"{app}.changes",
         "FLUX_NAMESPACES_TOPIC": f"{app}.namespaces",
         "FLUX_IDEMPOTENCY_TOPIC": f"{app}.idempotency",
+        "FLUX_WEBHOOKS_TOPIC": f"{app}.webhooks",
         "FLUX_PARTITIONS": "4",
         "FLUX_REPLICATION_FACTOR": "1",
     }

@@ -87,6 +87,7 @@ async def test_warns_when_existing_topics_have_fewer_replicas_than_configured(
         settings.changes_topic,
         settings.namespaces_topic,
         settings.idempotency_topic,
+        settings.webhooks_topic,
         settings.dead_letter_topic,
         changelog_topic(settings),
     }

@@ -1,0 +1,1 @@
+"""Webhooks: where deliveries may go (targets) and the delivery service (delivery)."""
