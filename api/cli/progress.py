@@ -85,7 +85,7 @@ class ReplayBar:
             BarColumn(),
             TaskProgressColumn(),
             MofNCompleteColumn(),
-            TextColumn("events, {task.fields[rate]:,} events/s, ETA {task.fields[eta]} [{task.fields[status]}]"),
+            TextColumn("events, {task.fields[rate]:,} events/s, ETA {task.fields[eta]} \\[{task.fields[status]}]"),
             console=console or stderr_console(),
         )
         self._task = self._progress.add_task("replay", total=None, rate=0, eta="-", status="starting")
