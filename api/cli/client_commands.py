@@ -269,7 +269,7 @@ def export_command(
     """Write the state as NDJSON, one entity a line ({"id", "properties", "lastUpdated"}), page by page."""
     started = time.monotonic()
     err = stderr_console()
-    with reported(url), client(ctx, url, token) as flux:
+    with reported(url), client(ctx, url, token, patient=True) as flux:
         out = sys.stdout.buffer if output is None else output.open("wb")
         try:
             status = err.status("exported 0 entities") if on_terminal() else None
@@ -306,7 +306,7 @@ def import_command(
     """Upsert entities from NDJSON (flux export's lines); importing the same file again applies nothing twice."""
     started = time.monotonic()
     err = stderr_console()
-    with reported(url), client(ctx, url, token) as flux:
+    with reported(url), client(ctx, url, token, patient=True) as flux:
         stdin = file == "-"
         stream_in = sys.stdin.buffer if stdin else Path(file).open("rb")  # noqa: SIM115
         status = err.status("imported 0 entities") if on_terminal() else None

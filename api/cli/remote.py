@@ -19,6 +19,7 @@ from flux.client import AsyncFluxClient, FluxClient, FluxError, RetryPolicy, Una
 from flux.client.clients import DEFAULT_URL
 
 CLI_RETRY = RetryPolicy(attempts=3, total_s=10.0)  # a command fails within seconds when the node is away
+PATIENT_RETRY = RetryPolicy(attempts=12, total_s=120.0)  # export and import: a rebalance on the way is waited out
 
 Url = Annotated[
     str | None,
@@ -50,9 +51,10 @@ def _remote(ctx: typer.Context) -> Remote:
     return ctx.obj if isinstance(ctx.obj, Remote) else Remote()
 
 
-def client(ctx: typer.Context, url: str | None, token: str | None) -> FluxClient:
-    """A blocking client of the node the command names."""
-    return FluxClient(url, token=token, retry=CLI_RETRY, http=_remote(ctx).http)
+def client(ctx: typer.Context, url: str | None, token: str | None, patient: bool = False) -> FluxClient:
+    """A blocking client of the node the command names; ``patient`` for long transfers, which wait out
+    a node that is briefly unavailable (503 while partitions move) instead of failing within seconds."""
+    return FluxClient(url, token=token, retry=PATIENT_RETRY if patient else CLI_RETRY, http=_remote(ctx).http)
 
 
 def async_client(ctx: typer.Context, url: str | None, token: str | None) -> AsyncFluxClient:

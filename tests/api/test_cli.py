@@ -186,3 +186,9 @@ def test_version_help_and_exit_codes_of_main(capsys: pytest.CaptureFixture[str])
     for command in ("serve", "kafka", "cluster", "backfill", "replay", "publish", "tail", "export", "import"):
         assert main([command, "--help"]) == 0
     assert "--from-beginning" in capsys.readouterr().out
+
+
+def test_shell_completion_completes_command_names() -> None:
+    env = {"_FLUX_COMPLETE": "complete_bash", "COMP_WORDS": "flux ex", "COMP_CWORD": "1"}
+    done = CliRunner().invoke(app, [], env=env, prog_name="flux")
+    assert done.exit_code == 0 and done.stdout.split() == ["export"]
