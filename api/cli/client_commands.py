@@ -18,28 +18,16 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from api.cli.progress import on_terminal, stderr_console
-from api.cli.remote import CommandFailed, Token, Url, async_client, client, reported
+from api.cli.remote import CommandFailed, Token, Url, async_client, client, on_terminal, reported, stderr_console
 from api.cli.transfer import EXPORT_PAGE, IMPORT_SOURCE, IMPORT_STREAM, export, import_entities
-from flux.client import (
-    Change,
-    Entity,
-    EntityDeleted,
-    EntityUpdate,
-    PropertyRemoved,
-    Reconnected,
-    Snapshot,
-    SnapshotComplete,
-    StateUpdate,
-    StoredEvent,
-)
+
+if TYPE_CHECKING:  # imported when a command runs: `flux serve` loads none of the client
+    from flux.client import Change, Entity, StoredEvent
 
 DEFAULT_STREAM = "cli"
 DEFAULT_SOURCE = "flux-cli"
@@ -145,6 +133,8 @@ def get(
             raise CommandFailed(f"no entity {entity_id!r}" + (f" at {at}" if at else ""))
         value = _entity_json(entity)
         if on_terminal(sys.stdout):
+            from rich.console import Console
+
             Console().print_json(data=value)
         else:
             _line(value)
@@ -174,6 +164,9 @@ def ls(
             for entity in shown:
                 _line(_entity_json(entity))
         else:
+            from rich.console import Console
+            from rich.table import Table
+
             table = Table("id", "properties", "last updated", box=None, header_style="bold")
             for entity in shown:
                 table.add_row(entity.id, orjson.dumps(entity.properties).decode(), entity.last_updated)
@@ -209,6 +202,9 @@ def history(
             for stored in events:
                 _line(stored.envelope)
             return
+        from rich.console import Console
+        from rich.table import Table
+
         table = Table("time", "stream", "source", "event id", "change", box=None, header_style="bold")
         for stored in events:
             table.add_row(_when(stored.timestamp), stored.stream, stored.source, stored.event_id, _what(stored))
@@ -225,6 +221,10 @@ def tail(
     token: Token = None,
 ) -> None:
     """Follow live changes over the WebSocket (reconnects by itself; Ctrl-C stops)."""
+    from rich.console import Console
+
+    from flux.client import Reconnected, SnapshotComplete
+
     err = stderr_console()
     out = Console(highlight=False)
     plain = as_json or not on_terminal(sys.stdout)
@@ -375,6 +375,8 @@ def change_json(change: Change) -> dict[str, Any]:
 
 def _pretty(change: Change) -> str:
     """One rich line for a change."""
+    from flux.client import EntityDeleted, EntityUpdate, PropertyRemoved, Snapshot, StateUpdate
+
     if isinstance(change, StateUpdate):
         value = orjson.dumps(change.value).decode()
         return f"[dim]{change.timestamp}[/]  [bold cyan]{change.entity_id}[/]  {change.property} = [green]{value}[/]"

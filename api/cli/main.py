@@ -22,7 +22,7 @@ import typer
 from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
-from api.cli import client_commands
+from api.cli.client_commands import register as register_client_commands
 from api.cli.remote import Token, Url
 from flux import localkafka
 from flux.config import Settings
@@ -320,7 +320,7 @@ def replay(
     _exit(cmd_replay(args))
 
 
-client_commands.register(app)
+register_client_commands(app)
 
 
 def main(argv: list[str] | None = None) -> int:

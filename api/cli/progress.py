@@ -6,9 +6,8 @@ plain kinds live with their commands (:class:`api.cli.backfill.Progress`, :class
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import IO, Any
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -23,21 +22,9 @@ from rich.progress import (
 
 from api.cli.backfill import Progress as BackfillLines
 from api.cli.backfill import ProgressShown
+from api.cli.remote import on_terminal, stderr_console
 from api.cli.replay import ProgressLines, ReplayProgress
 from flux.model.replay import FINISHED
-
-
-def on_terminal(stream: IO[str] = sys.stderr) -> bool:
-    """Whether ``stream`` is an interactive terminal (colours and bars), not a pipe or a file."""
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def stderr_console() -> Console:
-    """A console on stderr; colours only when it is a terminal (and ``NO_COLOR`` is unset)."""
-    return Console(stderr=True, highlight=False)
 
 
 class BackfillBar:

@@ -7,19 +7,23 @@ otherwise the client opens its own connection to ``--url``.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
-import httpx
 import typer
 
-from flux.client import AsyncFluxClient, FluxClient, FluxError, RetryPolicy, Unavailable
-from flux.client.clients import DEFAULT_URL
+if TYPE_CHECKING:  # imported when a command runs: `flux serve` loads none of the client
+    import httpx
+    from rich.console import Console
 
-CLI_RETRY = RetryPolicy(attempts=3, total_s=10.0)  # a command fails within seconds when the node is away
-PATIENT_RETRY = RetryPolicy(attempts=12, total_s=120.0)  # export and import: a rebalance on the way is waited out
+    from flux.client import AsyncFluxClient, FluxClient
+
+DEFAULT_URL = "http://localhost:3000"  # flux.client.clients.DEFAULT_URL
+CLI_ATTEMPTS, CLI_TOTAL_S = 3, 10.0  # a command fails within seconds when the node is away
+PATIENT_ATTEMPTS, PATIENT_TOTAL_S = 12, 120.0  # export and import: a rebalance on the way is waited out
 
 Url = Annotated[
     str | None,
@@ -47,6 +51,21 @@ class CommandFailed(Exception):
         self.code = code
 
 
+def on_terminal(stream: IO[str] | None = None) -> bool:
+    """Whether ``stream`` (default stderr) is an interactive terminal (colours and bars), not a pipe or a file."""
+    try:
+        return (sys.stderr if stream is None else stream).isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def stderr_console() -> Console:
+    """A rich console on stderr; colours only when it is a terminal (and ``NO_COLOR`` is unset)."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
 def _remote(ctx: typer.Context) -> Remote:
     return ctx.obj if isinstance(ctx.obj, Remote) else Remote()
 
@@ -54,16 +73,27 @@ def _remote(ctx: typer.Context) -> Remote:
 def client(ctx: typer.Context, url: str | None, token: str | None, patient: bool = False) -> FluxClient:
     """A blocking client of the node the command names; ``patient`` for long transfers, which wait out
     a node that is briefly unavailable (503 while partitions move) instead of failing within seconds."""
-    return FluxClient(url, token=token, retry=PATIENT_RETRY if patient else CLI_RETRY, http=_remote(ctx).http)
+    from flux.client import FluxClient, RetryPolicy
+
+    attempts, total_s = (PATIENT_ATTEMPTS, PATIENT_TOTAL_S) if patient else (CLI_ATTEMPTS, CLI_TOTAL_S)
+    retry = RetryPolicy(attempts=attempts, total_s=total_s)
+    return FluxClient(url, token=token, retry=retry, http=_remote(ctx).http)
 
 
 def async_client(ctx: typer.Context, url: str | None, token: str | None) -> AsyncFluxClient:
     """An asyncio client of the node the command names (for live changes)."""
-    return AsyncFluxClient(url, token=token, retry=CLI_RETRY, transport=_remote(ctx).async_transport)
+    from flux.client import AsyncFluxClient, RetryPolicy
+
+    retry = RetryPolicy(attempts=CLI_ATTEMPTS, total_s=CLI_TOTAL_S)
+    return AsyncFluxClient(url, token=token, retry=retry, transport=_remote(ctx).async_transport)
 
 
 def reason(exc: BaseException, url: str | None = None) -> str:
     """One line saying why a command failed."""
+    import httpx
+
+    from flux.client import FluxError, Unavailable
+
     if isinstance(exc, Unavailable) and exc.status is None:
         where = f" at {url or DEFAULT_URL}"
         cause = exc.__cause__
@@ -85,6 +115,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 @contextmanager
 def reported(url: str | None) -> Iterator[None]:
     """Turn what a command raises (an error answer, no connection, a bad file) into one line and exit 1."""
+    from flux.client import FluxError
+
     try:
         yield
     except CommandFailed as exc:

@@ -19,11 +19,12 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from flux.client import Entity, FluxClient
+if TYPE_CHECKING:
+    from flux.client import Entity, FluxClient
 
 IMPORT_STREAM = "import"
 IMPORT_SOURCE = "flux-import"
