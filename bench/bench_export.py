@@ -1,9 +1,10 @@
 """Export benchmark: ``flux export`` of N entities from a real node, its rate and its memory.
 
 Uses the node at ``--url``, or starts a broker (unless KAFKA_BOOTSTRAP_SERVERS is set) and a node.
-Publishes ``--entities`` entities (one event each, under a fresh prefix, 10,000 per batch with
-``wait=true``), then runs ``python -m api.cli export --prefix ...`` as its own process twice: over the
-first tenth or so of the entities, then over all of them. For each it reports entities/s and the
+Publishes ``--entities`` entities (one event each, under a fresh prefix, 10,000 per batch) and waits
+until the node applied them (its ``flux_events_applied_total``), then runs
+``python -m api.cli export --prefix ...`` as its own process twice: over the first tenth or so of the
+entities, then over all of them. For each it reports entities/s and the
 export process's peak RSS (``wait4``'s ``ru_maxrss``): flat memory means both peaks are about the same.
 
 Run: ``python bench/bench_export.py [--entities 1000000] [--url http://localhost:3000]``.
@@ -26,7 +27,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_core import broker_for, progress
+from bench.bench_core import applied_total, broker_for, progress, wait_applied
 from flux.localkafka import free_port
 from tests.flux_process import FluxProcess
 
@@ -56,12 +57,13 @@ async def populate(url: str, prefix: str, n: int, clients: int = 4) -> None:
         async with httpx.AsyncClient(base_url=url, timeout=300) as client:
             for start in mine:
                 body = orjson.dumps([entity_event(prefix, i) for i in range(start, min(n, start + BATCH))])
-                response = await client.post(
-                    "/api/events/batch",
-                    params={"wait": "true", "wait_timeout_ms": "60000"},
-                    content=body,
-                    headers={"content-type": "application/json"},
-                )
+                while True:  # a loaded machine: 503 while partitions move, retried
+                    response = await client.post(
+                        "/api/events/batch", content=body, headers={"content-type": "application/json"}
+                    )
+                    if response.status_code not in (502, 503):
+                        break
+                    await asyncio.sleep(1.0)
                 response.raise_for_status()
                 done[0] += min(n, start + BATCH) - start
                 if done[0] % 100_000 < BATCH:
@@ -112,7 +114,10 @@ def main() -> None:
             url = node.url
         progress(f"publishing {n:,} entities under {prefix}")
         started = time.perf_counter()
-        asyncio.run(populate(url, prefix, n))
+        with httpx.Client(base_url=url, timeout=60) as metrics:
+            before = applied_total(metrics)
+            asyncio.run(populate(url, prefix, n))
+            wait_applied(metrics, before + n, "entities")
         progress(f"published and applied in {time.perf_counter() - started:.1f} s")
         digits = max(0, len(str(max(n // 10, 1))) - 1)  # the first 10^digits entities: about a tenth or less
         small_prefix = f"{prefix}dev-{'0' * (7 - digits)}"
