@@ -6,6 +6,8 @@ until the node applied them (its ``flux_events_applied_total``), then runs
 ``python -m api.cli export --prefix ...`` as its own process twice: over the first tenth or so of the
 entities, then over all of them. For each it reports entities/s and the
 export process's peak RSS (``wait4``'s ``ru_maxrss``): flat memory means both peaks are about the same.
+Last, it times one page deep in the list fetched by cursor (``after=``, as the Link header pages) and by
+``offset=`` (which walks every entity before it).
 
 Run: ``python bench/bench_export.py [--entities 1000000] [--url http://localhost:3000]``.
 """
@@ -33,6 +35,7 @@ from tests.flux_process import FluxProcess
 
 PARTITIONS = 8
 BATCH = 10_000
+PAGE = 10_000  # flux export's page
 T0 = 1_700_000_000_000
 
 
@@ -95,6 +98,21 @@ def export(url: str, prefix: str, out: Path) -> tuple[int, float, int]:
     return lines, seconds, usage.ru_maxrss * 1024
 
 
+def offset_probe(url: str, prefix: str, n: int) -> tuple[float, float]:
+    """Seconds for one page deep in the list (at 90 %): by cursor, as the Link header pages, and by offset."""
+    deep = int(n * 0.9)
+    params = {"prefix": prefix, "limit": str(PAGE)}
+    timings = []
+    with httpx.Client(base_url=url, timeout=300) as client:
+        for extra in ({"after": f"{prefix}dev-{deep - 1:07d}"}, {"offset": str(deep)}):
+            started = time.perf_counter()
+            page = client.get("/api/state/entities", params={**params, **extra})
+            page.raise_for_status()
+            timings.append(time.perf_counter() - started)
+            assert page.json()[0]["id"] == f"{prefix}dev-{deep:07d}"
+    return timings[0], timings[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=1_000_000)
@@ -125,10 +143,13 @@ def main() -> None:
         for label, scope in ((f"first {10**digits:,}", small_prefix), (f"all {n:,}", prefix)):
             lines, seconds, rss = export(url, scope, work / "state.ndjson")
             rows.append((label, lines, seconds, lines / seconds, rss))
+        deep = offset_probe(url, prefix, n)
         print(f"\nflux export from {url} ({PARTITIONS if node else '?'} partitions), {os.cpu_count()} CPUs")
         print(f"{'export':>16} {'entities':>11} {'seconds':>8} {'entities/s':>11} {'peak RSS':>10}")
         for label, lines, seconds, rate, rss in rows:
             print(f"{label:>16} {lines:>11,} {seconds:>8.1f} {rate:>11,.0f} {rss / 2**20:>7.1f} MB")
+        by_cursor, by_offset = (f"{seconds * 1000:,.0f} ms" for seconds in deep)
+        print(f"one page of {PAGE:,} at 90 % of the list: by cursor (after=) {by_cursor}, by offset= {by_offset}")
         assert rows[-1][1] == n, f"exported {rows[-1][1]:,} of {n:,}"
     finally:
         if node is not None:
