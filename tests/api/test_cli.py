@@ -16,9 +16,11 @@ import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
+from api.cli.client_commands import change_json, change_line
 from api.cli.main import app, main
 from api.cli.remote import Remote
 from api.cli.transfer import epoch_ms, import_event_id
+from flux.client import Entity, EntityDeleted, Snapshot, StateUpdate
 from tests.api.helpers import ADMIN_TOKEN, SECURED
 from tests.api.memory import BASE_URL, MemoryNode, node_settings
 
@@ -192,3 +194,32 @@ def test_shell_completion_completes_command_names() -> None:
     env = {"_FLUX_COMPLETE": "complete_bash", "COMP_WORDS": "flux ex", "COMP_CWORD": "1"}
     done = CliRunner().invoke(app, [], env=env, prog_name="flux")
     assert done.exit_code == 0 and done.stdout.split() == ["export"]
+
+
+def test_on_a_terminal_lists_are_tables_and_json_is_pretty(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("api.cli.client_commands.on_terminal", lambda stream=None: True)
+    cli("publish", "p/1", "v=1", "--wait")
+    listed = cli("ls")
+    assert listed.stdout.split()[:3] == ["id", "properties", "last"] and 'p/1  {"v":1}' in listed.stdout
+    assert cli("history", "p/1").stdout.split()[:4] == ["time", "stream", "source", "event"]
+    assert '"v": 1' in cli("get", "p/1").stdout  # indented JSON
+    assert cli("ls", "--json").stdout.startswith('{"id":"p/1"')  # --json wins
+
+
+def test_changes_as_json_lines_and_pretty_lines() -> None:
+    update = StateUpdate("a/1", "temp", 22.5, "2026-02-23T00:00:00.000Z")
+    assert change_json(update) == {
+        "type": "state_update",
+        "entity_id": "a/1",
+        "property": "temp",
+        "value": 22.5,
+        "timestamp": "2026-02-23T00:00:00.000Z",
+    }
+    snapshot = Snapshot(Entity("a/1", {"temp": 1}, "2026-02-23T00:00:00.000Z"), resync=False)
+    assert change_json(snapshot)["entity"] == {
+        "id": "a/1",
+        "properties": {"temp": 1},
+        "lastUpdated": snapshot.entity.last_updated,
+    }
+    assert change_json(EntityDeleted("a/1", "t"))["type"] == "entity_deleted"
+    assert "temp = [green]22.5" in change_line(update) and "snapshot" in change_line(snapshot)
