@@ -75,8 +75,8 @@ async def populate(url: str, prefix: str, n: int, clients: int = 4) -> None:
     await asyncio.gather(*(worker(starts[i::clients]) for i in range(clients)))
 
 
-def export(url: str, prefix: str, out: Path) -> tuple[int, float, int]:
-    """Run ``flux export`` as a process: (lines, seconds, peak RSS in bytes)."""
+def export(url: str, prefix: str, out: Path) -> tuple[int, float, int, float]:
+    """Run ``flux export`` as a process: (lines, seconds, peak RSS in bytes, its CPU seconds)."""
     started = time.perf_counter()
     with out.open("wb") as sink:
         proc = subprocess.Popen(
@@ -95,22 +95,30 @@ def export(url: str, prefix: str, out: Path) -> tuple[int, float, int]:
     progress(err.strip())
     with out.open("rb") as exported:
         lines = sum(1 for _ in exported)
-    return lines, seconds, usage.ru_maxrss * 1024
+    return lines, seconds, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
-def offset_probe(url: str, prefix: str, n: int) -> tuple[float, float]:
-    """Seconds for one page deep in the list (at 90 %): by cursor, as the Link header pages, and by offset."""
+def offset_probe(url: str, prefix: str, n: int) -> list[str]:
+    """One page deep in the list (at 90 %) by cursor, as the Link header pages, and by offset: its time,
+    or how it failed."""
     deep = int(n * 0.9)
     params = {"prefix": prefix, "limit": str(PAGE)}
-    timings = []
+    outcomes = []
     with httpx.Client(base_url=url, timeout=300) as client:
         for extra in ({"after": f"{prefix}dev-{deep - 1:07d}"}, {"offset": str(deep)}):
             started = time.perf_counter()
-            page = client.get("/api/state/entities", params={**params, **extra})
-            page.raise_for_status()
-            timings.append(time.perf_counter() - started)
+            try:
+                page = client.get("/api/state/entities", params={**params, **extra})
+            except httpx.HTTPError as exc:
+                outcomes.append(f"{exc!r} after {time.perf_counter() - started:,.1f} s")
+                continue
+            seconds = time.perf_counter() - started
+            if page.status_code != 200:
+                outcomes.append(f"{page.status_code} after {seconds:,.1f} s: {page.text[:120]}")
+                continue
             assert page.json()[0]["id"] == f"{prefix}dev-{deep:07d}"
-    return timings[0], timings[1]
+            outcomes.append(f"{seconds * 1000:,.0f} ms")
+    return outcomes
 
 
 def main() -> None:
@@ -141,14 +149,14 @@ def main() -> None:
         small_prefix = f"{prefix}dev-{'0' * (7 - digits)}"
         rows = []
         for label, scope in ((f"first {10**digits:,}", small_prefix), (f"all {n:,}", prefix)):
-            lines, seconds, rss = export(url, scope, work / "state.ndjson")
-            rows.append((label, lines, seconds, lines / seconds, rss))
-        deep = offset_probe(url, prefix, n)
+            lines, seconds, rss, cpu = export(url, scope, work / "state.ndjson")
+            rows.append((label, lines, seconds, lines / seconds, rss, cpu))
         print(f"\nflux export from {url} ({PARTITIONS if node else '?'} partitions), {os.cpu_count()} CPUs")
-        print(f"{'export':>16} {'entities':>11} {'seconds':>8} {'entities/s':>11} {'peak RSS':>10}")
-        for label, lines, seconds, rate, rss in rows:
-            print(f"{label:>16} {lines:>11,} {seconds:>8.1f} {rate:>11,.0f} {rss / 2**20:>7.1f} MB")
-        by_cursor, by_offset = (f"{seconds * 1000:,.0f} ms" for seconds in deep)
+        print(f"{'export':>16} {'entities':>11} {'seconds':>8} {'entities/s':>11} {'peak RSS':>10} {'CPU s':>7}")
+        for label, lines, seconds, rate, rss, cpu in rows:
+            print(f"{label:>16} {lines:>11,} {seconds:>8.1f} {rate:>11,.0f} {rss / 2**20:>7.1f} MB {cpu:>7.1f}")
+        sys.stdout.flush()
+        by_cursor, by_offset = offset_probe(url, prefix, n)
         print(f"one page of {PAGE:,} at 90 % of the list: by cursor (after=) {by_cursor}, by offset= {by_offset}")
         assert rows[-1][1] == n, f"exported {rows[-1][1]:,} of {n:,}"
     finally:
