@@ -4,8 +4,8 @@ Uses the node at ``--url``, or starts a broker (unless KAFKA_BOOTSTRAP_SERVERS i
 Publishes ``--entities`` entities (one event each, under a fresh prefix, 10,000 per batch) and waits
 until the node applied them (its ``flux_events_applied_total``), then runs
 ``python -m api.cli export --prefix ...`` as its own process twice: over the first tenth or so of the
-entities, then over all of them. For each it reports entities/s and the
-export process's peak RSS (``wait4``'s ``ru_maxrss``): flat memory means both peaks are about the same.
+entities, then over all of them. For each it reports entities/s, the export process's CPU time and its
+peak RSS (``wait4``'s ``ru_maxrss``): flat memory means both peaks are about the same.
 Last, it times one page deep in the list fetched by cursor (``after=``, as the Link header pages) and by
 ``offset=`` (which walks every entity before it).
 
