@@ -243,7 +243,7 @@ def tail(
                     _line(change_json(change))
                     sys.stdout.flush()
                 else:
-                    out.print(_pretty(change))
+                    out.print(change_line(change))
                 seen += 1
                 if count and seen >= count:
                     return
@@ -373,7 +373,7 @@ def change_json(change: Change) -> dict[str, Any]:
     return {"type": _wire_type(change), **fields}
 
 
-def _pretty(change: Change) -> str:
+def change_line(change: Change) -> str:
     """One rich line for a change."""
     from flux.client import EntityDeleted, EntityUpdate, PropertyRemoved, Snapshot, StateUpdate
 
