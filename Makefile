@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser run cluster test unit lint docs fuzz kafka-start kafka-stop bench bench-ws bench-small bench-auth bench-history bench-replay bench-cluster bench-sources clean
+.PHONY: install browser run cluster test unit lint docs fuzz kafka-start kafka-stop bench bench-ws bench-small bench-auth bench-history bench-replay bench-cluster bench-sources bench-export clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -93,6 +93,9 @@ bench-sources: install
 
 bench-auth: install
 	$(BIN)/python bench/bench_auth.py
+
+bench-export: install
+	$(BIN)/python bench/bench_export.py
 
 clean:
 	rm -rf .flux $(VENV) .pytest_cache .mypy_cache .ruff_cache

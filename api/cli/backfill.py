@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import httpx
 import orjson
@@ -112,6 +112,13 @@ class Checkpoint:
         partial.replace(self.path)
 
 
+class ProgressShown(Protocol):
+    """What a run reports to: events sent so far and the byte position in the file (a rich bar on a
+    terminal, :mod:`api.cli.progress`; else :class:`Progress`)."""
+
+    def show(self, events: int, position: int | None, final: bool = False) -> None: ...
+
+
 class Progress:
     """A one-line progress report on stderr: events, rate, share of the file and ETA."""
 
@@ -197,7 +204,7 @@ class Backfill:
         for item in items:
             self.reject(item, f"HTTP {response.status_code}: {message}")
 
-    def run(self, items: Iterator[Item], checkpoint: Checkpoint, progress: Progress, stream: IO[str]) -> Summary:
+    def run(self, items: Iterator[Item], checkpoint: Checkpoint, progress: ProgressShown, stream: IO[str]) -> Summary:
         """Send every item past the checkpoint, saving the checkpoint after each batch."""
         started = time.monotonic()
         done = checkpoint.load()

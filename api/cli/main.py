@@ -1,6 +1,11 @@
-"""The ``flux`` command: ``flux serve`` runs a node, ``flux backfill`` publishes a file of events,
-``flux replay`` re-derives state from the log, ``flux kafka start|stop|status`` manages a local broker
-(``--brokers 3``: a local cluster), ``flux cluster`` runs local brokers and several nodes in the foreground."""
+"""The ``flux`` command (typer): ``flux serve`` runs a node, ``flux kafka start|stop|status`` manages a
+local broker (``--brokers 3``: a local cluster), ``flux cluster`` runs local brokers and several nodes in
+the foreground, ``flux backfill`` publishes a file of events, ``flux replay`` re-derives state from the
+log; the client commands (``publish``, ``get``, ``ls``, ``tail``, ``history``, ``export``, ``import``)
+talk to a running node through :mod:`flux.client` (:mod:`api.cli.client_commands`).
+
+``main(argv)`` returns the exit status, as ``python -m api.cli`` and the ``flux`` console script need.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,24 @@ import argparse
 import asyncio
 import os
 import sys
+from enum import StrEnum
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from aiokafka.errors import KafkaConnectionError
 from pydantic import ValidationError
 
+from api.cli.client_commands import register as register_client_commands
+from api.cli.remote import Token, Url
 from flux import localkafka
 from flux.config import Settings
 from flux.datadir import claim_data_dir
 from flux.kafka.broker_check import diagnose
 from flux.kafka.security import uses_tls
 from flux.kafka.topics import TopicMismatch, ensure_topics
+from flux.localkafka.process import DEFAULT_START_TIMEOUT
 from flux.logs import say
 
 LOCAL_KAFKA_DIR = Path(".flux/kafka")
@@ -93,7 +105,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     """Publish a file of events through the HTTP API (see :mod:`api.cli.backfill`)."""
-    from api.cli.backfill import Backfill, BackfillAborted, Checkpoint, Progress, read_items
+    from api.cli.backfill import Backfill, BackfillAborted, Checkpoint, read_items
+    from api.cli.progress import backfill_progress
 
     settings = Settings()
     url = args.url or settings.url
@@ -108,7 +121,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         checkpoint.path.unlink(missing_ok=True)
     rejects_path = Path(args.rejects) if args.rejects else Path(f"{args.file if path else 'stdin'}.rejects.jsonl")
     stream = sys.stdin if path is None else path.open(encoding="utf-8")
-    progress = Progress(None if path is None else path.stat().st_size)
+    progress = backfill_progress(None if path is None else path.stat().st_size)
     with rejects_path.open("a", encoding="utf-8") as rejects:
         backfill = Backfill(url, token, args.batch_size, rejects)
         try:
@@ -132,6 +145,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Re-derive state from the events topic on a running node (see :mod:`api.cli.replay`)."""
     import httpx
 
+    from api.cli.progress import replay_progress
     from api.cli.replay import ReplayFailed, request_body, run_replay
 
     settings = Settings()
@@ -140,54 +154,183 @@ def cmd_replay(args: argparse.Namespace) -> int:
     body = request_body(args.from_beginning, args.from_timestamp, args.from_offset, args.to_timestamp)
     with httpx.Client(base_url=args.url or settings.url, headers=headers, timeout=60) as client:
         try:
-            return run_replay(client, body)
+            return run_replay(client, body, progress=replay_progress())
         except (ReplayFailed, httpx.HTTPError) as exc:
             print(f"\nflux: {exc}", file=sys.stderr)
             return 1
 
 
+def _version(value: bool) -> None:
+    if value:
+        try:
+            number = version("flux-state")
+        except PackageNotFoundError:  # a checkout that was never installed
+            number = "unknown"
+        typer.echo(f"flux {number}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    name="flux",
+    help="Flux: event-sourced world state on Kafka. Run a node, or talk to one.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def flux(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Flux: event-sourced world state on Kafka. Run a node (serve, cluster, kafka), feed it (publish,
+    backfill, import), read it (get, ls, history, tail, export), or rebuild it (replay)."""
+
+
+def _exit(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command(rich_help_panel="Run")
+def serve(
+    port: Annotated[int | None, typer.Option(help="HTTP port (default FLUX_PORT or 3000)")] = None,
+    host: Annotated[str | None, typer.Option(help="HTTP bind address (default FLUX_HOST or 127.0.0.1)")] = None,
+) -> None:
+    """Run a Flux node (HTTP API + reducer) in the foreground."""
+    _exit(cmd_serve(argparse.Namespace(port=port, host=host)))
+
+
+class KafkaAction(StrEnum):
+    """What ``flux kafka`` does."""
+
+    start = "start"
+    stop = "stop"
+    kill = "kill"
+    status = "status"
+    jars = "jars"
+
+
+@app.command(rich_help_panel="Run")
+def kafka(
+    action: Annotated[KafkaAction, typer.Argument(help="start, stop, kill, status or jars", show_default=False)],
+    brokers: Annotated[
+        int | None,
+        typer.Option(help="start a KRaft cluster of N brokers (each broker and controller; N=3 tolerates one failure)"),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="default $FLUX_KAFKA_DATA_DIR or ./.flux/kafka; with --brokers N>1 $FLUX_KAFKA_CLUSTER_DIR or "
+            "./.flux/kafka-cluster. stop/kill/status without it act on both"
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="client port (default $FLUX_KAFKA_PORT or 9092); a cluster's brokers use port, port+2..."),
+    ] = None,
+    controller_port: Annotated[
+        int | None,
+        typer.Option(help="controller port of one broker (default $FLUX_KAFKA_CONTROLLER_PORT or 9093)"),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for readiness")] = DEFAULT_START_TIMEOUT,
+) -> None:
+    """A local Kafka broker, or cluster (--brokers 3), for development."""
+    args = argparse.Namespace(
+        command=action.value,
+        brokers=brokers,
+        data_dir=data_dir,
+        port=port,
+        controller_port=controller_port,
+        timeout=timeout,
+    )
+    _exit(cmd_kafka(args))
+
+
+@app.command(rich_help_panel="Run")
+def cluster(
+    nodes: Annotated[int, typer.Option(help="Flux nodes, on ports PORT, PORT+1...")] = 3,
+    brokers: Annotated[int, typer.Option(help="local Kafka brokers (none with KAFKA_BOOTSTRAP_SERVERS)")] = 3,
+    port: Annotated[int, typer.Option(help="HTTP port of the first node")] = 3000,
+    data_dir: Annotated[str, typer.Option(help="the nodes' data dirs go under it, one each")] = ".flux/cluster",
+    kafka_dir: Annotated[
+        Path | None, typer.Option(help="the brokers' data (default .flux/kafka-cluster)", show_default=False)
+    ] = None,
+    kafka_port: Annotated[
+        int | None, typer.Option(help="first broker's port (default 9092: 9092, 9094...)", show_default=False)
+    ] = None,
+) -> None:
+    """Local Kafka brokers and several Flux nodes, until Ctrl-C."""
+    args = argparse.Namespace(
+        nodes=nodes, brokers=brokers, port=port, data_dir=data_dir, kafka_dir=kafka_dir, kafka_port=kafka_port
+    )
+    _exit(cmd_cluster(args))
+
+
+@app.command(rich_help_panel="Feed")
+def backfill(
+    file: Annotated[str, typer.Argument(help="JSON Lines or a JSON array of events; - for standard input")],
+    url: Url = None,
+    token: Token = None,
+    batch_size: Annotated[int, typer.Option(help="events per POST")] = 1000,
+    rejects: Annotated[
+        str | None, typer.Option(help="where refused events go (default FILE.rejects.jsonl)", show_default=False)
+    ] = None,
+    restart: Annotated[bool, typer.Option("--restart", help="ignore the checkpoint and send the whole file")] = False,
+) -> None:
+    """Publish a file of (historic) events, resumably."""
+    args = argparse.Namespace(file=file, url=url, token=token, batch_size=batch_size, rejects=rejects, restart=restart)
+    _exit(cmd_backfill(args))
+
+
+@app.command(rich_help_panel="Rebuild")
+def replay(
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="every event the topic still has")] = False,
+    from_timestamp: Annotated[
+        str | None, typer.Option(metavar="T", help="from the first record the log received at or after T")
+    ] = None,
+    from_offset: Annotated[
+        str | None, typer.Option(metavar="P:O[,P:O]", help="only these partitions, each from an offset")
+    ] = None,
+    to_timestamp: Annotated[
+        str | None, typer.Option(metavar="T", help="stop at the last record received at or before T")
+    ] = None,
+    url: Url = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="admin token (default FLUX_TOKEN, then FLUX_ADMIN_TOKEN)", show_default=False),
+    ] = None,
+) -> None:
+    """Re-derive state from the events topic, then switch to it."""
+    starts = [from_beginning, from_timestamp is not None, from_offset is not None]
+    if sum(starts) != 1:
+        raise typer.BadParameter(
+            "give exactly one of --from-beginning, --from-timestamp or --from-offset", param_hint="start"
+        )
+    args = argparse.Namespace(
+        from_beginning=from_beginning,
+        from_timestamp=from_timestamp,
+        from_offset=from_offset,
+        to_timestamp=to_timestamp,
+        url=url,
+        token=token,
+    )
+    _exit(cmd_replay(args))
+
+
+register_client_commands(app)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``flux`` command."""
-    parser = argparse.ArgumentParser(prog="flux", description="Flux: event-sourced world state on Kafka")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run a Flux node (HTTP API + reducer) in the foreground")
-    serve.add_argument("--port", type=int, default=None, help="HTTP port (default FLUX_PORT or 3000)")
-    serve.add_argument("--host", default=None, help="HTTP bind address (default FLUX_HOST or 127.0.0.1)")
-    serve.set_defaults(func=cmd_serve)
-    kafka = commands.add_parser("kafka", help="a local Kafka broker, or cluster (--brokers 3), for development")
-    localkafka.add_arguments(kafka)
-    kafka.set_defaults(func=cmd_kafka)
-    cluster = commands.add_parser("cluster", help="local Kafka brokers and several Flux nodes, until Ctrl-C")
-    cluster.add_argument("--nodes", type=int, default=3, help="Flux nodes, on ports PORT, PORT+1... (default 3)")
-    cluster.add_argument(
-        "--brokers", type=int, default=3, help="local Kafka brokers (default 3; none with KAFKA_BOOTSTRAP_SERVERS)"
-    )
-    cluster.add_argument("--port", type=int, default=3000, help="HTTP port of the first node (default 3000)")
-    cluster.add_argument("--data-dir", default=".flux/cluster", help="the nodes' data dirs go under it, one each")
-    cluster.add_argument("--kafka-dir", type=Path, default=None, help="the brokers' data (default .flux/kafka-cluster)")
-    cluster.add_argument(
-        "--kafka-port", type=int, default=None, help="first broker's port (default 9092: 9092, 9094...)"
-    )
-    cluster.set_defaults(func=cmd_cluster)
-    backfill = commands.add_parser("backfill", help="publish a file of (historic) events, resumably")
-    backfill.add_argument("file", help="JSON Lines or a JSON array of events; - for standard input")
-    backfill.add_argument("--url", default=None, help="Flux URL (default FLUX_URL or http://localhost:3000)")
-    backfill.add_argument("--token", default=None, help="bearer token (default FLUX_TOKEN)")
-    backfill.add_argument("--batch-size", type=int, default=1000, help="events per POST (default 1000)")
-    backfill.add_argument("--rejects", default=None, help="where refused events go (default FILE.rejects.jsonl)")
-    backfill.add_argument("--restart", action="store_true", help="ignore the checkpoint and send the whole file")
-    backfill.set_defaults(func=cmd_backfill)
-    replay = commands.add_parser("replay", help="re-derive state from the events topic, then switch to it")
-    start = replay.add_mutually_exclusive_group(required=True)
-    start.add_argument("--from-beginning", action="store_true", help="every event the topic still has")
-    start.add_argument("--from-timestamp", metavar="T", help="from the first record the log received at or after T")
-    start.add_argument("--from-offset", metavar="P:O[,P:O]", help="only these partitions, each from an offset")
-    replay.add_argument("--to-timestamp", metavar="T", help="stop at the last record received at or before T")
-    replay.add_argument("--url", default=None, help="Flux URL (default FLUX_URL or http://localhost:3000)")
-    replay.add_argument("--token", default=None, help="admin token (default FLUX_TOKEN, then FLUX_ADMIN_TOKEN)")
-    replay.set_defaults(func=cmd_replay)
-    args = parser.parse_args(argv)
-    return int(args.func(args))
+    """Entry point of the ``flux`` command: run it, return its exit status."""
+    try:
+        app(args=argv, prog_name="flux")
+    except SystemExit as exit:
+        code = exit.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

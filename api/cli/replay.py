@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import httpx
 
@@ -66,25 +66,54 @@ def _job(response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-def run_replay(client: httpx.Client, body: dict[str, Any], out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
+class ReplayProgress(Protocol):
+    """What a job's progress is shown to (:class:`ProgressLines` here, a rich bar in :mod:`api.cli.progress`)."""
+
+    def show(self, job: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ProgressLines:
+    """The plain form: one ``\\r`` line rewritten at each poll, ended by a newline once the job finished."""
+
+    def __init__(self, err: IO[str] = sys.stderr) -> None:
+        self._err = err
+
+    def show(self, job: dict[str, Any]) -> None:
+        """Rewrite the line."""
+        self._err.write("\r" + progress_line(job) + ("\n" if job["status"] in FINISHED else ""))
+        self._err.flush()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def run_replay(
+    client: httpx.Client,
+    body: dict[str, Any],
+    out: IO[str] = sys.stdout,
+    err: IO[str] = sys.stderr,
+    progress: ReplayProgress | None = None,
+) -> int:
     """Start the job and follow it to its end; Ctrl-C cancels it. Returns the exit status."""
+    shown = progress or ProgressLines(err)
     response = client.post("/api/admin/replay", json=body)
     job = _job(response)
     location = response.headers["location"]
     try:
         while job["status"] not in FINISHED:
-            err.write("\r" + progress_line(job))
-            err.flush()
+            shown.show(job)
             time.sleep(POLL_S)
             job = _job(client.get(location))
     except KeyboardInterrupt:
         job = _job(client.delete(location))
-        if job["status"] == "done":  # it finished before the cancel arrived
-            err.write("\n")
-        else:
+        if job["status"] != "done":  # else it finished before the cancel arrived
+            shown.close()
             err.write(f"\nreplay {job['jobId']}: {job['status']}; the current state stays\n")
             return 130
-    err.write("\r" + progress_line(job) + "\n")
+    shown.show(job)
+    shown.close()
     if job["status"] != "done":
         raise ReplayFailed(f"replay {job['jobId']} {job['status']}: {job.get('error') or 'no reason given'}")
     for line in report_lines(job):

@@ -175,15 +175,15 @@ class Cluster:
 
     # -- entities -------------------------------------------------------------------------
     async def entities(
-        self, prefix: str, auth: str | None, chunk: int = REMOTE_PAGE, at: int | None = None
+        self, prefix: str, auth: str | None, chunk: int = REMOTE_PAGE, at: int | None = None, after: str | None = None
     ) -> AsyncIterator[StoredEntity]:
-        """Existing entities whose id starts with ``prefix``, in id order, over the whole cluster;
-        with ``at``, as they were then (``applied`` and ``last_timestamp`` are then -1 and 0)."""
+        """Existing entities whose id starts with ``prefix`` (and sorts after ``after``), in id order, over
+        the whole cluster; with ``at``, as they were then (``applied`` and ``last_timestamp`` are then -1 and 0)."""
         fetches = [
             self._entity_pages(owner, partitions, prefix, auth, chunk, at)
             for owner, partitions in (await self.owners()).items()
         ]
-        async for _, stored in merged(fetches):
+        async for _, stored in merged(fetches, start=after):
             if stored is not None:
                 yield stored
 
@@ -215,12 +215,13 @@ class Cluster:
         return local if owner == self.node_url else remote
 
     async def page(
-        self, prefix: str, offset: int, limit: int, auth: str | None, at: int | None = None
+        self, prefix: str, offset: int, limit: int, auth: str | None, at: int | None = None, after: str | None = None
     ) -> tuple[list[dict[str, Any]], bool]:
-        """Up to ``limit`` entities after skipping ``offset``, in id order; whether more follow."""
+        """Up to ``limit`` entities after skipping ``offset``, in id order, starting after the id ``after``
+        (a cursor: the cost of a page does not grow with the pages before it); whether more follow."""
         page: list[dict[str, Any]] = []
         index = 0
-        async for stored in self.entities(prefix, auth, chunk=offset + limit + 1, at=at):
+        async for stored in self.entities(prefix, auth, chunk=offset + limit + 1, at=at, after=after):
             if index >= offset:
                 if len(page) == limit:
                     return page, True

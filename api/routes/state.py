@@ -29,9 +29,13 @@ async def list_entities(
         None, ge=1, description="Page size (default FLUX_LIST_DEFAULT_LIMIT, max FLUX_LIST_MAX_LIMIT)"
     ),
     offset: int = Query(0, ge=0, description="Entities to skip, in id order"),
+    after: str | None = Query(
+        None, min_length=1, description="Only ids after this one, in id order (the cursor of the next page's link)"
+    ),
     at: Annotated[QueryTime, Query(description=AT_HELP + " Costs a fold of each matching entity's history.")] = None,
 ) -> JSON:
-    """Entities in id order; when more follow, a ``Link: <...>; rel="next"`` header points at the next page."""
+    """Entities in id order; when more follow, a ``Link: <...>; rel="next"`` header points at the next page
+    (``after=`` the last id given, and the same filters)."""
     settings = node.settings
     page_size = settings.list_default_limit if limit is None else limit
     if page_size > settings.list_max_limit:
@@ -40,11 +44,11 @@ async def list_entities(
     node.guard.check_prefix(caller, scope, "read")
     moment = None if at is None else query_time(at, "at", 0)
     auth = request.headers.get("authorization")
-    entities, more = await node.cluster.page(scope, offset, page_size, auth, moment)
+    entities, more = await node.cluster.page(scope, offset, page_size, auth, moment, after)
     headers = {}
-    if more:
-        params = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit")}
-        params.update(offset=str(offset + len(entities)), limit=str(page_size))
+    if more:  # the next page starts after this one's last id: each page costs the same however deep
+        params = {k: v for k, v in request.query_params.items() if k not in ("offset", "limit", "after")}
+        params.update(after=entities[-1]["id"], limit=str(page_size))
         headers["Link"] = f'<{request.url.path}?{urlencode(params)}>; rel="next"'
     return JSON(entities, headers=headers)
 

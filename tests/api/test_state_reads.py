@@ -93,7 +93,13 @@ async def test_the_page_size_defaults_and_is_bounded_as_configured_and_links_kee
         await publish_all(client, [event(f"cfg/{i}") for i in range(7)])
         first = await client.get("/api/state/entities", params={"namespace": "cfg"})
         assert ids(first) == ["cfg/0", "cfg/1", "cfg/2"]
-        assert next_link(first) == "/api/state/entities?namespace=cfg&offset=3&limit=3"
+        assert next_link(first) == "/api/state/entities?namespace=cfg&after=cfg%2F2&limit=3"
+        second = await client.get(next_link(first))
+        assert ids(second) == ["cfg/3", "cfg/4", "cfg/5"]
+        last = await client.get(next_link(second))
+        assert ids(last) == ["cfg/6"] and "link" not in last.headers
+        skipped = await client.get("/api/state/entities", params={"namespace": "cfg", "after": "cfg/1", "offset": 2})
+        assert ids(skipped) == ["cfg/4", "cfg/5", "cfg/6"]  # offset counts from the cursor
         too_many = await client.get("/api/state/entities", params={"limit": 6})
         assert too_many.status_code == 422 and too_many.json() == {"error": "limit must be at most 5"}
 
