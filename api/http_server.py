@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 
 from flux.config import Settings
+from flux.logs import ACCESS_LOGGER
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ class HttpServer:
             ws_per_message_deflate=False,  # compressing small JSON messages costs more CPU than it saves
             ws_max_size=settings.ws_max_message_bytes,  # larger client frames are refused before they are buffered
         )
+        if settings.access_log:  # uvicorn.Config set its access logger to FLUX_LOG_LEVEL: the lines are INFO
+            logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)
         self._server = _EmbeddedUvicorn(config)
         self._serving: asyncio.Task[None] | None = None
 

@@ -171,7 +171,7 @@ class GenerationSwitch:
             if ops:
                 feed.append(EntityChange(entity_id, offset, ops, to_entity(entity_id, new)))
         events = shadow.events - store.partition_events(partition)
-        stats = await store.write(partition, changed, offset, events)
+        stats = await store.write(partition, changed, offset, events, rewrite=True)
         report.entities += stats.entities
         if changed or events:
             await self._feed.publish(ChangeRecord(partition, offset, stats.events, stats.entities, [], feed))

@@ -69,6 +69,7 @@ class _Partition:
     base: int  # the applied offset the secondary holds
     fed: int = -1  # the newest applied offset the relay delivered for this partition
     fed_trusted: bool = False  # the secondary caught up after the relay's first record: no gap between them
+    epoch: int = 0  # the board's rewrite count the secondary reflects
     overlay: dict[str, tuple[dict[str, Any] | None, int]] = field(default_factory=dict)
 
 
@@ -158,7 +159,7 @@ class ReplicaTable:
             except Exception as exc:
                 log.warning("could not open partition %d's store %s as a secondary: %r", partition, path, exc)
                 raise PartitionUnavailable(partition) from exc
-            state = _Partition(db, self._stored_offset(db))
+            state = _Partition(db, self._stored_offset(db), epoch=self._board.epoch(partition))
             self._open[partition] = state
         return state
 
@@ -168,6 +169,7 @@ class ReplicaTable:
         return -1 if raw is None else int(raw)
 
     def _catch_up(self, partition: int, state: _Partition) -> None:
+        state.epoch = self._board.epoch(partition)  # read first: a rewrite after this is caught next time
         state.db.try_catch_up_with_primary()
         self.catch_ups += 1
         state.base = max(state.base, self._stored_offset(state.db))
@@ -185,7 +187,7 @@ class ReplicaTable:
         (for a scan: the secondary itself)."""
         state = self._partition(partition)
         target = self._board.get(partition)
-        if (state.base if scan else self._view(state)) < target:
+        if (state.base if scan else self._view(state)) < target or state.epoch != self._board.epoch(partition):
             self._catch_up(partition, state)
         return state
 
@@ -212,7 +214,7 @@ class ReplicaTable:
         state = self._open.get(partition)
         target = self._board.get(partition)
         if state is None or not state.fed_trusted or self._view(state) >= target:
-            return
+            return  # (a rewrite, see the board's epoch, is caught up by the read itself)
         deadline = time.monotonic() + SETTLE_WAIT_S
         while self._view(state) < target:
             left = deadline - time.monotonic()

@@ -248,6 +248,7 @@ class EntityStore:
         events: int,
         history: Sequence[tuple[bytes, bytes]] = (),
         seen: Mapping[bytes, int] | None = None,
+        rewrite: bool = False,
     ) -> PartitionStats:
         """Persist changed states ``{key: (value, existence delta)}`` of one partition; returns its totals.
 
@@ -256,8 +257,10 @@ class EntityStore:
         the events topic holds them already.
 
         ``applied`` is the events-topic offset the partition is folded up to, ``events`` how many
-        events this batch folded. The states and the partition's totals go to the changelog as
-        record batches (enqueued, not awaited) and into the partition's RocksDB in one WriteBatch.
+        events this batch folded; ``rewrite`` says the states changed without ``applied`` moving
+        (a replay's switch), which readers in other processes must hear of. The states and the
+        partition's totals go to the changelog as record batches (enqueued, not awaited) and into
+        the partition's RocksDB in one WriteBatch.
         As with Faust's own table writes, durability comes from the worker flushing its producer
         before it commits the source offsets; since aiokafka's flush does not raise for a failed
         send, the worker's consumer also asks :meth:`changelog_written` before every commit, so a
@@ -290,6 +293,8 @@ class EntityStore:
         self.db(partition).write(batch)
         if self.board is not None:
             self.board.set(partition, applied)
+            if rewrite:  # a replay's switch: the state changed, the offset did not
+                self.board.bump(partition)
         self._stats[partition] = stats
         self._applied[partition] = max(applied, self._applied.get(partition, -1))
         for future in futures:

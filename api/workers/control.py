@@ -217,12 +217,13 @@ class ReducerPassThrough:
             more = message.get("more_body", False)
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"host", b"content-length")]
         query = scope.get("query_string", b"")
-        url = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+        raw_path = scope.get("raw_path") or scope["path"].encode()  # as the client sent it, still percent-encoded
+        url = httpx.URL("http://reducer", raw_path=raw_path + (b"?" + query if query else b""))
         try:
             answer = await self._link.client.request(
                 scope["method"], url, headers=headers, content=body, timeout=httpx.Timeout(120.0)
             )
-        except httpx.HTTPError:
+        except (httpx.HTTPError, httpx.InvalidURL):
             payload = b'{"error":"the node\'s reducer process does not answer; retry shortly"}'
             await send(
                 {

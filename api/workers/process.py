@@ -34,6 +34,7 @@ from api.workers.control import ControlLink, ReducerPassThrough
 from flux.config import Settings
 from flux.kafka.idempotency import IdempotencyLog
 from flux.kafka.namespace_log import NamespaceLog
+from flux.kafka.options import uses_tls
 from flux.kafka.publisher import EventPublisher
 from flux.kafka.webhook_log import WebhookLog
 from flux.lifecycle import Services
@@ -139,12 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         process_logging_config(settings.log_format, settings.node_id, settings.log_level, settings.access_log)
     )
     sock = socket.socket(fileno=args.fd)
-    try:
+    if not uses_tls(settings):  # as the reducer process: uvloop closes TLS connections slowly (see uses_tls)
         import uvloop
 
         uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency
-        pass
     return asyncio.run(serve(settings, args.index, sock, args.control, Path(args.board)))
 
 

@@ -169,3 +169,16 @@ async def test_a_sync_carries_only_the_histogram_series_that_changed(reducer: tu
         assert 'flux_http_process_resident_memory_bytes{process="http-2"}' in text
     finally:
         await link.stop()
+
+
+async def test_a_path_is_passed_through_as_the_client_encoded_it(reducer: tuple) -> None:
+    _, _, socket_path, _ = reducer
+    link = ControlLink(str(socket_path), 1, WorkerCounters)
+    await link.start()
+    try:
+        app = ReducerPassThrough(MemoryNode().app, link)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://flux") as client:
+            answer = await client.get("/api/admin/replay/tUAk%F3%A6%9B%B0%C2%AB%06eB")
+        assert answer.status_code == 404 and "error" in answer.json()
+    finally:
+        await link.stop()

@@ -217,3 +217,24 @@ def test_the_board_is_shared_and_never_moves_back(tmp_path: Path) -> None:
     assert reader.get(1) == 4
     board.close()
     reader.close()
+
+
+def test_a_rewrite_without_a_new_offset_is_read_at_once(primary: Primary, tmp_path: Path) -> None:
+    replica = replica_of(primary, tmp_path)
+    partition = primary.write("e1", {"t": 1}, 1000, applied=4)
+    assert replica.get("e1") is not None
+    primary.dbs[partition].delete(b"e1")  # a replay's switch: the state changes, the offset stays
+    primary.board.bump(partition)
+    assert replica.get("e1") is None
+    assert [stored.entity["id"] for stored in replica.iter_prefix("e")] == []
+
+
+def test_the_board_counts_rewrites(tmp_path: Path) -> None:
+    board = AppliedBoard.create(tmp_path / "b", 2)
+    reader = AppliedBoard.open(tmp_path / "b", 2)
+    board.set(0, 7)
+    board.bump(1)
+    board.bump(1)
+    assert (reader.get(0), reader.epoch(0), reader.get(1), reader.epoch(1)) == (7, 0, -1, 2)
+    board.close()
+    reader.close()
