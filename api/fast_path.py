@@ -56,6 +56,7 @@ from api.live.read_your_writes import wait_timeout
 from api.request_id import HEADER as REQUEST_ID_HEADER
 from api.request_id import request_id_of
 from flux.logs import REQUEST_ID
+from flux.model.entity_limits import check_alone
 from flux.model.events import entity_of, validate_event
 from flux.model.partitioning import partition_for
 
@@ -90,6 +91,7 @@ class FastPath:
     ) -> None:
         self.app = app
         self._node = node
+        self._entity_limits = node.settings.entity_limits()
         self._routes = routes or {}  # "publish", "read": the routes whose answers these are (for request metrics)
         self._handlers = exception_handlers  # the FastAPI app's (a live view: handlers added later count)
         self._request_ids = request_ids
@@ -176,6 +178,7 @@ class FastPath:
             wait_timeout(settings, None)
             body = orjson.loads(chunks[0] if len(chunks) == 1 else b"".join(chunks))
             envelope = validate_event(body, now_ms=int(time.time() * 1000), limits=settings.event_limits())
+            check_alone(envelope, self._entity_limits)  # EntityTooLarge: the route's 413
             guard.check_entity(caller, entity_of(envelope))
             guard.charge(caller, 1)
         except Exception:

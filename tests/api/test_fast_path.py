@@ -523,3 +523,14 @@ async def test_the_paths_the_fast_path_serves_are_those_of_its_two_routes() -> N
     for entity_id in ("x", "a/b", "a/b/history", "a/b/events", "%41", "ns/e/", " ", "a\tb"):
         assert await _routed(app, "GET", f"/api/state/entities/{entity_id}") == "get_entity", entity_id
     assert await _routed(app, "POST", "/api/events") == "publish_event"
+
+
+async def test_an_event_that_alone_breaks_the_entity_caps_is_refused_by_the_route() -> None:
+    node = MemoryNode(node_settings(max_entity_properties=3))
+    handed_on = route_calls(node)
+    body = an_event("capped", **{f"p{n}": n for n in range(4)})
+    async with node.client() as client:
+        response = await client.post("/api/events", json=body)
+    assert response.status_code == 413 and "FLUX_MAX_ENTITY_PROPERTIES" in response.json()["error"]
+    assert handed_on == ["POST /api/events"]
+    assert node.publisher.published == []
