@@ -80,8 +80,8 @@ def attributes(span: Any) -> dict[str, Any]:
 
 
 def test_a_publish_span_and_the_fold_linked_to_it_reach_the_otlp_receiver(
-    new_flux: NodeFactory, receiver: Receiver, uid: str
-) -> None:
+    receiver: Receiver, new_flux: NodeFactory, uid: str
+) -> None:  # the receiver first: it outlives the node, which sends its last spans as it stops
     node = new_flux(
         FLUX_OTEL_ENABLED="true",
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
