@@ -7,7 +7,7 @@ COPY pyproject.toml README.md ./
 COPY flux ./flux
 COPY agents ./agents
 COPY api ./api
-RUN pip install --no-cache-dir . && useradd --create-home flux && mkdir /data && chown flux /data
+RUN pip install --no-cache-dir ".[otel]" && useradd --create-home flux && mkdir /data && chown flux /data
 
 USER flux
 ENV FLUX_HOST=0.0.0.0 \

@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install browser run cluster test unit lint docs fuzz kafka-start kafka-stop bench bench-ws bench-small bench-auth bench-history bench-replay bench-cluster bench-sources bench-export clean
+.PHONY: install browser run cluster test unit lint docs fuzz kafka-start kafka-stop bench bench-ws bench-small bench-auth bench-history bench-replay bench-cluster bench-sources bench-export bench-tracing clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -96,6 +96,9 @@ bench-auth: install
 
 bench-export: install
 	$(BIN)/python bench/bench_export.py
+
+bench-tracing: install
+	$(BIN)/python bench/bench_tracing.py
 
 clean:
 	rm -rf .flux $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,8 @@ in-memory state of its entity with :func:`flux.model.entity_limits.apply_within`
 :func:`flux.model.reducer.apply_event` under the entity caps), then writes each touched entity once
 per batch through :class:`agents.table.store.EntityStore`. Invalid elements, and events that would
 take their entity past a cap, go to the dead-letter topic with the reason; events on the wrong
-partition are forwarded to theirs.
+partition are forwarded to theirs. With ``FLUX_OTEL_ENABLED`` a batch is folded inside a
+``flux.fold`` span per partition, linked to the publishes whose records it folds (:mod:`flux.tracing`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from flux.model.events import encode
 from flux.model.history import index_entry
 from flux.model.records import DecodedRecord, Rejected, dead_letter, decode_record
 from flux.model.reducer import Change, State, exists, new_state, to_entity
+from flux.tracing import Tracing, tracing_for
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +114,10 @@ class BatchReducer:
         settings: Settings,
         metrics: Metrics,
         fence: MembershipFence,
+        tracing: Tracing | None = None,
     ) -> None:
         self._app = app
+        self._tracing = tracing if tracing is not None else tracing_for(settings)
         self._fence = fence
         self._feed = feed
         self._store = store
@@ -134,7 +138,10 @@ class BatchReducer:
             if self._failure is not None:
                 raise ReducerStopped(f"an earlier batch failed: {self._failure!r}") from self._failure
             try:
-                return await self._apply(records)
+                if self._tracing is None:
+                    return await self._apply(records)
+                with self._tracing.folding(records):
+                    return await self._apply(records)
             except Exception as exc:
                 self._failure = exc
                 raise

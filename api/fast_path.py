@@ -7,7 +7,8 @@ already hand-written and cheap (:func:`flux.model.events.validate_event`, the
 :class:`api.auth.Guard`, the publisher, the state reader), so :class:`FastPath`, a plain ASGI app
 that :func:`api.app.create_app` puts in front of the FastAPI app (outermost: the server calls it
 first), calls those same functions directly for the common, successful case. The requests it
-serves skip FastAPI's native OpenTelemetry hooks, which Flux does not configure.
+serves skip FastAPI's native OpenTelemetry hooks, which Flux does not configure (the ``flux.publish``
+span of ``FLUX_OTEL_ENABLED`` is the publisher's: a POST served here has it too).
 
 What it takes, and only when it can answer exactly as the route would:
 

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         default=False, description="A log line per HTTP request (method, path, status, client), at INFO"
     )
+    otel_enabled: bool = Field(
+        default=False,
+        description="OpenTelemetry tracing: a `flux.publish` span per publish and a `flux.fold` span per folded "
+        "batch and partition, linked to them, exported as the standard `OTEL_*` variables say (needs "
+        "`pip install flux-state[otel]`; see docs/operations.md, Tracing)",
+    )
     faust_log_level: str = Field(
         default="WARNING",
         description="Faust's and mode's own log level, down to `INFO` (rebalances, recovery; the tests use it)",

@@ -10,6 +10,9 @@ waits; under load the reducer pays Faust's per-record cost once per many events,
 A batch is packed the same way, and all records of a batch are written in one Kafka transaction
 (the agents read ``read_committed``), so no reader sees half a batch. Concurrent batches share a
 transaction (group commit): one commit round-trip serves them all.
+
+With ``FLUX_OTEL_ENABLED`` each call is a ``flux.publish`` span, and every record names the spans
+of the events it holds on a header (:mod:`flux.tracing`); off, none of that runs.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from flux.config import Settings
 from flux.kafka.security import client_options
 from flux.model.events import Envelope, encode, encode_many, entity_of
 from flux.model.partitioning import partition_for
+from flux.tracing import Tracing, tracing_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,6 +85,7 @@ Offsets = dict[int, int]
 @dataclass
 class _PendingEvent:
     envelope: Envelope
+    trace: str | None = None  # the traceparent of its flux.publish span (with tracing on)
     done: asyncio.Future[Offsets] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -120,14 +125,16 @@ def _settle(events: list[_PendingEvent], outcome: Offsets | PublishFailed) -> No
 @dataclass
 class _PendingBatch:
     records: list[tuple[int, bytes]]
+    headers: list[tuple[str, bytes]] | None = None  # its flux.publish span's (with tracing on)
     done: asyncio.Future[Offsets] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class EventPublisher:
     """Writes envelopes to the events topic; every call returns after the broker acknowledged."""
 
-    def __init__(self, settings: Settings, transactional_id: str) -> None:
+    def __init__(self, settings: Settings, transactional_id: str, tracing: Tracing | None = None) -> None:
         self._settings = settings
+        self._tracing = tracing if tracing is not None else tracing_for(settings)
         self._topic = settings.events_topic
         self._transactional_id = transactional_id
         self._producer: AIOKafkaProducer | None = None
@@ -198,10 +205,20 @@ class EventPublisher:
     async def publish(self, envelope: Envelope) -> Offsets:
         """Write one event (coalesced with concurrent ones, see the module docstring) and wait for acks=all."""
         assert self._producer is not None, "publisher not started"
+        if self._tracing is not None:
+            return await self._publish_traced(envelope, self._tracing)
         pending = _PendingEvent(envelope)
         self._singles.append(pending)
         self._singles_waiting.set()
         return await self._acknowledged(pending.done, "event")
+
+    async def _publish_traced(self, envelope: Envelope, tracing: Tracing) -> Offsets:
+        """:meth:`publish` in a ``flux.publish`` span, whose traceparent goes with the event."""
+        with tracing.publishing([envelope], self._topic) as span:
+            pending = _PendingEvent(envelope, span.traceparent)
+            self._singles.append(pending)
+            self._singles_waiting.set()
+            return span.landed(await self._acknowledged(pending.done, "event"))
 
     async def _send_loop(self) -> None:
         while True:
@@ -219,10 +236,16 @@ class EventPublisher:
         """Send ``group`` as packed records and settle each event with its record's fate."""
         producer = self._producer
         assert producer is not None
+        tracing = self._tracing
         waiting: list[tuple[asyncio.Future[RecordMetadata], list[_PendingEvent]]] = []
         for partition, value, key, events in pack_pending(group, self.partitions):
             try:
-                waiting.append((await producer.send(self._topic, value, key=key, partition=partition), events))
+                if tracing is None:
+                    sent = await producer.send(self._topic, value, key=key, partition=partition)
+                else:  # the record names the publish spans of its events
+                    headers = tracing.headers(event.trace for event in events)
+                    sent = await producer.send(self._topic, value, key=key, partition=partition, headers=headers)
+                waiting.append((sent, events))
             except Exception as exc:  # e.g. the record is too large, or the producer is closing
                 _settle(events, PublishFailed(f"the broker did not acknowledge the event: {exc!r}"))
         for future, events in waiting:
@@ -237,9 +260,18 @@ class EventPublisher:
         """Write a batch atomically (one transaction, packed records) and wait for the commit."""
         if not envelopes:
             return {}
+        if self._tracing is not None:
+            return await self._publish_batch_traced(envelopes, self._tracing)
         pending = _PendingBatch(pack_by_partition(envelopes, self.partitions))
         await self._queue.put(pending)
         return await self._acknowledged(pending.done, "batch")
+
+    async def _publish_batch_traced(self, envelopes: list[Envelope], tracing: Tracing) -> Offsets:
+        """:meth:`publish_batch` in a ``flux.publish`` span, named on each of the batch's records."""
+        with tracing.publishing(envelopes, self._topic) as span:
+            pending = _PendingBatch(pack_by_partition(envelopes, self.partitions), tracing.headers([span.traceparent]))
+            await self._queue.put(pending)
+            return span.landed(await self._acknowledged(pending.done, "batch"))
 
     async def _acknowledged(self, done: asyncio.Future[Offsets], what: str) -> Offsets:
         """``done``'s offsets, or :class:`PublishFailed` if they do not come within FLUX_PUBLISH_TIMEOUT_MS."""
@@ -269,7 +301,7 @@ class EventPublisher:
             async with producer.transaction():
                 sends = [
                     [
-                        await producer.send(self._topic, value, partition=partition)
+                        await producer.send(self._topic, value, partition=partition, headers=pending.headers)
                         for partition, value in pending.records
                     ]
                     for pending in group
