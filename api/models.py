@@ -147,11 +147,17 @@ class WebhookIn(BaseModel):
     """A webhook to register."""
 
     url: str = Field(
+        min_length=1,
         max_length=2048,
+        pattern=r"^[hH][tT][tT][pP][sS]?://",
         description="An http or https URL; its host must resolve to public addresses "
         "unless FLUX_WEBHOOK_ALLOW_PRIVATE=true",
     )
-    entity_id: str = Field(description="An entity id, a prefix pattern ending in '*' (acme/*), or '*' for every entity")
+    entity_id: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="An entity id, a prefix pattern ending in '*' (acme/*), or '*' for every entity",
+    )
     secret: str | None = Field(
         default=None, min_length=16, max_length=256, description="The signing secret; generated when absent"
     )

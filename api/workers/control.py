@@ -22,6 +22,7 @@ from dataclasses import asdict
 from typing import Any
 
 import httpx
+import orjson
 from fastapi import APIRouter, FastAPI, Request
 from starlette.types import Receive, Scope, Send
 
@@ -38,6 +39,10 @@ STATUS_CACHE_S = 0.05  # one status serves the syncs of every HTTP process that 
 READINESS_CACHE_S = 2.0  # readiness asks the broker for metadata
 READINESS_CACHE_RECOVERING_S = 0.25  # ...but say "ready" soon after recovery
 PASS_THROUGH_PREFIXES = ("/metrics", "/api/admin/")
+HOP_BY_HOP = frozenset(  # headers of the connection to this process, not of the request: never passed on
+    {b"host", b"content-length", b"transfer-encoding", b"connection", b"keep-alive", b"upgrade", b"te", b"trailer"}
+    | {b"expect", b"proxy-connection", b"proxy-authorization"}
+)
 
 
 def status_to_json(status: TableStatus) -> dict[str, Any]:
@@ -215,30 +220,32 @@ class ReducerPassThrough:
             message = await receive()
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"host", b"content-length")]
+        # leading and trailing whitespace is not part of a header's value (RFC 9110 5.5); h11 refuses it
+        headers = [(k, v.strip(b" \t")) for k, v in scope["headers"] if k.lower() not in HOP_BY_HOP]
         query = scope.get("query_string", b"")
         raw_path = scope.get("raw_path") or scope["path"].encode()  # as the client sent it, still percent-encoded
-        url = httpx.URL("http://reducer", raw_path=raw_path + (b"?" + query if query else b""))
         try:
+            url = httpx.URL("http://reducer", raw_path=raw_path + (b"?" + query if query else b""))
             answer = await self._link.client.request(
                 scope["method"], url, headers=headers, content=body, timeout=httpx.Timeout(120.0)
             )
-        except (httpx.HTTPError, httpx.InvalidURL):
-            payload = b'{"error":"the node\'s reducer process does not answer; retry shortly"}'
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": payload})
+        except (httpx.LocalProtocolError, httpx.InvalidURL) as exc:  # the request itself cannot be sent on
+            await _error(send, 400, f"invalid request: {exc}")
+            return
+        except httpx.HTTPError as exc:
+            log.warning("could not pass %s %s on to the reducer process: %r", scope["method"], scope["path"], exc)
+            await _error(send, 503, "the node's reducer process does not answer; retry shortly")
             return
         hop = {b"content-length", b"transfer-encoding", b"connection", b"date", b"server"}  # uvicorn adds its own
         out = [(k, v) for k, v in answer.headers.raw if k.lower() not in hop]
         out.append((b"content-length", str(len(answer.content)).encode()))
         await send({"type": "http.response.start", "status": answer.status_code, "headers": out})
         await send({"type": "http.response.body", "body": answer.content})
+
+
+async def _error(send: Send, status: int, message: str) -> None:
+    """Answer ``{"error": message}`` with ``status``."""
+    payload = orjson.dumps({"error": message})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

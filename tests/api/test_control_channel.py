@@ -182,3 +182,16 @@ async def test_a_path_is_passed_through_as_the_client_encoded_it(reducer: tuple)
         assert answer.status_code == 404 and "error" in answer.json()
     finally:
         await link.stop()
+
+
+async def test_header_values_with_surrounding_whitespace_are_passed_through(reducer: tuple) -> None:
+    _, _, socket_path, _ = reducer
+    link = ControlLink(str(socket_path), 1, WorkerCounters)
+    await link.start()
+    try:
+        app = ReducerPassThrough(MemoryNode().app, link)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://flux") as client:
+            answer = await client.get("/api/admin/replay", headers={"Authorization": "Bearer ", "X-Any": " x "})
+        assert answer.status_code == 200 and answer.json() == []
+    finally:
+        await link.stop()
