@@ -199,18 +199,21 @@ const entity = {
 // -- entities: search and pages -----------------------------------------------------------------------
 
 const entities = {
-  offset: 0,
+  path: null, // this page's request
+  start: 0, // the position of this page's first entity in the whole list
+  count: 0,
+  back: [], // [path, start] of the pages before this one (the Link header only points forward)
   next: null,
 
-  query(offset) {
+  query() {
     const mode = $("#search-mode").value;
     const term = $("#search").value.trim();
-    const params = new URLSearchParams({ limit: $("#page-size").value, offset: String(offset) });
+    const params = new URLSearchParams({ limit: $("#page-size").value });
     if (term) params.set(mode, term);
     return `api/state/entities?${params}`;
   },
 
-  async load(path) {
+  async load(path, start = 0, back = []) {
     showError("#entities-error", null);
     let response;
     try {
@@ -220,8 +223,7 @@ const entities = {
       return;
     }
     const list = await response.json();
-    const url = new URL(response.url);
-    this.offset = Number(url.searchParams.get("offset") || 0);
+    Object.assign(this, { path, start, back, count: list.length });
     this.next = nextLink(response.headers.get("Link"));
     const rows = list.map((item) => {
       const tr = row([item.id, timeOf(item.lastUpdated), String(Object.keys(item.properties || {}).length)], "pick");
@@ -230,10 +232,19 @@ const entities = {
     });
     $("#entities tbody").replaceChildren(...rows);
     $("#page-info").textContent = list.length
-      ? `${this.offset + 1} to ${this.offset + list.length}${this.next ? "" : " (last page)"}`
+      ? `${start + 1} to ${start + list.length}${this.next ? "" : " (last page)"}`
       : "no entities";
-    $("#prev").disabled = this.offset === 0;
+    $("#prev").disabled = back.length === 0;
     $("#next").disabled = !this.next;
+  },
+
+  forward() {
+    if (this.next) this.load(this.next, this.start + this.count, [...this.back, [this.path, this.start]]);
+  },
+
+  backward() {
+    const previous = this.back.at(-1);
+    if (previous) this.load(previous[0], previous[1], this.back.slice(0, -1));
   },
 };
 
@@ -373,7 +384,7 @@ function pick(event) {
 
 function reloadAll() {
   live.connect();
-  entities.load(entities.query(0));
+  entities.load(entities.query());
   node.metrics();
   node.cluster();
   if (entity.id) entity.select(entity.id);
@@ -403,20 +414,17 @@ function start() {
   });
   $("#search-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    entities.load(entities.query(0));
+    entities.load(entities.query());
   });
-  $("#page-size").addEventListener("change", () => entities.load(entities.query(0)));
-  $("#next").addEventListener("click", () => entities.next && entities.load(entities.next));
-  $("#prev").addEventListener("click", () => {
-    const size = Number($("#page-size").value);
-    entities.load(entities.query(Math.max(0, entities.offset - size)));
-  });
+  $("#page-size").addEventListener("change", () => entities.load(entities.query()));
+  $("#next").addEventListener("click", () => entities.forward());
+  $("#prev").addEventListener("click", () => entities.backward());
   $("#feed tbody").addEventListener("click", pick);
   $("#entities tbody").addEventListener("click", pick);
 
   live.subscribe(feed.pattern, false);
   live.connect();
-  entities.load(entities.query(0));
+  entities.load(entities.query());
   node.metrics();
   node.cluster();
   setInterval(() => node.metrics(), METRICS_EVERY_MS);
