@@ -20,6 +20,7 @@ class Store:
 
     def __init__(self, positions: dict[int, int]) -> None:
         self.served = positions
+        self.standbys: dict[int, int] = {}  # no standby copies here
 
     def active_partitions(self) -> list[int]:
         return sorted(self.served)
