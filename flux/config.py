@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         description="HTTP processes serving `FLUX_PORT` beside the reducer process; unset: one per CPU core, "
         "at most 4; `0`: the reducer process serves HTTP itself (one process, the fold shares its CPU with requests)",
     )
+    http_process_niceness: int = Field(
+        default=5,
+        ge=0,
+        le=19,
+        description="How much lower the HTTP processes' CPU priority is than the reducer process's (`nice`): "
+        "under more requests than the machine can take, the fold keeps its CPU and state stays current",
+    )
     advertised_url: str | None = Field(
         default=None,
         description="How the other nodes reach this one (forwarded reads); unset: `http://FLUX_HOST:FLUX_PORT`, "

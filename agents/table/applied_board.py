@@ -1,13 +1,19 @@
-"""How far the reducer wrote each partition, shared with the node's HTTP processes through memory.
+"""How far each partition's table is written and relayed, shared by a node's processes through memory.
 
-The reducer process writes, after every batch it stores, the partition's applied offset (the next
-events-topic offset to fold) into one 8-byte slot per partition of a small memory-mapped file, and
-bumps a second slot, the partition's epoch, when it rewrites state without moving that offset (a
-replay's switch): readers then catch up whatever offsets say.
-The HTTP processes read the slots, without a system call, to know what their view of the table
-must reach before a read may answer: a read sees every event folded before it arrived, whichever
-process folded or published it (see :mod:`agents.table.replica`). Aligned 8-byte stores and loads
-are atomic on the platforms Flux runs on, so no lock is needed.
+A small memory-mapped file of 8-byte slots, per partition:
+
+- the applied offset (the next events-topic offset to fold), written by the reducer process after
+  every batch it stores;
+- the epoch, bumped by the reducer process when it rewrites state without moving that offset (a
+  replay's switch): readers then catch up whatever offsets say;
+- one *relayed* slot per HTTP process: the newest applied offset its change relay delivered (to
+  its WebSocket subscribers and ``?wait=true`` waiters). Each process writes only its own slot.
+
+A read in an HTTP process must reflect at least the newest offset any relay of the node delivered
+when the read arrived (the largest relayed slot): whatever a client was told, by a ``?wait=true``
+answer or a WebSocket message from any process, a read sent afterwards sees it
+(:mod:`agents.table.replica`). Aligned 8-byte stores and loads are atomic on the platforms Flux
+runs on, and no slot has two writers, so no lock is needed.
 """
 
 from __future__ import annotations
@@ -17,47 +23,45 @@ import os
 from pathlib import Path
 
 SLOT_BYTES = 8
+MAX_READERS = 64  # relayed slots per partition: FLUX_HTTP_PROCESSES is at most 64
 
 
 class AppliedBoard:
-    """Two int64 slots per partition in a shared file: the applied offset (-1: nothing written yet)
-    and the epoch (0 until the first rewrite)."""
+    """The shared slots (see the module docstring): applied offsets (-1: nothing written yet),
+    epochs (0 until the first rewrite) and relayed offsets (-1: nothing relayed yet)."""
 
     def __init__(self, path: Path, partitions: int, create: bool) -> None:
         self.path = path
         self._partitions = partitions
-        size = 2 * partitions * SLOT_BYTES
+        size = (2 + MAX_READERS) * partitions * SLOT_BYTES
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("wb") as out:
                 out.write((-1).to_bytes(SLOT_BYTES, "little", signed=True) * partitions)
                 out.write((0).to_bytes(SLOT_BYTES, "little", signed=True) * partitions)
-        fd = os.open(path, os.O_RDWR if create else os.O_RDONLY)
+                out.write((-1).to_bytes(SLOT_BYTES, "little", signed=True) * partitions * MAX_READERS)
+        fd = os.open(path, os.O_RDWR)
         try:
-            access = mmap.ACCESS_WRITE if create else mmap.ACCESS_READ
-            self._map = mmap.mmap(fd, size, access=access)
+            self._map = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
         finally:
             os.close(fd)
         self._slots = memoryview(self._map).cast("q")
+        self._relayed = 2 * partitions  # the first relayed slot
 
     @classmethod
     def create(cls, path: Path, partitions: int) -> AppliedBoard:
-        """A new board (every slot -1), for the reducer process to write."""
+        """A new board, for the reducer process to write."""
         return cls(path, partitions, create=True)
 
     @classmethod
     def open(cls, path: Path, partitions: int) -> AppliedBoard:
-        """The reducer's board, read-only, for an HTTP process."""
+        """The reducer's board, for an HTTP process (which writes only its own relayed slots)."""
         return cls(path, partitions, create=False)
 
     def set(self, partition: int, applied: int) -> None:
         """Record that ``partition`` is written up to ``applied`` (never moves back within a process)."""
         if applied > self._slots[partition]:
             self._slots[partition] = applied
-
-    def reset(self, partition: int, applied: int) -> None:
-        """Set ``partition``'s slot to ``applied`` whatever it held (a partition assigned anew)."""
-        self._slots[partition] = applied
 
     def get(self, partition: int) -> int:
         """The offset ``partition`` is written up to (-1: unknown)."""
@@ -70,6 +74,17 @@ class AppliedBoard:
     def epoch(self, partition: int) -> int:
         """How many rewrites ``partition`` has had."""
         return int(self._slots[self._partitions + partition])
+
+    def relayed(self, partition: int, reader: int, applied: int) -> None:
+        """Record that HTTP process ``reader`` relayed ``partition`` up to ``applied``."""
+        slot = self._relayed + partition * MAX_READERS + reader
+        if applied > self._slots[slot]:
+            self._slots[slot] = applied
+
+    def target(self, partition: int) -> int:
+        """The newest offset of ``partition`` any HTTP process relayed (-1: none)."""
+        start = self._relayed + partition * MAX_READERS
+        return max(self._slots[start : start + MAX_READERS])
 
     def close(self) -> None:
         """Unmap the file."""

@@ -13,11 +13,13 @@ changed or not, so it is not done per read. Instead:
   entries the secondary now holds are dropped: the overlay stays the size of a fraction of a
   second of changes.
 
-A read must see every event folded before it arrived, in whichever process it was published.
-The reducer records each partition's applied offset in an :class:`AppliedBoard` after every
-write; a read compares it with its own view. :meth:`ReplicaTable.settle` waits (briefly) for the
-relay to bring the overlay there; a synchronous read whose view is still behind catches the
-secondary up first. Scans (lists, counts, history) always read a caught-up secondary.
+A read must see whatever any process of the node has told a client: every change its relays
+delivered (to WebSocket subscribers, or as a ``?wait=true`` answer) before the read arrived.
+Each relay records how far it delivered on the :class:`AppliedBoard` before any subscriber hears
+of a record; a read compares the largest of those offsets with its own view.
+:meth:`ReplicaTable.settle` waits (briefly) for this process's relay to get there; a synchronous
+read whose view is still behind catches the secondary up first. Scans (lists, counts, history)
+read a secondary caught up that far.
 
 Which partitions this node serves, whether it has recovered, its readiness and the stores' paths
 come from the reducer process as a :class:`TableStatus` (see :mod:`api.workers.control`).
@@ -88,8 +90,10 @@ class ReplicaTable:
         status: Callable[[], TableStatus],
         board: AppliedBoard,
         secondary_dir: Path,
+        index: int = 0,
     ) -> None:
         self._partitions = partitions
+        self._index = index  # this HTTP process's relayed slots on the board
         self._status = status
         self._board = board
         self._secondary_dir = secondary_dir
@@ -186,14 +190,16 @@ class ReplicaTable:
         """The partition, its view at least what the reducer had written when this was called
         (for a scan: the secondary itself)."""
         state = self._partition(partition)
-        target = self._board.get(partition)
+        target = self._board.target(partition)
         if (state.base if scan else self._view(state)) < target or state.epoch != self._board.epoch(partition):
             self._catch_up(partition, state)
         return state
 
     # -- the relay's records -----------------------------------------------------------------
     def on_change(self, record: ChangeRecord) -> None:
-        """Keep the entities a change record changed, for the partitions open here."""
+        """Keep the entities a change record changed, for the partitions open here, and say on the
+        board how far this process relayed (called before the record reaches any subscriber)."""
+        self._board.relayed(record.partition, self._index, record.applied)
         state = self._open.get(record.partition)
         if state is None:
             return
@@ -212,7 +218,7 @@ class ReplicaTable:
         """Wait, at most :data:`SETTLE_WAIT_S`, until the relay brought ``partition``'s view to what
         the reducer had written when this was called (a read that follows then needs no catch-up)."""
         state = self._open.get(partition)
-        target = self._board.get(partition)
+        target = self._board.target(partition)
         if state is None or not state.fed_trusted or self._view(state) >= target:
             return  # (a rewrite, see the board's epoch, is caught up by the read itself)
         deadline = time.monotonic() + SETTLE_WAIT_S

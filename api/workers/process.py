@@ -86,7 +86,7 @@ async def serve(settings: Settings, index: int, sock: socket.socket, control: st
     board = AppliedBoard.open(board_path, settings.partitions)
     secondaries = settings.data_dir / "http-processes" / str(index)
     shutil.rmtree(secondaries, ignore_errors=True)
-    table = ReplicaTable(settings.partitions, link.status, board, secondaries)
+    table = ReplicaTable(settings.partitions, link.status, board, secondaries, index)
     history = HistoryStore(table, settings.partitions, RebuildStatus(link.status))
     applied = AppliedOffsets()
     totals = FeedTotals()
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
     settings = Settings()
+    os.nice(settings.http_process_niceness)  # the fold, in the reducer process, comes first
     logging.config.dictConfig(
         process_logging_config(settings.log_format, settings.node_id, settings.log_level, settings.access_log)
     )

@@ -82,10 +82,11 @@ def change(entity_id: str, properties: dict[str, Any] | None, at: int, applied: 
     return ChangeRecord(partition, applied, 1, 1, ["test"], [EntityChange(entity_id, applied, [], entity)])
 
 
-def test_a_read_sees_what_the_reducer_wrote_before_it_arrived(primary: Primary, tmp_path: Path) -> None:
+def test_a_read_sees_what_another_process_relayed_before_it_arrived(primary: Primary, tmp_path: Path) -> None:
     replica = replica_of(primary, tmp_path)
     assert replica.get("e1") is None
-    primary.write("e1", {"t": 1}, 1000, applied=5)
+    partition = primary.write("e1", {"t": 1}, 1000, applied=5)
+    primary.board.relayed(partition, 3, 5)  # HTTP process 3 told a client: this process's relay is behind
     assert replica.get("e1") == {"id": "e1", "properties": {"t": 1}, "lastUpdated": rfc3339_ms(1000)}
     found = replica.lookup("e1")
     assert found is not None and found.last_timestamp == 1000 and found.applied == 5
@@ -142,7 +143,7 @@ def test_the_periodic_catch_up_empties_the_overlay(primary: Primary, tmp_path: P
     asyncio.run(scenario())
 
 
-def test_settle_waits_for_the_feed_to_reach_the_board(primary: Primary, tmp_path: Path) -> None:
+def test_settle_waits_for_this_processs_relay_to_reach_the_others(primary: Primary, tmp_path: Path) -> None:
     async def scenario() -> None:
         replica = replica_of(primary, tmp_path)
         partition = partition_for("e1", PARTITIONS)
@@ -150,6 +151,7 @@ def test_settle_waits_for_the_feed_to_reach_the_board(primary: Primary, tmp_path
         replica.on_change(change("e1", {"t": 0}, 500, applied=1))
         replica._catch_up(partition, replica._open[partition])
         primary.write("e1", {"t": 1}, 1000, applied=3)
+        primary.board.relayed(partition, 2, 3)  # another process relayed it first
         asyncio.get_running_loop().call_later(0.01, replica.on_change, change("e1", {"t": 1}, 1000, applied=3))
         before = replica.catch_ups
         await replica.settle(partition)
@@ -163,7 +165,8 @@ def test_scans_read_a_caught_up_secondary(primary: Primary, tmp_path: Path) -> N
     replica = replica_of(primary, tmp_path)
     assert list(replica.iter_prefix("")) == []
     for n in range(5):
-        primary.write(f"acme/e{n}", {"n": n}, 1000 + n, applied=n + 1)
+        partition = primary.write(f"acme/e{n}", {"n": n}, 1000 + n, applied=n + 1)
+        primary.board.relayed(partition, 1, n + 1)
     assert [stored.entity["id"] for stored in replica.iter_prefix("acme/")] == [f"acme/e{n}" for n in range(5)]
 
 
@@ -213,8 +216,11 @@ def test_the_board_is_shared_and_never_moves_back(tmp_path: Path) -> None:
     board.set(1, 10)
     board.set(1, 4)
     assert reader.get(1) == 10
-    board.reset(1, 4)
-    assert reader.get(1) == 4
+    assert reader.target(2) == -1
+    reader.relayed(2, 0, 7)
+    board.relayed(2, 5, 9)
+    reader.relayed(2, 0, 3)
+    assert board.target(2) == reader.target(2) == 9 and board.target(1) == -1
     board.close()
     reader.close()
 
