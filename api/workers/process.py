@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import gc
 import logging
 import logging.config
 import os
@@ -115,6 +116,7 @@ async def serve(settings: Settings, index: int, sock: socket.socket, control: st
         )
         services.close_on_stop(node.calls.close, "NodeCalls")
         await services.start(http)
+        gc.freeze()  # what start-up built lives as long as the process: keep it out of every collection
         link.serving = True
         await link.sync()
         await stopping.wait()
