@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -171,27 +172,26 @@ async def test_a_sync_carries_only_the_histogram_series_that_changed(reducer: tu
         await link.stop()
 
 
-async def test_a_path_is_passed_through_as_the_client_encoded_it(reducer: tuple) -> None:
-    _, _, socket_path, _ = reducer
+@contextlib.asynccontextmanager
+async def through_the_reducer(socket_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an HTTP process's app whose pass-through reaches the reducer on ``socket_path``."""
     link = ControlLink(str(socket_path), 1, WorkerCounters)
     await link.start()
     try:
         app = ReducerPassThrough(MemoryNode().app, link)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://flux") as client:
-            answer = await client.get("/api/admin/replay/tUAk%F3%A6%9B%B0%C2%AB%06eB")
-        assert answer.status_code == 404 and "error" in answer.json()
+            yield client
     finally:
         await link.stop()
+
+
+async def test_a_path_is_passed_through_as_the_client_encoded_it(reducer: tuple) -> None:
+    async with through_the_reducer(reducer[2]) as client:
+        answer = await client.get("/api/admin/replay/tUAk%F3%A6%9B%B0%C2%AB%06eB")
+    assert answer.status_code == 404 and "error" in answer.json()
 
 
 async def test_header_values_with_surrounding_whitespace_are_passed_through(reducer: tuple) -> None:
-    _, _, socket_path, _ = reducer
-    link = ControlLink(str(socket_path), 1, WorkerCounters)
-    await link.start()
-    try:
-        app = ReducerPassThrough(MemoryNode().app, link)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://flux") as client:
-            answer = await client.get("/api/admin/replay", headers={"Authorization": "Bearer ", "X-Any": " x "})
-        assert answer.status_code == 200 and answer.json() == []
-    finally:
-        await link.stop()
+    async with through_the_reducer(reducer[2]) as client:
+        answer = await client.get("/api/admin/replay", headers={"Authorization": "Bearer ", "X-Any": " x "})
+    assert answer.status_code == 200 and answer.json() == []
