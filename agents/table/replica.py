@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,7 +37,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import rocksdict
 
 from agents.history.rebuild import HistoryRebuilding
@@ -48,7 +46,9 @@ from agents.table.store import (
     NAMESPACE_COUNT_PREFIX,
     STATS_KEY,
     decode_state,
+    existing_entities,
     iter_entities,
+    read_stats,
     stored_entity,
 )
 from flux.model.changes import ChangeRecord
@@ -187,8 +187,8 @@ class ReplicaTable:
         return max(state.base, state.fed) if state.fed_trusted else state.base
 
     def _fresh(self, partition: int, scan: bool = False) -> _Partition:
-        """The partition, its view at least what the reducer had written when this was called
-        (for a scan: the secondary itself)."""
+        """The partition, its view at least as far as any relay of the node had delivered when this
+        was called, and past every rewrite (for a scan: the secondary itself)."""
         state = self._partition(partition)
         target = self._board.target(partition)
         if (state.base if scan else self._view(state)) < target or state.epoch != self._board.epoch(partition):
@@ -296,22 +296,15 @@ class ReplicaTable:
         self, prefix: str, partitions: Sequence[int] | None = None, after: str | None = None
     ) -> Iterator[StoredEntity]:
         """Existing entities whose id starts with ``prefix`` (after ``after``), in id order."""
-        encoded = prefix.encode()
-        start = None if after is None else after.encode()
-        streams = [iter_entities(self.serving_db(p), encoded, start) for p in self._served(partitions)]
-        for key, raw in heapq.merge(*streams):
-            state = decode_state(raw)
-            if exists(state):
-                yield stored_entity(key.decode(), state)
+        return existing_entities([self.serving_db(p) for p in self._served(partitions)], prefix, after)
 
     def count_namespace(self, namespace: str, partitions: Sequence[int] | None = None) -> int:
         """Existing entities ``namespace/...`` over ``partitions`` (default: served here)."""
         total = 0
         for partition in self._served(partitions):
             db = self.serving_db(partition)
-            raw_stats = db.get(STATS_KEY)
-            counted = raw_stats is not None and len(orjson.loads(raw_stats)) > 2 and orjson.loads(raw_stats)[2]
-            if counted or raw_stats is None:
+            stats = read_stats(db.get(STATS_KEY))
+            if stats is None or stats.namespaces_counted:
                 raw = db.get(NAMESPACE_COUNT_PREFIX + namespace.encode())
                 total += 0 if raw is None else int(raw)
             else:  # a store from before the counts were kept, not yet written since: count it

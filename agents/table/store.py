@@ -81,6 +81,22 @@ def iter_entities(db: rocksdict.Rdict, prefix: bytes, after: bytes | None = None
         it.next()
 
 
+def existing_entities(dbs: Sequence[rocksdict.Rdict], prefix: str, after: str | None) -> Iterator[StoredEntity]:
+    """The existing entities of several partition stores whose ids start with ``prefix`` (and sort
+    after ``after``), merged in id order, lazily (one RocksDB iterator, a consistent view, per store)."""
+    encoded = prefix.encode()
+    start = None if after is None else after.encode()
+    for key, raw in heapq.merge(*(iter_entities(db, encoded, start) for db in dbs)):
+        state = decode_state(raw)
+        if exists(state):
+            yield stored_entity(key.decode(), state)
+
+
+def read_stats(raw: bytes | None) -> PartitionStats | None:
+    """The :class:`PartitionStats` stored under :data:`STATS_KEY` (None when there are none)."""
+    return None if raw is None else PartitionStats(*orjson.loads(raw))
+
+
 def stored_entity(entity_id: str, state: State) -> StoredEntity:
     """The :class:`StoredEntity` of an existing entity's stored state."""
     entity = to_entity(entity_id, state)
@@ -190,8 +206,7 @@ class EntityStore:
     def _partition_stats(self, partition: int) -> PartitionStats:
         stats = self._stats.get(partition)
         if stats is None:
-            raw = self.db(partition).get(STATS_KEY)
-            stats = PartitionStats(*orjson.loads(raw)) if raw is not None else PartitionStats(0, 0)
+            stats = read_stats(self.db(partition).get(STATS_KEY)) or PartitionStats(0, 0)
             if not stats.namespaces_counted:  # a store written before the counts were kept: count once
                 stats = self._count_by_scan(partition, stats.events)
             self._stats[partition] = stats
@@ -398,13 +413,7 @@ class EntityStore:
         Each partition is read through one RocksDB iterator (a consistent view of that partition
         from the moment the iteration starts), so callers may pause between items.
         """
-        encoded = prefix.encode()
-        start = None if after is None else after.encode()
-        streams = [self.iter_partition(db, encoded, start) for db in self.serving_dbs(partitions)]
-        for key, raw in heapq.merge(*streams):
-            state = decode_state(raw)
-            if exists(state):
-                yield stored_entity(key.decode(), state)
+        return existing_entities(self.serving_dbs(partitions), prefix, after)
 
     def count_namespace(self, namespace: str, partitions: Sequence[int] | None = None) -> int:
         """Existing entities ``namespace/...`` over ``partitions`` (default: every one served here),
