@@ -12,6 +12,9 @@ record lies below the end (only transaction markers, or records of aborted trans
 left), the partition is caught up: 0 and 0; such a probe is not repeated while the position and
 the end stay the same.
 
+Each round also tells the store's :class:`agents.table.catch_up.CatchUp` where each partition stands,
+so that a node is ready only once it caught up with the log end as of its assignment.
+
 The figures are those of the last round: a partition no longer served is gone from
 ``/metrics`` within a round, and while the broker does not answer the last figures stay.
 """
@@ -26,6 +29,7 @@ from typing import Any, Protocol
 from aiokafka import TopicPartition
 
 from agents.log_reader import log_consumer
+from agents.table.catch_up import CatchUp
 from flux.background import cancel
 from flux.config import Settings
 from flux.metrics import AppliedLag, Metrics
@@ -33,6 +37,7 @@ from flux.metrics import AppliedLag, Metrics
 log = logging.getLogger(__name__)
 
 MEASURE_EVERY_S = 1.0
+UNREAD_TARGET_CHECK_S = 0.1
 PROBE_TIMEOUT_S = 1.0  # give up on a probe's answer after this long (the partition keeps its last lag in ms)
 PROBE_SLICE_MS = 50
 PROBE_FETCH_BYTES = 64 * 1024  # one record is enough: fetch little beyond the first record batch
@@ -49,6 +54,11 @@ class ServedPositions(Protocol):
 
     async def positions(self, partitions: list[int]) -> dict[int, int]:
         """The first events-topic offset each partition's table does not hold."""
+        ...
+
+    @property
+    def catch_up(self) -> CatchUp:
+        """Whether each served partition caught up with the log end as of its assignment."""
         ...
 
     @property
@@ -98,9 +108,18 @@ class AppliedLagWatch:
                     await self.measure(consumer)
                 except Exception as exc:  # the broker may be away, a rebalance under way: try again next round
                     log.info("applied lag not measured: %r", exc)
-                await asyncio.sleep(MEASURE_EVERY_S)
+                await self._until_next_round()
         finally:
             await consumer.stop()
+
+    async def _until_next_round(self) -> None:
+        """Wait :data:`MEASURE_EVERY_S`, less when a served partition's catch-up target is still to be
+        read: a node that just recovered should not wait a whole round to be ready."""
+        deadline = time.monotonic() + MEASURE_EVERY_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(UNREAD_TARGET_CHECK_S)
+            if self._store.catch_up.unread(self._store.active_partitions()):
+                return
 
     async def measure(self, consumer: Any) -> dict[int, AppliedLag]:
         """One round: the lag of every served partition, also set on the metrics; returns it. The standby
@@ -132,6 +151,8 @@ class AppliedLagWatch:
                 self._nothing[p] = (position, end)
             lags[p] = lag_of(position, end, first, now_ms)
         self._metrics.lag(lags)
+        for p in partitions:
+            self._store.catch_up.observe(p, positions[p], ends[p], lags[p].records)
         return lags
 
     async def _first_records(self, consumer: Any, behind: dict[int, tuple[int, int]]) -> dict[int, FirstRecord | None]:

@@ -170,7 +170,7 @@ class HealthOut(BaseModel):
 
 
 class ReadyOut(BaseModel):
-    """Readiness: broker reachable and table recovery done."""
+    """Readiness: broker reachable, table recovery done, and caught up with the log as of start."""
 
     status: Literal["ready", "not_ready"]
     broker: bool
@@ -178,6 +178,11 @@ class ReadyOut(BaseModel):
     partitions: list[int]
     standbys: dict[str, int] = Field(
         description="Partitions this node keeps a standby copy of, with how many changelog records it is behind"
+    )
+    catching_up: dict[str, int] = Field(
+        default_factory=dict,
+        description="Served partitions still folding the records that were in their log when they were "
+        "assigned to this node, with how many are left; the node is not ready until none is",
     )
     detail: str
 

@@ -85,6 +85,11 @@ class FluxProcess:
 
     def start(self, timeout: float = 90.0) -> None:
         """Start the node and wait until ``/ready`` answers 200."""
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the node's process (not waiting for anything)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / "flux.log", "ab")  # noqa: SIM115 - kept open for the process's life
         self.proc = subprocess.Popen(
@@ -94,7 +99,6 @@ class FluxProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         """Poll ``/ready`` until 200; fail with the node's log if it dies or times out."""

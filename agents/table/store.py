@@ -25,6 +25,7 @@ import orjson
 import rocksdict
 
 from agents.table.applied_board import AppliedBoard
+from agents.table.catch_up import CatchUp
 from flux.model.partitioning import partition_for
 from flux.model.reducer import State, exists, to_entity
 from flux.model.state import PartitionUnavailable, Readiness, StoredEntity
@@ -43,11 +44,14 @@ class PartitionStats(NamedTuple):
 
     ``namespaces_counted`` says the partition also keeps per-namespace entity counts (under
     :data:`NAMESPACE_COUNT_PREFIX`); a store written before it did is counted once by a scan.
+    ``applied`` travels with the states through the changelog, so a table recovered on another node
+    knows how far its states go, even before its reducer folded anything.
     """
 
     events: int
     entities: int
     namespaces_counted: bool = False
+    applied: int = -1  # the events-topic offset the partition's states are folded up to (-1: not recorded)
 
 
 def namespace_key(entity_key: bytes) -> bytes | None:
@@ -113,6 +117,7 @@ class EntityStore:
         self._app = app
         self._read_committed = read_committed  # async (partitions) -> {partition: the group's committed offset}
         self._committed: dict[int, int] = {}
+        self._held: dict[int, int] = {}  # partition -> the offset its stored states reach, read once per assignment
         self._table = table
         self._partitions = partitions
         self._changelog = table.changelog_topic.get_topic_name()
@@ -130,6 +135,7 @@ class EntityStore:
         self.stalled_partitions: list[int] = []  # set by agents.stall_watch: served but not advancing
         self.standbys: dict[int, int] = {}  # set by agents.table.standby: copied partition -> records behind
         self.board: AppliedBoard | None = None  # set when HTTP processes read the table: see agents.table.replica
+        self.catch_up = CatchUp()  # fed by agents.applied_lag: ready only once caught up with the log
 
     # -- partitions -------------------------------------------------------------------------
     def active_partitions(self) -> list[int]:
@@ -189,15 +195,37 @@ class EntityStore:
         """Nothing to wait for: the reducer's own store is always current."""
 
     async def positions(self, partitions: list[int]) -> dict[int, int]:
-        """The first events-topic offset each partition's table does not hold: the offset the
-        reducer applied up to, or, for a partition it has not folded since it was assigned, the
-        group's committed offset (0 if none). That is read once per assignment: the group's
-        commits only move after the reducer folded something."""
+        """The first events-topic offset each partition's table does not hold.
+
+        That is the furthest of: the offset the reducer applied up to since the partition was
+        assigned; the offset the stored states already reach (:meth:`held`: after a crash or a
+        takeover the table holds state of events past the group's committed offset, which the
+        reducer reads again and skips); and, for a partition the reducer has not folded since it
+        was assigned, the group's committed offset (0 if none). The last two are read once per
+        assignment: the group's commits only move after the reducer folded something.
+        """
         unknown = [p for p in partitions if self.applied_offset(p) < 0 and p not in self._committed]
         if unknown:
             found = await self._read_committed(unknown)
             self._committed.update({p: found.get(p, 0) for p in unknown})
-        return {p: self._committed[p] if self.applied_offset(p) < 0 else self.applied_offset(p) for p in partitions}
+        return {
+            p: max(self.held(p), self._committed[p] if self.applied_offset(p) < 0 else self.applied_offset(p))
+            for p in partitions
+        }
+
+    def held(self, partition: int) -> int:
+        """The events-topic offset ``partition``'s stored states reach, as found when it was assigned
+        (-1: unknown). A replay's new generation must fold at least this far, or its switch would
+        take back what the table holds (:mod:`agents.replay.jobs`)."""
+        held = self._held.get(partition)
+        if held is None:
+            db = self.db(partition)
+            stats = read_stats(db.get(STATS_KEY))
+            local = db.get(HISTORY_OFFSET_KEY)  # stores written before the stats carried the offset
+            held = max(-1 if stats is None else stats.applied, -1 if local is None else int(local))
+            if self.recovered():  # until then the changelog may still be restoring the stats
+                self._held[partition] = held
+        return held
 
     def partition_events(self, partition: int) -> int:
         """How many events the table of ``partition`` has folded."""
@@ -208,11 +236,11 @@ class EntityStore:
         if stats is None:
             stats = read_stats(self.db(partition).get(STATS_KEY)) or PartitionStats(0, 0)
             if not stats.namespaces_counted:  # a store written before the counts were kept: count once
-                stats = self._count_by_scan(partition, stats.events)
+                stats = self._count_by_scan(partition, stats)
             self._stats[partition] = stats
         return stats
 
-    def _count_by_scan(self, partition: int, events: int) -> PartitionStats:
+    def _count_by_scan(self, partition: int, stats: PartitionStats) -> PartitionStats:
         counts: dict[bytes, int] = {}
         entities = 0
         for key, value in self.iter_partition(self.db(partition), b""):
@@ -222,7 +250,7 @@ class EntityStore:
                 if namespace is not None:
                     counts[namespace] = counts.get(namespace, 0) + 1
         self._seeded[partition] = counts
-        return PartitionStats(events, entities, True)
+        return PartitionStats(stats.events, entities, True, stats.applied)
 
     def _namespace_count(self, partition: int, namespace: bytes) -> int:
         seeded = self._seeded.get(partition)
@@ -292,7 +320,7 @@ class EntityStore:
             self._applied[partition] = max(applied, self._applied.get(partition, -1))
             return stats
         entities = stats.entities + sum(change for _, change in states.values())
-        stats = PartitionStats(stats.events + events, entities, True)
+        stats = PartitionStats(stats.events + events, entities, True, max(applied, stats.applied))
         records = [(key, value) for key, (value, _) in states.items()]
         records.extend(self._namespace_counts(partition, states))
         records.append((STATS_KEY, orjson.dumps(list(stats))))
@@ -439,8 +467,10 @@ class EntityStore:
         self._stats.clear()
         self._seeded.clear()
         self._committed.clear()
+        self._held.clear()
         served = set(self.active_partitions())
         self._applied = {p: offset for p, offset in self._applied.items() if p in served}
+        self.catch_up.keep(served)
         self.rebalances += 1
 
     async def commit_source_offsets(self) -> None:
@@ -448,18 +478,45 @@ class EntityStore:
         await self._app.consumer.commit()
 
     async def readiness(self) -> Readiness:
-        """Ready when the broker answers and recovery is done."""
+        """Ready when the broker answers, recovery is done and every served partition caught up
+        with the log end as of its assignment (:mod:`agents.table.catch_up`)."""
         broker = True
         if self._broker_check is not None:
             broker = await self._broker_check()
         recovered = self.recovered()
         partitions = self.active_partitions() if recovered else []
         detail = "" if recovered else self.stopped() or "table recovery or rebalance in progress"
+        behind = await self._behind(partitions) if recovered and broker else {}
+        if behind:
+            detail = _catching_up(behind)
         stalled = self.stalled_partitions if recovered else []
         if stalled:
             detail = f"partitions {stalled} do not advance although the log has records for them; restart this node"
         if not broker:
             detail = "Kafka broker not reachable"
         return Readiness(
-            broker and recovered and not stalled, broker, recovered, partitions, detail, dict(self.standbys)
+            broker and recovered and not stalled and not behind,
+            broker,
+            recovered,
+            partitions,
+            detail,
+            dict(self.standbys),
+            {p: n for p, n in behind.items() if n is not None},
         )
+
+    async def _behind(self, partitions: list[int]) -> dict[int, int | None]:
+        """The served partitions not caught up yet (see :meth:`readiness`), each with the records left."""
+        try:
+            positions = await self.positions(partitions)
+        except Exception:  # the committed offsets could not be read: nothing is known yet
+            return dict.fromkeys(partitions)
+        return self.catch_up.behind(positions)
+
+
+def _catching_up(behind: dict[int, int | None]) -> str:
+    """The readiness detail of partitions still catching up (records left, None: the log end not read yet)."""
+    known = {p: n for p, n in behind.items() if n is not None}
+    unread = sorted(set(behind) - set(known))
+    parts = [f"{sum(known.values())} records left to fold in partitions {sorted(known)}"] if known else []
+    parts += [f"the log end of partitions {unread} not read yet"] if unread else []
+    return "catching up with the log: " + "; ".join(parts)

@@ -21,7 +21,8 @@ async def health() -> JSON:
 
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut, "description": "Not ready yet"}})
 async def ready(node: NodeDep) -> JSON:
-    """Ready when the broker answers and the table's recovery is done; 503 until then."""
+    """Ready when the broker answers, the table's recovery is done and every served partition folded
+    its log up to where it ended when the partition was assigned; 503 until then, saying why."""
     r = await node.reader.readiness()
     body = {
         "status": "ready" if r.ready else "not_ready",
@@ -29,6 +30,7 @@ async def ready(node: NodeDep) -> JSON:
         "recovered": r.recovered,
         "partitions": r.partitions,
         "standbys": {str(p): behind for p, behind in sorted(r.standbys.items())},
+        "catching_up": {str(p): behind for p, behind in sorted(r.catching_up.items())},
         "detail": r.detail,
     }
     return JSON(body, status_code=200 if r.ready else 503)

@@ -51,6 +51,7 @@ def status_to_json(status: TableStatus) -> dict[str, Any]:
     data["paths"] = {str(p): path for p, path in status.paths.items()}
     data["rebuilding"] = {str(p): list(progress) for p, progress in status.rebuilding.items()}
     data["readiness"]["standbys"] = {str(p): n for p, n in status.readiness.standbys.items()}
+    data["readiness"]["catching_up"] = {str(p): n for p, n in status.readiness.catching_up.items()}
     return data
 
 
@@ -70,6 +71,7 @@ def status_from_json(data: dict[str, Any]) -> TableStatus:
             [int(p) for p in ready["partitions"]],
             str(ready["detail"]),
             {int(p): int(n) for p, n in ready["standbys"].items()},
+            {int(p): int(n) for p, n in ready.get("catching_up", {}).items()},
         ),
         entities=int(data["entities"]),
         generation=int(data["generation"]),

@@ -33,7 +33,7 @@ class StoredEntity(NamedTuple):
 
 @dataclass
 class Readiness:
-    """Whether this node can answer reads: broker reachable and table recovery done."""
+    """Whether this node can answer reads: broker reachable, table recovery done, caught up with the log."""
 
     ready: bool
     broker: bool
@@ -41,6 +41,7 @@ class Readiness:
     partitions: list[int] = field(default_factory=list)
     detail: str = ""
     standbys: dict[int, int] = field(default_factory=dict)  # partition -> changelog records behind
+    catching_up: dict[int, int] = field(default_factory=dict)  # partition -> events-topic records left to fold
 
 
 @dataclass

@@ -22,6 +22,7 @@ async def test_ready_names_the_served_partitions(client: httpx.AsyncClient) -> N
         "recovered": True,
         "partitions": [0, 1, 2, 3],
         "standbys": {},
+        "catching_up": {},
         "detail": "",
     }
 

@@ -14,6 +14,7 @@ from aiokafka import TopicPartition
 from agents import applied_lag
 from agents.applied_lag import AppliedLagWatch, lag_of
 from agents.reducer_agent import BatchReducer
+from agents.table.catch_up import CatchUp
 from agents.table.store import PartitionStats
 from flux.config import Settings
 from flux.metrics import AppliedLag, Histogram, Metrics
@@ -97,6 +98,7 @@ class Store:
     def __init__(self, positions: dict[int, int]) -> None:
         self.served = positions
         self.standbys: dict[int, int] = {}
+        self.catch_up = CatchUp()
 
     def active_partitions(self) -> list[int]:
         return sorted(self.served)
@@ -164,6 +166,16 @@ async def test_a_round_measures_every_served_partition_and_skips_a_known_markers
     store.served = {1: 7}  # a rebalance took 0 and 2 away
     assert await watch.measure(consumer) == {1: (0, 0)} and consumer.probes == 2
     assert set(metrics.applied_lag) == {1}
+
+
+async def test_each_round_tells_the_catch_up_where_each_partition_stands() -> None:
+    store = Store({0: 5, 2: 3})
+    # partition 0 reached its log end; partition 2 has records 3 and 4 to fold
+    consumer = Consumer({2: {3: 99_600, 4: 99_800}}, {0: 5, 2: 5})
+    await AppliedLagWatch(settings(), store, Metrics()).measure(consumer)
+    assert store.catch_up.behind({0: 5, 2: 3}) == {2: 2}
+    consumer.ends[2] = 9  # more arrive meanwhile: the target stays the end as first read
+    assert store.catch_up.behind({0: 5, 2: 5}) == {}
 
 
 async def test_a_probe_without_an_answer_keeps_the_records_behind_and_the_last_age(

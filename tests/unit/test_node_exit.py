@@ -56,8 +56,15 @@ def test_a_stop_that_hangs_after_a_crash_is_cut_short_with_code_1() -> None:
 
 
 def _store(app: Any) -> EntityStore:
-    table = SimpleNamespace(changelog_topic=SimpleNamespace(get_topic_name=lambda: "t-entities-changelog"))
-    return EntityStore(app, table, 4)
+    table = SimpleNamespace(
+        changelog_topic=SimpleNamespace(get_topic_name=lambda: "t-entities-changelog"),
+        data=SimpleNamespace(_db_for_partition=lambda partition: {}),  # empty stores
+    )
+
+    async def committed(partitions: list[int]) -> dict[int, int]:
+        return dict.fromkeys(partitions, 0)
+
+    return EntityStore(app, table, 4, read_committed=committed)
 
 
 def _app(**state: Any) -> Any:
@@ -74,9 +81,22 @@ def _app(**state: Any) -> Any:
     return app
 
 
-async def test_a_folding_worker_is_ready_with_its_partitions() -> None:
-    readiness = await _store(_app()).readiness()
+async def test_a_folding_worker_is_ready_with_its_partitions_once_they_caught_up_with_the_log() -> None:
+    store = _store(_app())
+    for partition in (0, 2):
+        store.catch_up.observe(partition, position=0, end=0, lag_records=0)
+    readiness = await store.readiness()
     assert readiness.ready and readiness.partitions == [0, 2]
+
+
+async def test_a_worker_still_folding_what_its_log_held_at_start_is_not_ready_and_says_how_far_behind() -> None:
+    store = _store(_app())
+    store.catch_up.observe(0, position=0, end=40, lag_records=40)  # partition 2's log end is not read yet
+    readiness = await store.readiness()
+    assert not readiness.ready and readiness.recovered and readiness.partitions == [0, 2]
+    assert readiness.catching_up == {0: 40}
+    assert "40 records left to fold in partitions [0]" in readiness.detail
+    assert "the log end of partitions [2] not read yet" in readiness.detail
 
 
 async def test_a_crashed_worker_is_not_ready_and_serves_no_partition_at_once() -> None:
