@@ -267,7 +267,7 @@ def build_node(settings: Settings) -> tuple[faust.App, NodeServices]:
         )
     return app, NodeServices(
         publisher,
-        [namespaces, idempotency],
+        [namespaces],  # the keyed publishes are the HTTP processes': only they keep the answers in memory
         None,
         [rebuilder, replays],
         [node.calls],

@@ -173,7 +173,22 @@ class Settings(BaseSettings):
         description="The compacted topic of webhook registrations, pauses and delivery reports (holds their secrets)",
     )
     idempotency_ttl_s: int = Field(
-        default=86_400, ge=1, description="Seconds an `X-Idempotency-Key` answer is replayed"
+        default=86_400,
+        ge=1,
+        description="Seconds an `X-Idempotency-Key` answer is replayed; a key used again later is a new request "
+        "(its events get new eventIds)",
+    )
+    idempotency_cache_keys: int = Field(
+        default=100_000,
+        ge=1,
+        description="Most `X-Idempotency-Key` answers each process of a node keeps in memory (the oldest are "
+        "forgotten first, before their TTL when more keys come in; see docs/api.md, Idempotent retries)",
+    )
+    idempotency_cache_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1_048_576,
+        description="Most bytes of `X-Idempotency-Key` answers each process of a node keeps in memory (about 600 "
+        "bytes a key, more for a batch answer with failed events; the oldest are forgotten first)",
     )
     changes_retention_ms: int = Field(
         default=3_600_000, ge=60_000, description="Retention of the change feed, in milliseconds"

@@ -143,5 +143,5 @@ async def publish_batch(
     answer = {"successful": len(valid), "failed": failed, "results": results}
     if wait:
         await wait_until_applied(node.applied, settings, offsets, valid, timeout, answer)
-    await remember(node.idempotency, keyed_request, answer)
+    await remember(node.idempotency, keyed_request, answer, batch=True)
     return JSON(answer)

@@ -114,10 +114,22 @@ class CompactedLog:
 
     async def write(self, key: bytes, value: bytes | None) -> None:
         """Append one record (acks=all) and wait until this process has read it back."""
+        await self.write_many([(key, value)])
+
+    async def write_many(self, records: list[tuple[bytes, bytes | None]]) -> None:
+        """Append records in order (acks=all) and wait until this process has read the last one back."""
         assert self._producer is not None, f"{self._name} log not started"
+        producer = self._producer
+        topic = self._partition.topic
         timeout = self._settings.publish_timeout_ms / 1000
+
+        async def send_all() -> int:
+            sending = [await producer.send(topic, value, key=key, partition=0) for key, value in records]
+            sent = await asyncio.gather(*sending)
+            return int(sent[-1].offset)
+
         try:
-            sent = await asyncio.wait_for(self._producer.send_and_wait(self._partition.topic, value, key=key), timeout)
-            await self._read_up_to(sent.offset + 1, timeout)
+            last = await asyncio.wait_for(send_all(), timeout)
+            await self._read_up_to(last + 1, timeout)
         except (KafkaError, TimeoutError) as exc:
             raise PublishFailed(f"the broker did not acknowledge the {self._name} change: {exc!r}") from exc

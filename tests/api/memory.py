@@ -359,12 +359,20 @@ class MemoryPublisher:
             self._fold(partition, group, applied)
 
 
-class LocalWrites(CompactedLog):
-    """A compacted log whose writes are folded at once, as if this process had read them back."""
+MAX_RECORD_BYTES = 1_048_576  # what a broker and aiokafka's producer take in one record by default
 
-    async def write(self, key: bytes, value: bytes | None) -> None:
-        """Fold the record instead of writing it to the topic."""
-        self.apply(key, value)
+
+class LocalWrites(CompactedLog):
+    """A compacted log whose writes are folded at once, as if this process had read them back; a record
+    larger than a broker takes by default is refused, as the broker would refuse it."""
+
+    async def write_many(self, records: list[tuple[bytes, bytes | None]]) -> None:
+        """Fold the records instead of writing them to the topic."""
+        for key, value in records:
+            if len(key) + len(value or b"") > MAX_RECORD_BYTES:
+                raise PublishFailed(f"a record of {len(key) + len(value or b'')} bytes is too large for the broker")
+        for key, value in records:
+            self.apply(key, value)
 
 
 class MemoryNamespaceLog(LocalWrites, NamespaceLog):
