@@ -331,6 +331,12 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="Page size of `GET /api/state/entities` without `limit`"
     )
     list_max_limit: int = Field(default=10_000, ge=1, description="Largest `limit` accepted")
+    list_max_offset: int = Field(
+        default=10_000,
+        ge=0,
+        description="Largest `offset` of `GET /api/state/entities` (`422` beyond): an offset walks every entity "
+        "before it, so deeper pages follow the `Link` header (`after=`), which costs the same at any depth",
+    )
 
     @model_validator(mode="after")
     def _strong_admin_token(self) -> Self:

@@ -28,7 +28,9 @@ async def list_entities(
     limit: int | None = Query(
         None, ge=1, description="Page size (default FLUX_LIST_DEFAULT_LIMIT, max FLUX_LIST_MAX_LIMIT)"
     ),
-    offset: int = Query(0, ge=0, description="Entities to skip, in id order"),
+    offset: int = Query(
+        0, ge=0, description="Entities to skip, in id order (at most FLUX_LIST_MAX_OFFSET; deeper: `after`)"
+    ),
     after: str | None = Query(
         None, min_length=1, description="Only ids after this one, in id order (the cursor of the next page's link)"
     ),
@@ -40,6 +42,12 @@ async def list_entities(
     page_size = settings.list_default_limit if limit is None else limit
     if page_size > settings.list_max_limit:
         raise ApiError(422, f"limit must be at most {settings.list_max_limit}")
+    if offset > settings.list_max_offset:
+        raise ApiError(
+            422,
+            f"offset must be at most {settings.list_max_offset} (FLUX_LIST_MAX_OFFSET): an offset walks every "
+            "entity before it; page deeper with after= (the last id of the page before), as the Link header does",
+        )
     scope = effective_prefix(prefix, namespace) or caller.scope()  # a tenant's unfiltered list is its own
     node.guard.check_prefix(caller, scope, "read")
     moment = None if at is None else query_time(at, "at", 0)

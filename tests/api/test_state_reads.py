@@ -165,3 +165,16 @@ async def test_an_unexpected_error_is_a_json_500_naming_only_its_kind(
         response = await client.get("/api/state/entities/x")
     assert response.status_code == 500
     assert response.json() == {"error": "internal error: RuntimeError"}
+
+
+async def test_an_offset_past_the_configured_bound_is_refused_pointing_at_after() -> None:
+    node = MemoryNode(node_settings(list_max_offset=5))
+    async with node.client() as client:
+        await publish_all(client, [event(f"deep/{i}") for i in range(8)])
+        at_bound = await client.get("/api/state/entities", params={"prefix": "deep/", "offset": 5})
+        assert ids(at_bound) == ["deep/5", "deep/6", "deep/7"]
+        past = await client.get("/api/state/entities", params={"prefix": "deep/", "offset": 6})
+        assert_refused(past, 422, "offset must be at most 5 (FLUX_LIST_MAX_OFFSET)")
+        assert "after=" in past.json()["error"]
+        deeper = await client.get("/api/state/entities", params={"prefix": "deep/", "after": "deep/5"})
+        assert ids(deeper) == ["deep/6", "deep/7"], "after= reaches any depth"
