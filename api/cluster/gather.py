@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from api.cluster.node_calls import NodeCalls
+from api.cluster.node_calls import MAX_CALL_ITEMS, NodeCalls
 from api.errors import ApiError
 from flux.model.history import HistoryQuery, encode_cursor
 from flux.model.partitioning import partition_for
@@ -230,33 +230,40 @@ class Cluster:
         return page, False
 
     async def lookup(self, entity_ids: Sequence[str], auth: str | None) -> dict[str, StoredEntity]:
-        """The existing entities among ``entity_ids``, by id, wherever they are served."""
+        """The existing entities among ``entity_ids``, by id, wherever they are served: another node's
+        share goes in calls of at most MAX_CALL_ITEMS ids, this node's is read as many at a time
+        between hand-backs of the event loop."""
         by_partition: dict[int, list[str]] = {}
         for entity_id in entity_ids:
             by_partition.setdefault(partition_for(entity_id, self._partitions), []).append(entity_id)
         found: dict[str, StoredEntity] = {}
         for owner, partitions in (await self.owners(sorted(by_partition))).items():
             ids = [entity_id for p in partitions for entity_id in by_partition[p]]
-            if owner == self.node_url:
-                found.update({i: stored for i in ids if (stored := self._reader.lookup(i)) is not None})
-            else:
-                answer = await self._call(owner, "/lookup", auth, body={"ids": ids})
-                found.update({row[0]["id"]: _stored(row) for row in answer["items"]})
+            for part in _chunks(ids, MAX_CALL_ITEMS):
+                if owner == self.node_url:
+                    found.update({i: stored for i in part if (stored := self._reader.lookup(i)) is not None})
+                    await asyncio.sleep(0)
+                else:
+                    answer = await self._call(owner, "/lookup", auth, body={"ids": part})
+                    found.update({row[0]["id"]: _stored(row) for row in answer["items"]})
         return found
 
     async def count_namespaces(self, names: Sequence[str], auth: str | None) -> dict[str, int]:
-        """Existing entities ``name/...`` per namespace name, over the whole cluster."""
+        """Existing entities ``name/...`` per namespace name, over the whole cluster (another node is
+        asked for at most MAX_CALL_ITEMS names a call)."""
         totals = dict.fromkeys(names, 0)
-        if not names:
+        if not totals:
             return totals
         for owner, partitions in (await self.owners()).items():
-            if owner == self.node_url:
-                counts = {name: self._reader.count_namespace(name, partitions) for name in names}
-            else:
-                body = {"namespaces": list(names), "partitions": partitions}
-                counts = await self._call(owner, "/namespace-counts", auth, body=body)
-            for name in names:
-                totals[name] += int(counts.get(name, 0))
+            for part in _chunks(list(totals), MAX_CALL_ITEMS):
+                if owner == self.node_url:
+                    counts = {name: self._reader.count_namespace(name, partitions) for name in part}
+                    await asyncio.sleep(0)
+                else:
+                    body = {"namespaces": part, "partitions": partitions}
+                    counts = await self._call(owner, "/namespace-counts", auth, body=body)
+                for name in part:
+                    totals[name] += int(counts.get(name, 0))
         return totals
 
     # -- history --------------------------------------------------------------------------
@@ -322,6 +329,11 @@ def _challenge(answer: httpx.Response) -> dict[str, str] | None:
 
 def _take(items: Any, count: int) -> list[Any]:
     return [item for _, item in zip(range(count), items, strict=False)]
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    """``items`` cut into lists of at most ``size``, in order."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _csv(partitions: Sequence[int]) -> str:

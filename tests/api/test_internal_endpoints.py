@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from api.cluster.node_calls import MAX_CALL_ITEMS
 from tests.api.helpers import assert_refused, bearer, event, register
 
 
@@ -65,3 +66,21 @@ async def test_internal_reads_follow_the_rules_of_private_reads(private: httpx.A
         assert foreign.status_code == 403, prefix
     lookup = await private.post("/api/internal/lookup", json={"ids": [f"{theirs}/a"]}, headers=bearer(token))
     assert lookup.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("/api/internal/lookup", {"ids": [f"x/{i}" for i in range(MAX_CALL_ITEMS + 1)]}, "ids has 1001 items"),
+        (
+            "/api/internal/namespace-counts",
+            {"namespaces": [f"n{i}" for i in range(MAX_CALL_ITEMS + 1)], "partitions": [0]},
+            "namespaces has 1001 items",
+        ),
+    ],
+)
+async def test_a_call_with_more_items_than_one_call_carries_is_413(
+    client: httpx.AsyncClient, path: str, body: object, message: str
+) -> None:
+    assert MAX_CALL_ITEMS == 1_000
+    assert_refused(await client.post(path, json=body), 413, f"{message}; one call carries at most 1000")
