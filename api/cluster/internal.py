@@ -8,7 +8,8 @@ their parameters are checked as the public ones are (times out of range are 400)
 names the partitions it wants; a node that does not serve one of them (any more) answers 503,
 and the asking node answers 503 with ``Retry-After`` in turn (see :mod:`api.cluster.gather`).
 
-Each call's work is bounded: pages of at most :data:`MAX_PAGE` entities or events, and at most
+Each call's work is bounded: pages of at most :data:`MAX_PAGE` entities or events, at most
+FLUX_LIST_AT_MAX_EVENTS history events folded for entities as they were at a time, and at most
 :data:`api.cluster.node_calls.MAX_CALL_ITEMS` ids or namespaces in a body (413 beyond; the
 gathering node splits longer lists).
 """
@@ -68,17 +69,21 @@ async def entities(
     after: str | None = None,
     at: int | None = None,
     limit: int = Query(1000, ge=1, le=MAX_PAGE),
+    budget: int | None = Query(None, ge=1),
 ) -> JSON:
-    """This node's entities of ``partitions`` with the prefix, after ``after``, in id order."""
+    """This node's entities of ``partitions`` with the prefix, after ``after``, in id order; with ``at``,
+    as they were then, folding at most ``budget`` (at most FLUX_LIST_AT_MAX_EVENTS) history events,
+    and ``scanned``: how many it folded."""
     _check_prefix(node, caller, prefix)
     wanted = _partitions(node, partitions)
     if at is None:
         found = node.reader.iter_prefix(prefix, wanted, after)
         items = [_row(stored) for _, stored in zip(range(limit), found, strict=False)]
-    else:
-        found_at = node.history.iter_at(prefix, query_time(at, "at", 0), wanted, after)
-        items = [[entity, 0, -1] for _, (_, entity) in zip(range(limit), found_at, strict=False)]
-    return JSON({"items": items, "frontier": items[-1][0]["id"] if len(items) == limit else None})
+        return JSON({"items": items, "frontier": items[-1][0]["id"] if len(items) == limit else None})
+    most = node.settings.list_at_max_events
+    page = await node.history.page_at(prefix, query_time(at, "at", 0), limit, min(most, budget or most), wanted, after)
+    items = [[entity, 0, -1] for _, entity in page.items]
+    return JSON({"items": items, "frontier": page.frontier, "scanned": page.scanned})
 
 
 def _items(body: Any, field: str, what: str) -> list[str]:

@@ -179,3 +179,19 @@ async def test_a_gathered_lookup_or_count_longer_than_one_call_carries_goes_in_s
     sizes = [len(next(iter(orjson.loads(sent.content).values()))) for sent in recording.seen]
     assert sizes == [MAX_CALL_ITEMS, MAX_CALL_ITEMS, 4, MAX_CALL_ITEMS, 1]
     await calls.close()
+
+
+async def test_a_gathered_list_at_a_time_ends_where_the_budget_of_this_node_ran_out_and_goes_on_from_there() -> None:
+    other = MemoryNode(node_settings())
+    at = 1_700_000_000_009
+    async with other.client() as client:
+        batch = [event(f"t/{n}", at - 9 + i) for n in range(6) for i in range(3)]
+        assert (await client.post("/api/events/batch", json=batch)).status_code == 200
+    calls, recording = this_node(other, secret=None)
+    cluster = Cluster(AllElsewhere(), None, calls, 4, 0.0, at_budget=7)  # type: ignore[arg-type]
+    first = await cluster.page("t/", 0, 100, None, at)
+    assert [e["id"] for e in first.entities] == ["t/0", "t/1", "t/2"] and first.after == "t/2"
+    rest = await cluster.page("t/", 0, 100, None, at, first.after)
+    assert [e["id"] for e in rest.entities] == ["t/3", "t/4", "t/5"] and rest.after is None
+    assert [sent.url.params["budget"] for sent in recording.seen] == ["7", "7"]
+    await calls.close()
