@@ -85,7 +85,9 @@ def create_app(
         default_response_class=JSON,
     )
     calls = NodeCalls.from_settings(settings)
-    cluster = Cluster(reader, history, calls, settings.partitions, settings.rebalance_wait_s)
+    cluster = Cluster(
+        reader, history, calls, settings.partitions, settings.rebalance_wait_s, settings.list_at_max_events
+    )
     app.state.node = Node(
         settings=settings,
         publisher=publisher,

@@ -54,6 +54,7 @@ def _configured_maxima(schema: dict[str, Any], settings: Settings) -> None:
     """Write the configured maxima (they come from the environment) into ``schema``."""
     maxima = {
         "limit": settings.list_max_limit,
+        "offset": settings.list_max_offset,
         "wait_timeout_ms": settings.wait_max_timeout_ms,
         **dict.fromkeys(TIME_PARAMETERS, MAX_TIMESTAMP_MS),
     }

@@ -7,7 +7,7 @@ until the node applied them (its ``flux_events_applied_total``), then runs
 entities, then over all of them. For each it reports entities/s, the export process's CPU time and its
 peak RSS (``wait4``'s ``ru_maxrss``): flat memory means both peaks are about the same.
 Last, it times one page deep in the list fetched by cursor (``after=``, as the Link header pages) and by
-``offset=`` (which walks every entity before it).
+``offset=`` (which walks every entity before it, so past ``FLUX_LIST_MAX_OFFSET`` it is refused: ``422``).
 
 Run: ``python bench/bench_export.py [--entities 1000000] [--url http://localhost:3000]``.
 """

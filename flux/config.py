@@ -346,6 +346,19 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="Page size of `GET /api/state/entities` without `limit`"
     )
     list_max_limit: int = Field(default=10_000, ge=1, description="Largest `limit` accepted")
+    list_max_offset: int = Field(
+        default=10_000,
+        ge=0,
+        description="Largest `offset` of `GET /api/state/entities` (`422` beyond): an offset walks every entity "
+        "before it, so deeper pages follow the `Link` header (`after=`), which costs the same at any depth",
+    )
+    list_at_max_events: int = Field(
+        default=100_000,
+        ge=1,
+        description="History events one `GET /api/state/entities?at=` request folds at most on each node serving "
+        "part of it (an entity examined counts one at least): past it the page ends early, with fewer entities "
+        "than `limit` or none, and a `Link` that goes on from there (see docs/history-and-replay.md)",
+    )
 
     @model_validator(mode="after")
     def _strong_admin_token(self) -> Self:

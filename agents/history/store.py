@@ -4,11 +4,16 @@ A history query walks history keys in key order: one entity's events are one tim
 a prefix covers the ranges of every matching entity, in entity-id order, then time order. The
 partitions this node serves are merged, so pages are stable, and a cursor (the last key of a
 page) resumes exactly after it, in either direction. Time travel folds an entity's events up to
-a time with the pure reducer.
+a time with the pure reducer, one event at a time as the iterator reads them (an entity's history
+is never all in memory), and hands the event loop back every :data:`YIELD_EVERY` events or
+entities, so a long fold or a long list shares the loop with other requests (and, with
+``FLUX_HTTP_PROCESSES=0``, with the reducer) instead of stopping it. A RocksDB iterator is a
+consistent view of its store, so pausing between reads is safe.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
@@ -16,9 +21,17 @@ from typing import Any, Protocol
 import orjson
 import rocksdict
 
-from flux.model.history import HISTORY_PREFIX, HistoryQuery, entity_range, split_history_key, time_key
+from flux.model.history import (
+    HISTORY_PREFIX,
+    AtPage,
+    HistoryQuery,
+    entity_range,
+    page_at,
+    split_history_key,
+    time_key,
+)
 from flux.model.partitioning import partition_for
-from flux.model.reducer import fold, new_state, to_entity
+from flux.model.reducer import apply_event, new_state, to_entity
 
 
 def _walk(
@@ -46,6 +59,25 @@ def _walk(
 SCAN_BUDGET = 20_000
 """History keys one request examines at most: filters that skip many events (a prefix over long
 histories with a recent ``since``, a rare stream) end a page early, with a cursor to go on."""
+
+
+YIELD_EVERY = 1_000
+"""Events folded (or entities examined) between two hand-backs of the event loop: about a millisecond."""
+
+
+class Pacer:
+    """Hands the event loop back (``asyncio.sleep(0)``) every ``every`` units of work."""
+
+    def __init__(self, every: int = YIELD_EVERY) -> None:
+        self._every = every
+        self._done = 0
+
+    async def tick(self) -> None:
+        """One unit of work done; let the other tasks run if it completes a round."""
+        self._done += 1
+        if self._done >= self._every:
+            self._done = 0
+            await asyncio.sleep(0)
 
 
 class _Descending:
@@ -151,27 +183,41 @@ class HistoryStore:
         """Whether anything follows in ``merged`` (a next page may still turn out empty after filters)."""
         return next(merged, None) is not None
 
-    def entity_at(self, entity_id: str, at: int) -> dict[str, Any] | None:
+    async def entity_at(self, entity_id: str, at: int) -> dict[str, Any] | None:
         """The entity as it was at ``at`` (its events with timestamp <= at, folded); None if absent then."""
-        if "\0" in entity_id:
-            return None  # ids never contain NUL (validation refuses it)
-        db = self._db(partition_for(entity_id, self._partitions))
-        events = [
-            orjson.loads(value)
-            for _, value in _walk(db, entity_range(entity_id), time_key(entity_id, at + 1), False, None)
-        ]
-        return to_entity(entity_id, fold(events, new_state()) if events else None)
+        entity, _ = await self._fold_at(entity_id, at, Pacer())
+        return entity
 
-    def iter_at(
-        self, prefix: str, at: int, partitions: Sequence[int] | None = None, after: str | None = None
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(id, entity as it was at ``at``) of the entities whose id starts with ``prefix`` (and sorts
-        after ``after``) that existed then, in id order, over ``partitions`` (default: served here)."""
+    async def _fold_at(self, entity_id: str, at: int, pacer: Pacer) -> tuple[dict[str, Any] | None, int]:
+        """(the entity as it was at ``at`` or None, events folded): one event in memory at a time."""
+        await pacer.tick()  # an entity examined is work too, with no event folded
+        if "\0" in entity_id:
+            return None, 0  # ids never contain NUL (validation refuses it)
+        db = self._db(partition_for(entity_id, self._partitions))
+        state = new_state()
+        folded = 0
+        for _, value in _walk(db, entity_range(entity_id), time_key(entity_id, at + 1), False, None):
+            apply_event(state, orjson.loads(value))
+            folded += 1
+            await pacer.tick()
+        return to_entity(entity_id, state), folded
+
+    async def page_at(
+        self,
+        prefix: str,
+        at: int,
+        limit: int,
+        budget: int,
+        partitions: Sequence[int] | None = None,
+        after: str | None = None,
+    ) -> AtPage:
+        """Up to ``limit`` entities whose id starts with ``prefix`` (and sorts after ``after``) as they
+        were at ``at``, in id order, over ``partitions`` (default: served here), folding about ``budget``
+        events at most (:func:`flux.model.history.page_at`)."""
         encoded = prefix.encode()
         start = None if after is None else after.encode()
         served = self._store.active_partitions() if partitions is None else partitions
         streams = [(key for key, _ in self._store.iter_partition(self._db(p), encoded, start)) for p in served]
-        for key in heapq.merge(*streams):
-            entity = self.entity_at(key.decode(), at)
-            if entity is not None:
-                yield key.decode(), entity
+        ids = (key.decode() for key in heapq.merge(*streams))
+        pacer = Pacer()
+        return await page_at(ids, lambda entity_id: self._fold_at(entity_id, at, pacer), limit, budget)

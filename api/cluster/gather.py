@@ -21,12 +21,12 @@ import heapq
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
-from api.cluster.node_calls import NodeCalls
+from api.cluster.node_calls import MAX_CALL_ITEMS, NodeCalls
 from api.errors import ApiError
 from flux.model.history import HistoryQuery, encode_cursor
 from flux.model.partitioning import partition_for
@@ -35,6 +35,7 @@ from flux.model.state import HistoryReader, PartitionUnavailable, StateReader, S
 INTERNAL = "/api/internal"
 REMOTE_PAGE = 5_000  # entities or events one internal request returns at most
 AT_PAGE = 200  # entities as they were at a time: each costs a fold of its history
+AT_BUDGET = 100_000  # history events a node folds at most for one list with ?at= (FLUX_LIST_AT_MAX_EVENTS)
 WAIT_STEP_S = 0.05
 
 Page = tuple[list[tuple[Any, Any]], Any]  # ([(key, item)], frontier or None)
@@ -102,9 +103,16 @@ class Cluster:
     """Cross-partition reads over the nodes of one Flux app (see the module docstring)."""
 
     def __init__(
-        self, reader: StateReader, history: HistoryReader, calls: NodeCalls, partitions: int, wait_s: float
+        self,
+        reader: StateReader,
+        history: HistoryReader,
+        calls: NodeCalls,
+        partitions: int,
+        wait_s: float,
+        at_budget: int = AT_BUDGET,
     ) -> None:
         self._reader = reader
+        self._at_budget = at_budget
         self._history = history
         self._calls = calls
         self.node_url = calls.node_url
@@ -175,88 +183,143 @@ class Cluster:
 
     # -- entities -------------------------------------------------------------------------
     async def entities(
-        self, prefix: str, auth: str | None, chunk: int = REMOTE_PAGE, at: int | None = None, after: str | None = None
+        self, prefix: str, auth: str | None, chunk: int = REMOTE_PAGE, after: str | None = None
     ) -> AsyncIterator[StoredEntity]:
         """Existing entities whose id starts with ``prefix`` (and sorts after ``after``), in id order, over
-        the whole cluster; with ``at``, as they were then (``applied`` and ``last_timestamp`` are then -1 and 0)."""
+        the whole cluster."""
         fetches = [
-            self._entity_pages(owner, partitions, prefix, auth, chunk, at)
+            self._entity_pages(owner, partitions, prefix, auth, chunk)
             for owner, partitions in (await self.owners()).items()
         ]
         async for _, stored in merged(fetches, start=after):
             if stored is not None:
                 yield stored
 
-    def _entity_pages(
-        self, owner: str, partitions: list[int], prefix: str, auth: str | None, chunk: int, at: int | None
-    ) -> Fetch:
-        size = max(1, min(chunk, REMOTE_PAGE if at is None else AT_PAGE))
+    def _entity_pages(self, owner: str, partitions: list[int], prefix: str, auth: str | None, chunk: int) -> Fetch:
+        size = max(1, min(chunk, REMOTE_PAGE))
 
         async def local(after: str | None) -> Page:
-            if at is None:
-                found = self._reader.iter_prefix(prefix, partitions, after)
-                items = [(s.entity["id"], s) for s in _take(found, size)]
-            else:
-                items = [
-                    (i, StoredEntity(e, 0, -1))
-                    for i, e in _take(self._history.iter_at(prefix, at, partitions, after), size)
-                ]
+            found = self._reader.iter_prefix(prefix, partitions, after)
+            items = [(s.entity["id"], s) for s in _take(found, size)]
             return items, items[-1][0] if len(items) == size else None
 
         async def remote(after: str | None) -> Page:
             params: dict[str, Any] = {"prefix": prefix, "partitions": _csv(partitions), "limit": size}
             if after is not None:
                 params["after"] = after
-            if at is not None:
-                params["at"] = at
             answer = await self._call(owner, "/entities", auth, params)
             return [(row[0]["id"], _stored(row)) for row in answer["items"]], answer["frontier"]
 
         return local if owner == self.node_url else remote
 
+    def _pages_at(
+        self, owner: str, partitions: list[int], prefix: str, auth: str | None, chunk: int, at: int, budget: AtBudget
+    ) -> Fetch:
+        """A source of entities as they were at ``at``, folding at most ``budget.per_source`` history
+        events over the request (then its last page ends early and ``budget.exhausted`` is set)."""
+        size = max(1, min(chunk, AT_PAGE))
+        left = budget.per_source
+
+        def spent(scanned: int) -> None:
+            nonlocal left
+            left -= scanned
+            if left <= 0:
+                budget.exhausted = True
+
+        async def local(after: str | None) -> Page:
+            found = await self._history.page_at(prefix, at, size, max(1, left), partitions, after)
+            spent(found.scanned)
+            return [(i, StoredEntity(e, 0, -1)) for i, e in found.items], found.frontier
+
+        async def remote(after: str | None) -> Page:
+            params: dict[str, Any] = {
+                "prefix": prefix,
+                "partitions": _csv(partitions),
+                "limit": size,
+                "at": at,
+                "budget": max(1, left),
+            }
+            if after is not None:
+                params["after"] = after
+            answer = await self._call(owner, "/entities", auth, params)
+            spent(int(answer.get("scanned", 0)))
+            return [(row[0]["id"], _stored(row)) for row in answer["items"]], answer["frontier"]
+
+        return local if owner == self.node_url else remote
+
     async def page(
-        self, prefix: str, offset: int, limit: int, auth: str | None, at: int | None = None, after: str | None = None
-    ) -> tuple[list[dict[str, Any]], bool]:
+        self,
+        prefix: str,
+        offset: int,
+        limit: int,
+        auth: str | None,
+        at: int | None = None,
+        after: str | None = None,
+    ) -> ListPage:
         """Up to ``limit`` entities after skipping ``offset``, in id order, starting after the id ``after``
-        (a cursor: the cost of a page does not grow with the pages before it); whether more follow."""
+        (a cursor: the cost of a page does not grow with the pages before it), and where the next page starts.
+
+        With ``at``, each node serving part of the list folds about FLUX_LIST_AT_MAX_EVENTS history events
+        at most for it: past that, the page ends early (fewer entities, or none) at a frontier that the
+        next page goes on from.
+        """
+        chunk = offset + limit + 1
+        budget = AtBudget(self._at_budget)
+        fetches = [
+            self._entity_pages(owner, partitions, prefix, auth, chunk)
+            if at is None
+            else self._pages_at(owner, partitions, prefix, auth, chunk, at, budget)
+            for owner, partitions in (await self.owners()).items()
+        ]
         page: list[dict[str, Any]] = []
-        index = 0
-        async for stored in self.entities(prefix, auth, chunk=offset + limit + 1, at=at, after=after):
-            if index >= offset:
-                if len(page) == limit:
-                    return page, True
+        skip = offset
+        async for key, stored in merged(fetches, start=after):
+            if stored is None:
+                if budget.exhausted:  # everything up to key was examined on every node
+                    return ListPage(page, key, skip)
+            elif skip:
+                skip -= 1
+            elif len(page) == limit:
+                return ListPage(page, page[-1]["id"], 0)
+            else:
                 page.append(stored.entity)
-            index += 1
-        return page, False
+        return ListPage(page, None, 0)
 
     async def lookup(self, entity_ids: Sequence[str], auth: str | None) -> dict[str, StoredEntity]:
-        """The existing entities among ``entity_ids``, by id, wherever they are served."""
+        """The existing entities among ``entity_ids``, by id, wherever they are served: another node's
+        share goes in calls of at most MAX_CALL_ITEMS ids, this node's is read as many at a time
+        between hand-backs of the event loop."""
         by_partition: dict[int, list[str]] = {}
         for entity_id in entity_ids:
             by_partition.setdefault(partition_for(entity_id, self._partitions), []).append(entity_id)
         found: dict[str, StoredEntity] = {}
         for owner, partitions in (await self.owners(sorted(by_partition))).items():
             ids = [entity_id for p in partitions for entity_id in by_partition[p]]
-            if owner == self.node_url:
-                found.update({i: stored for i in ids if (stored := self._reader.lookup(i)) is not None})
-            else:
-                answer = await self._call(owner, "/lookup", auth, body={"ids": ids})
-                found.update({row[0]["id"]: _stored(row) for row in answer["items"]})
+            for part in _chunks(ids, MAX_CALL_ITEMS):
+                if owner == self.node_url:
+                    found.update({i: stored for i in part if (stored := self._reader.lookup(i)) is not None})
+                    await asyncio.sleep(0)
+                else:
+                    answer = await self._call(owner, "/lookup", auth, body={"ids": part})
+                    found.update({row[0]["id"]: _stored(row) for row in answer["items"]})
         return found
 
     async def count_namespaces(self, names: Sequence[str], auth: str | None) -> dict[str, int]:
-        """Existing entities ``name/...`` per namespace name, over the whole cluster."""
+        """Existing entities ``name/...`` per namespace name, over the whole cluster (another node is
+        asked for at most MAX_CALL_ITEMS names a call)."""
         totals = dict.fromkeys(names, 0)
-        if not names:
+        if not totals:
             return totals
         for owner, partitions in (await self.owners()).items():
-            if owner == self.node_url:
-                counts = {name: self._reader.count_namespace(name, partitions) for name in names}
-            else:
-                body = {"namespaces": list(names), "partitions": partitions}
-                counts = await self._call(owner, "/namespace-counts", auth, body=body)
-            for name in names:
-                totals[name] += int(counts.get(name, 0))
+            for part in _chunks(list(totals), MAX_CALL_ITEMS):
+                if owner == self.node_url:
+                    counts = {name: self._reader.count_namespace(name, partitions) for name in part}
+                    await asyncio.sleep(0)
+                else:
+                    body = {"namespaces": part, "partitions": partitions}
+                    counts = await self._call(owner, "/namespace-counts", auth, body=body)
+                for name in part:
+                    totals[name] += int(counts.get(name, 0))
         return totals
 
     # -- history --------------------------------------------------------------------------
@@ -300,6 +363,24 @@ class Cluster:
         return local if owner == self.node_url else remote
 
 
+@dataclass
+class AtBudget:
+    """History events each source of one ``?at=`` list may fold, and whether one has run out."""
+
+    per_source: int
+    exhausted: bool = False
+
+
+@dataclass(frozen=True)
+class ListPage:
+    """A page of a list: its entities, the id the next page starts after (None: no more follow),
+    and how many entities the next page still skips (an ``offset`` a budget interrupted)."""
+
+    entities: list[dict[str, Any]]
+    after: str | None
+    skip: int
+
+
 class NodeUnavailable(PartitionUnavailable):
     """A node serving part of an answer did not give it (unreachable, or its partitions moved)."""
 
@@ -322,6 +403,11 @@ def _challenge(answer: httpx.Response) -> dict[str, str] | None:
 
 def _take(items: Any, count: int) -> list[Any]:
     return [item for _, item in zip(range(count), items, strict=False)]
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    """``items`` cut into lists of at most ``size``, in order."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def _csv(partitions: Sequence[int]) -> str:

@@ -7,6 +7,11 @@ their parameters are checked as the public ones are (times out of range are 400)
 ``FLUX_CLUSTER_SECRET`` set, they answer only calls that show it (:mod:`api.cluster.node_calls`). Each
 names the partitions it wants; a node that does not serve one of them (any more) answers 503,
 and the asking node answers 503 with ``Retry-After`` in turn (see :mod:`api.cluster.gather`).
+
+Each call's work is bounded: pages of at most :data:`MAX_PAGE` entities or events, at most
+FLUX_LIST_AT_MAX_EVENTS history events folded for entities as they were at a time, and at most
+:data:`api.cluster.node_calls.MAX_CALL_ITEMS` ids or namespaces in a body (413 beyond; the
+gathering node splits longer lists).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api.auth import Caller
 from api.body import read_json
+from api.cluster.node_calls import MAX_CALL_ITEMS
 from api.deps import Node, NodeDep, Reader
 from api.errors import ApiError
 from api.params import history_query, query_time
@@ -33,7 +39,7 @@ async def node_calls_only(request: Request, node: NodeDep) -> None:
 router = APIRouter(prefix="/api/internal", include_in_schema=False, dependencies=[Depends(node_calls_only)])
 
 MAX_PAGE = 10_000
-MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_BODY_BYTES = 16 * 1024 * 1024  # the items are capped (MAX_CALL_ITEMS); this only stops absurd bodies early
 
 
 def _partitions(node: Node, given: str) -> list[int]:
@@ -63,27 +69,38 @@ async def entities(
     after: str | None = None,
     at: int | None = None,
     limit: int = Query(1000, ge=1, le=MAX_PAGE),
+    budget: int | None = Query(None, ge=1),
 ) -> JSON:
-    """This node's entities of ``partitions`` with the prefix, after ``after``, in id order."""
+    """This node's entities of ``partitions`` with the prefix, after ``after``, in id order; with ``at``,
+    as they were then, folding at most ``budget`` (at most FLUX_LIST_AT_MAX_EVENTS) history events,
+    and ``scanned``: how many it folded."""
     _check_prefix(node, caller, prefix)
     wanted = _partitions(node, partitions)
     if at is None:
         found = node.reader.iter_prefix(prefix, wanted, after)
         items = [_row(stored) for _, stored in zip(range(limit), found, strict=False)]
-    else:
-        found_at = node.history.iter_at(prefix, query_time(at, "at", 0), wanted, after)
-        items = [[entity, 0, -1] for _, (_, entity) in zip(range(limit), found_at, strict=False)]
-    return JSON({"items": items, "frontier": items[-1][0]["id"] if len(items) == limit else None})
+        return JSON({"items": items, "frontier": items[-1][0]["id"] if len(items) == limit else None})
+    most = node.settings.list_at_max_events
+    page = await node.history.page_at(prefix, query_time(at, "at", 0), limit, min(most, budget or most), wanted, after)
+    items = [[entity, 0, -1] for _, entity in page.items]
+    return JSON({"items": items, "frontier": page.frontier, "scanned": page.scanned})
+
+
+def _items(body: Any, field: str, what: str) -> list[str]:
+    """``body[field]``, a list of at most MAX_CALL_ITEMS strings (else 400, or 413 for a longer one)."""
+    given = body.get(field) if isinstance(body, dict) else None
+    if not isinstance(given, list) or not all(isinstance(item, str) for item in given):
+        raise ApiError(400, f'body must be {{"{field}": [{what}]}}')
+    if len(given) > MAX_CALL_ITEMS:
+        raise ApiError(413, f"{field} has {len(given)} items; one call carries at most {MAX_CALL_ITEMS}")
+    return given
 
 
 @router.post("/lookup")
 async def lookup(request: Request, node: NodeDep, caller: Reader) -> JSON:
     """The existing entities among ``{"ids": [...]}`` (all of partitions served here)."""
     guard = node.guard
-    body = await read_json(request, MAX_BODY_BYTES)
-    ids = body.get("ids") if isinstance(body, dict) else None
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise ApiError(400, 'body must be {"ids": [entity ids]}')
+    ids = _items(await read_json(request, MAX_BODY_BYTES), "ids", "entity ids")
     rows = []
     for entity_id in ids:
         guard.check_entity(caller, entity_id, "read")
@@ -97,10 +114,10 @@ async def lookup(request: Request, node: NodeDep, caller: Reader) -> JSON:
 async def namespace_counts(request: Request, node: NodeDep, caller: Reader) -> JSON:
     """Existing entities per namespace in the partitions of ``{"namespaces": [...], "partitions": [...]}``."""
     body = await read_json(request, MAX_BODY_BYTES)
-    names = body.get("namespaces") if isinstance(body, dict) else None
     given = body.get("partitions") if isinstance(body, dict) else None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or not isinstance(given, list):
+    if not isinstance(given, list):
         raise ApiError(400, 'body must be {"namespaces": [names], "partitions": [numbers]}')
+    names = _items(body, "namespaces", "names")
     wanted = _partitions(node, ",".join(str(p) for p in given))
     counts = {}
     for name in names:

@@ -31,6 +31,10 @@ from flux.config import Settings
 
 log = logging.getLogger(__name__)
 
+MAX_CALL_ITEMS = 1_000
+"""Entity ids (``/lookup``) or namespaces (``/namespace-counts``) one internal call carries at most:
+the internal endpoints refuse more (413), the gathering node splits longer lists into calls of this size."""
+
 FORWARDED_BY = "X-Flux-Forwarded-By"
 SECRET_HEADER = "X-Flux-Cluster-Secret"
 CALLER_HEADER = "X-Flux-Caller"

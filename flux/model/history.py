@@ -8,7 +8,8 @@ then timestamp, then eventId::
 Entity ids never contain NUL (validation refuses it), so one entity's events are one contiguous,
 time-ordered key range, and a time window is a seek to its first key. A second key,
 ``SEEN_PREFIX + entity_id + NUL + eventId``, says the entity already has that event, so a re-sent
-event is applied and stored once. This module is pure: key layout, query and cursors.
+event is applied and stored once. This module is pure: key layout, query, cursors, and how a page
+of entities as they were at a time is cut (:func:`page_at`, whoever stores the events).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,3 +103,37 @@ class HistoryQuery:
     after: bytes | None = None  # the cursor: the last key of the previous page
     streams: frozenset[str] | None = None
     sources: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class AtPage:
+    """A page of entities as they were at a time: ``(id, entity)`` pairs in id order, the last id
+    examined when more ids follow (None: no more), and what the page cost (see :func:`page_at`)."""
+
+    items: list[tuple[str, dict[str, Any]]]
+    frontier: str | None
+    scanned: int
+
+
+FoldAt = Callable[[str], Awaitable[tuple[dict[str, Any] | None, int]]]
+"""An entity id -> (the entity as it was at the page's time or None, history events folded for it)."""
+
+
+async def page_at(ids: Iterable[str], fold_at: FoldAt, limit: int, budget: int) -> AtPage:
+    """Fold the entities of ``ids`` (in id order) one by one until ``limit`` of them existed at the
+    time, or until ``budget`` is spent: each entity examined costs the events folded for it, one at
+    least (one that did not exist yet costs a seek). One entity is always examined, and an entity is
+    folded whole, so the last one may overshoot the budget; the frontier is then the last id examined,
+    and a page that goes on after it misses nothing."""
+    items: list[tuple[str, dict[str, Any]]] = []
+    scanned = 0
+    last: str | None = None
+    for entity_id in ids:
+        if last is not None and (len(items) == limit or scanned >= budget):  # one entity at least: progress
+            return AtPage(items, last, scanned)
+        entity, events = await fold_at(entity_id)
+        scanned += max(1, events)
+        last = entity_id
+        if entity is not None:
+            items.append((entity_id, entity))
+    return AtPage(items, None, scanned)

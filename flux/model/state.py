@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from flux.model.history import HistoryQuery
+from flux.model.history import AtPage, HistoryQuery
 
 
 class PartitionUnavailable(RuntimeError):
@@ -65,8 +65,10 @@ class HistoryReader(Protocol):
         """Up to ``query.limit`` events and the cursor of the next page (None: no more)."""
         ...
 
-    def entity_at(self, entity_id: str, at: int) -> dict[str, Any] | None:
-        """The entity as it was at ``at`` (Unix ms), or None if it did not exist then."""
+    async def entity_at(self, entity_id: str, at: int) -> dict[str, Any] | None:
+        """The entity as it was at ``at`` (Unix ms), or None if it did not exist then: its events up to
+        ``at`` folded one by one as they are read (never all in memory), handing the event loop back
+        now and then on a long history."""
         ...
 
     def page(
@@ -76,11 +78,19 @@ class HistoryReader(Protocol):
         served here) and the last key examined when more may follow (None: no more)."""
         ...
 
-    def iter_at(
-        self, prefix: str, at: int, partitions: Sequence[int] | None = None, after: str | None = None
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(id, entity as it was at ``at``) of the entities with ids starting with ``prefix`` (after
-        ``after``) that existed then, in id order."""
+    async def page_at(
+        self,
+        prefix: str,
+        at: int,
+        limit: int,
+        budget: int,
+        partitions: Sequence[int] | None = None,
+        after: str | None = None,
+    ) -> AtPage:
+        """Up to ``limit`` entities with ids starting with ``prefix`` (after ``after``) as they were at
+        ``at``, in id order, over ``partitions`` (default: served here), folding about ``budget``
+        history events at most (:func:`flux.model.history.page_at`), handing the event loop back now
+        and then."""
         ...
 
 

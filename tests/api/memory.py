@@ -49,7 +49,15 @@ from flux.kafka.webhook_log import WebhookLog
 from flux.metrics import Metrics
 from flux.model.changes import ChangeRecord, EntityChange, encode_ops
 from flux.model.events import Envelope, entity_of
-from flux.model.history import HISTORY_PREFIX, HistoryQuery, history_key, split_history_key, time_key
+from flux.model.history import (
+    HISTORY_PREFIX,
+    AtPage,
+    HistoryQuery,
+    history_key,
+    page_at,
+    split_history_key,
+    time_key,
+)
 from flux.model.partitioning import partition_for
 from flux.model.reducer import Change, State, apply_event, exists, fold, new_state, to_entity
 from flux.model.replay import CANCELLED, FINISHED, ReplayBusy, ReplayJob, ReplayRange
@@ -273,24 +281,36 @@ class MemoryTable:
                 return page, key if index + 1 < len(keys) else None
         return page, None
 
-    def entity_at(self, entity_id: str, at: int) -> dict[str, Any] | None:
+    async def entity_at(self, entity_id: str, at: int) -> dict[str, Any] | None:
         """The fold of the entity's events with timestamp <= ``at``; None if it did not exist then."""
+        entity, _ = self._fold_at(entity_id, at)
+        return entity
+
+    def _fold_at(self, entity_id: str, at: int) -> tuple[dict[str, Any] | None, int]:
+        """(the entity as it was at ``at`` or None, events folded)."""
         if "\0" in entity_id:
-            return None
+            return None, 0
         self._serving([partition_for(entity_id, self._partitions)])
         low, high = time_key(entity_id, 0), time_key(entity_id, at + 1)
         keys = self._keys[bisect.bisect_left(self._keys, low) : bisect.bisect_left(self._keys, high)]
         events = [self._history[key] for key in keys]
-        return _detached(to_entity(entity_id, fold(events) if events else None))
+        return _detached(to_entity(entity_id, fold(events) if events else None)), len(events)
 
-    def iter_at(
-        self, prefix: str, at: int, partitions: Sequence[int] | None = None, after: str | None = None
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(id, entity as it was at ``at``) of the ids starting with ``prefix`` that existed then."""
-        for entity_id in self._ids(self._serving(partitions), prefix, after):
-            entity = self.entity_at(entity_id, at)
-            if entity is not None:
-                yield entity_id, entity
+    async def page_at(
+        self,
+        prefix: str,
+        at: int,
+        limit: int,
+        budget: int,
+        partitions: Sequence[int] | None = None,
+        after: str | None = None,
+    ) -> AtPage:
+        """Up to ``limit`` entities starting with ``prefix`` as they were at ``at``, within ``budget``."""
+
+        async def fold_at(entity_id: str) -> tuple[dict[str, Any] | None, int]:
+            return self._fold_at(entity_id, at)
+
+        return await page_at(self._ids(self._serving(partitions), prefix, after), fold_at, limit, budget)
 
 
 Fold = Callable[[int, list[Envelope], int], None]  # (partition, events of one record, offset after it)

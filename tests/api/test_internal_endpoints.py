@@ -5,7 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from api.cluster.node_calls import MAX_CALL_ITEMS
 from tests.api.helpers import assert_refused, bearer, event, register
+from tests.api.memory import MemoryNode, node_settings
 
 
 async def test_a_node_answers_its_share_of_entities_lookups_counts_and_history(client: httpx.AsyncClient) -> None:
@@ -65,3 +67,34 @@ async def test_internal_reads_follow_the_rules_of_private_reads(private: httpx.A
         assert foreign.status_code == 403, prefix
     lookup = await private.post("/api/internal/lookup", json={"ids": [f"{theirs}/a"]}, headers=bearer(token))
     assert lookup.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        ("/api/internal/lookup", {"ids": [f"x/{i}" for i in range(MAX_CALL_ITEMS + 1)]}, "ids has 1001 items"),
+        (
+            "/api/internal/namespace-counts",
+            {"namespaces": [f"n{i}" for i in range(MAX_CALL_ITEMS + 1)], "partitions": [0]},
+            "namespaces has 1001 items",
+        ),
+    ],
+)
+async def test_a_call_with_more_items_than_one_call_carries_is_413(
+    client: httpx.AsyncClient, path: str, body: object, message: str
+) -> None:
+    assert MAX_CALL_ITEMS == 1_000
+    assert_refused(await client.post(path, json=body), 413, f"{message}; one call carries at most 1000")
+
+
+async def test_entities_at_a_time_fold_at_most_the_budget_asked_or_configured() -> None:
+    node = MemoryNode(node_settings(list_at_max_events=10))
+    async with node.client() as client:
+        batch = [event(f"b/{n}", 1_700_000_000_000 + i) for n in range(5) for i in range(3)]
+        assert (await client.post("/api/events/batch", json=batch)).status_code == 200
+        params = {"partitions": "0,1,2,3", "prefix": "b/", "at": 1_700_000_000_002}
+        asked = (await client.get("/api/internal/entities", params={**params, "budget": 4})).json()
+        assert [row[0]["id"] for row in asked["items"]] == ["b/0", "b/1"] and asked["frontier"] == "b/1"
+        assert asked["scanned"] == 6
+        capped = (await client.get("/api/internal/entities", params={**params, "budget": 1_000})).json()
+        assert len(capped["items"]) == 4 and capped["frontier"] == "b/3" and capped["scanned"] == 12, "at most 10"

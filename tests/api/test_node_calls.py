@@ -10,13 +10,14 @@ import logging
 from collections.abc import Sequence
 
 import httpx
+import orjson
 import pytest
 from pydantic import ValidationError
 from starlette.requests import Request
 
 from api.cluster.forward import Forwarder
 from api.cluster.gather import Cluster
-from api.cluster.node_calls import CALLER_HEADER, SECRET_HEADER, NodeCalls
+from api.cluster.node_calls import CALLER_HEADER, MAX_CALL_ITEMS, SECRET_HEADER, NodeCalls
 from tests.api.helpers import ADMIN, ADMIN_TOKEN, SECURED, assert_refused, bearer, event, register
 from tests.api.memory import BASE_URL, MemoryNode, node_settings
 
@@ -161,3 +162,36 @@ def test_a_cluster_secret_shorter_than_32_characters_refuses_the_start() -> None
     with pytest.raises(ValidationError, match="FLUX_CLUSTER_SECRET needs at least 32 characters"):
         node_settings(cluster_secret="short")
     assert node_settings(cluster_secret=SECRET).cluster_secret is not None
+
+
+async def test_a_gathered_lookup_or_count_longer_than_one_call_carries_goes_in_several_calls() -> None:
+    other = MemoryNode(node_settings())
+    async with other.client() as client:
+        batch = [event(f"big/e{i}", v=i) for i in range(3)]
+        assert (await client.post("/api/events/batch", json=batch)).status_code == 200
+    calls, recording = this_node(other, secret=None)
+    cluster = Cluster(AllElsewhere(), None, calls, 4, 0.0)  # type: ignore[arg-type]
+    wanted = [f"big/e{i}" for i in range(3)] + [f"big/absent-{i}" for i in range(2 * MAX_CALL_ITEMS + 1)]
+    assert sorted(await cluster.lookup(wanted, None)) == ["big/e0", "big/e1", "big/e2"]
+    names = ["big"] + [f"none{i}" for i in range(MAX_CALL_ITEMS)]
+    counts = await cluster.count_namespaces(names, None)
+    assert counts["big"] == 3 and sum(counts.values()) == 3 and len(counts) == MAX_CALL_ITEMS + 1
+    sizes = [len(next(iter(orjson.loads(sent.content).values()))) for sent in recording.seen]
+    assert sizes == [MAX_CALL_ITEMS, MAX_CALL_ITEMS, 4, MAX_CALL_ITEMS, 1]
+    await calls.close()
+
+
+async def test_a_gathered_list_at_a_time_ends_where_the_budget_of_this_node_ran_out_and_goes_on_from_there() -> None:
+    other = MemoryNode(node_settings())
+    at = 1_700_000_000_009
+    async with other.client() as client:
+        batch = [event(f"t/{n}", at - 9 + i) for n in range(6) for i in range(3)]
+        assert (await client.post("/api/events/batch", json=batch)).status_code == 200
+    calls, recording = this_node(other, secret=None)
+    cluster = Cluster(AllElsewhere(), None, calls, 4, 0.0, at_budget=7)  # type: ignore[arg-type]
+    first = await cluster.page("t/", 0, 100, None, at)
+    assert [e["id"] for e in first.entities] == ["t/0", "t/1", "t/2"] and first.after == "t/2"
+    rest = await cluster.page("t/", 0, 100, None, at, first.after)
+    assert [e["id"] for e in rest.entities] == ["t/3", "t/4", "t/5"] and rest.after is None
+    assert [sent.url.params["budget"] for sent in recording.seen] == ["7", "7"]
+    await calls.close()

@@ -165,3 +165,48 @@ async def test_an_unexpected_error_is_a_json_500_naming_only_its_kind(
         response = await client.get("/api/state/entities/x")
     assert response.status_code == 500
     assert response.json() == {"error": "internal error: RuntimeError"}
+
+
+async def test_an_offset_past_the_configured_bound_is_refused_pointing_at_after() -> None:
+    node = MemoryNode(node_settings(list_max_offset=5))
+    async with node.client() as client:
+        await publish_all(client, [event(f"deep/{i}") for i in range(8)])
+        at_bound = await client.get("/api/state/entities", params={"prefix": "deep/", "offset": 5})
+        assert ids(at_bound) == ["deep/5", "deep/6", "deep/7"]
+        past = await client.get("/api/state/entities", params={"prefix": "deep/", "offset": 6})
+        assert_refused(past, 422, "offset must be at most 5 (FLUX_LIST_MAX_OFFSET)")
+        assert "after=" in past.json()["error"]
+        deeper = await client.get("/api/state/entities", params={"prefix": "deep/", "after": "deep/5"})
+        assert ids(deeper) == ["deep/6", "deep/7"], "after= reaches any depth"
+
+
+async def walk(client: httpx.AsyncClient, url: str | None) -> list[list[str]]:
+    """The ids of every page from ``url`` on, following the Link headers."""
+    pages = []
+    while url:
+        response = await client.get(url)
+        assert response.status_code == 200, response.text
+        pages.append(ids(response))
+        url = next_link(response)
+    return pages
+
+
+async def test_a_list_at_a_time_folds_a_bounded_number_of_events_per_page_and_its_links_miss_nothing() -> None:
+    node = MemoryNode(node_settings(list_at_max_events=10))
+    async with node.client() as client:
+        await publish_all(client, [event(f"at/{n}", T0 + i, v=i) for n in range(6) for i in range(4)])
+        await publish_all(client, [event(f"at/z{n:02d}", T0 + 50) for n in range(25)])  # not yet there at T0 + 9
+        url = f"/api/state/entities?prefix=at/&at={T0 + 9}&limit=100"
+        pages = await walk(client, url)
+        assert [n for page in pages for n in page] == [f"at/{n}" for n in range(6)]
+        assert max(len(page) for page in pages) == 3, "4 events an entity: the third reaches the budget of 10"
+        assert [] in pages, "25 entities that did not exist cost one each: pages without entities, still linked"
+        first = await client.get(url)
+        assert first.json()[0] == {
+            "id": "at/0",
+            "properties": {"v": 3},
+            "lastUpdated": "2023-11-14T22:13:20.003Z",
+        }
+        skipped = await walk(client, f"{url}&offset=4")
+        assert [n for page in skipped for n in page] == ["at/4", "at/5"], "an offset a budget cut goes on in the link"
+        assert skipped[0] == []

@@ -207,3 +207,47 @@ def test_history_is_rebuilt_from_the_events_topic_after_losing_local_rocksdb(new
     publish_all(node, [event(entity, T0 + 5000, "r0001", i=-1)])  # a re-send of an old event: still applied once
     assert len(history(node, entity=entity, limit=1000)) == 600
     assert node.entity(entity).json()["properties"]["i"] == 599
+
+
+def pages_of(flux: FluxProcess, path: str, params: dict[str, str]) -> list[list[str]]:
+    """The ids of every page of a list, following its Link headers."""
+    response = flux.client.get(path, params=params)
+    pages = []
+    while True:
+        assert response.status_code == 200, response.text
+        pages.append([entity["id"] for entity in response.json()])
+        link = response.headers.get("link")
+        if link is None:
+            return pages
+        target = urlsplit(link[1 : link.index(">")])
+        response = flux.client.get(f"{target.path}?{target.query}")
+
+
+def test_list_pages_are_bounded_on_every_node_of_a_cluster_and_their_links_miss_nothing(
+    new_flux: Any, uid: str
+) -> None:
+    bounds = {"FLUX_LIST_MAX_OFFSET": "5", "FLUX_LIST_AT_MAX_EVENTS": "10"}
+    first = new_flux(4, **bounds)
+    second = new_flux(join=first, **bounds)
+
+    def both_serve() -> bool:
+        ready = [node.client.get("/ready") for node in (first, second)]
+        return all(r.status_code == 200 and r.json()["partitions"] for r in ready)
+
+    first.wait_for(both_serve, timeout=90, what="partitions split over both nodes")
+    ns = f"b{uid}"
+    entities = [f"{ns}/{n:02d}" for n in range(12)]
+    publish_all(first, [event(entity, T0 + i, v=i) for entity in entities for i in range(4)])
+    publish_all(first, [event(f"{ns}/z{n:02d}", T0 + 50, v=0) for n in range(20)])  # not there yet at T0 + 9
+    for node in (first, second):
+        refused = node.client.get("/api/state/entities", params={"namespace": ns, "offset": "6"})
+        assert refused.status_code == 422 and "FLUX_LIST_MAX_OFFSET" in refused.json()["error"], refused.text
+        deepest = node.client.get("/api/state/entities", params={"namespace": ns, "offset": "5", "limit": "3"})
+        assert [e["id"] for e in deepest.json()] == entities[5:8]
+        at = pages_of(node, "/api/state/entities", {"namespace": ns, "at": str(T0 + 9), "limit": "100"})
+        assert [entity for page in at for entity in page] == entities, at
+        assert len(at) >= 3 and max(len(page) for page in at) <= 6, f"about 10 events a node and a page: {at}"
+        then = node.client.get("/api/state/entities", params={"namespace": ns, "at": str(T0 + 9), "limit": "2"})
+        assert [e["properties"] for e in then.json()] == [{"v": 3}, {"v": 3}]
+        skipped = pages_of(node, "/api/state/entities", {"namespace": ns, "at": str(T0 + 9), "offset": "4"})
+        assert [entity for page in skipped for entity in page] == entities[4:], skipped

@@ -169,10 +169,10 @@ def test_a_recovering_local_partition_is_not_served_from_its_incomplete_store() 
 def test_pages_by_offset_on_one_node() -> None:
     ids = [f"ns/e-{n:02d}" for n in range(25)]
     reader = FakeReader([0, 1, 2, 3], {p: "http://me" for p in range(4)}, ids)
-    page, more = asyncio.run(cluster(reader).page("ns/", 10, 10, None))
-    assert [e["id"] for e in page] == ids[10:20] and more
-    page, more = asyncio.run(cluster(reader).page("ns/", 20, 10, None))
-    assert [e["id"] for e in page] == ids[20:] and not more
+    page = asyncio.run(cluster(reader).page("ns/", 10, 10, None))
+    assert [e["id"] for e in page.entities] == ids[10:20] and page.after == ids[19] and page.skip == 0
+    page = asyncio.run(cluster(reader).page("ns/", 20, 10, None))
+    assert [e["id"] for e in page.entities] == ids[20:] and page.after is None
 
 
 def test_history_pages_end_early_with_a_cursor_when_sources_only_pass_frontiers() -> None:
