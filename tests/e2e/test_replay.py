@@ -49,15 +49,15 @@ def publish_all(flux: FluxProcess, events: list[dict], wait: bool = True) -> Non
 def snapshot(flux: FluxProcess) -> dict[str, dict]:
     """Every entity the node serves, by id."""
     found: dict[str, dict] = {}
-    offset = 0
+    params = {"limit": "10000"}
     while True:
-        response = flux.client.get("/api/state/entities", params={"limit": 10000, "offset": offset})
+        response = flux.client.get("/api/state/entities", params=params)
         assert response.status_code == 200, response.text
         page = response.json()
         found.update({entity["id"]: entity for entity in page})
-        if len(page) < 10000:
+        if "link" not in response.headers:
             return found
-        offset += len(page)
+        params["after"] = page[-1]["id"]
 
 
 def start_replay(flux: FluxProcess, **body: Any) -> dict:
