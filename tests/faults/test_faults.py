@@ -61,8 +61,12 @@ def _cluster(bootstrap: str, base: Path, count: int, **env: str) -> list[FluxPro
         )
         for i in range(count)
     ]
-    start_all(nodes)
-    _wait_served(nodes, nodes)
+    try:
+        start_all(nodes)
+        _wait_served(nodes, nodes)
+    except BaseException:
+        _stop_all(nodes)  # a cluster that did not come up leaves no process behind
+        raise
     return nodes
 
 

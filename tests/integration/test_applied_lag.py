@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 
 from agents.applied_lag import AppliedLagWatch
 from agents.log_reader import log_consumer
+from agents.table.catch_up import CatchUp
 from flux.kafka.topics import ensure_topics
 from flux.metrics import Metrics
 from tests.flux_process import app_settings
@@ -21,6 +22,7 @@ class Store:
     def __init__(self, positions: dict[int, int]) -> None:
         self.served = positions
         self.standbys: dict[int, int] = {}  # no standby copies here
+        self.catch_up = CatchUp()
 
     def active_partitions(self) -> list[int]:
         return sorted(self.served)
