@@ -6,7 +6,7 @@ import os
 import socket
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import AliasChoices, Field, FilePath, SecretStr, model_validator
 from pydantic_core import PydanticCustomError
@@ -454,6 +454,16 @@ class Settings(BaseSettings):
     def entity_limits(self) -> EntityLimits:
         """The caps of one entity's stored state."""
         return EntityLimits(self.max_entity_bytes, self.max_entity_properties)
+
+    def in_clear(self) -> dict[str, Any]:
+        """The settings as JSON values with every secret in clear, for a child process to read back
+        (``Settings(**settings.in_clear())``; ``model_dump`` masks each ``SecretStr`` as ``**********``)."""
+        dumped = self.model_dump(mode="json")
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                dumped[name] = value.get_secret_value()
+        return dumped
 
 
 @lru_cache(maxsize=1)

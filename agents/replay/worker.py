@@ -31,7 +31,7 @@ from aiokafka import TopicPartition
 from agents.log_reader import log_consumer
 from agents.replay.shadow_store import ShadowPartition, open_shadow
 from flux.config import Settings
-from flux.kafka.security import TLS_PROTOCOLS, secrets
+from flux.kafka.security import TLS_PROTOCOLS
 from flux.model.replay import ReplayJob
 
 PROGRESS_EVERY_S = 0.25
@@ -175,7 +175,7 @@ class WorkerPool:
                 )
                 pool.workers.append(_Worker(process, job, share))
                 spec = {
-                    "settings": {**settings.model_dump(mode="json"), **secrets(settings)},  # the dump masks them
+                    "settings": settings.in_clear(),  # model_dump would mask the secrets
                     "dir": str(directory),
                     "partitions": {str(p): [job.partitions[p].start, job.partitions[p].end] for p in share},
                 }

@@ -37,7 +37,6 @@ __all__ = [
     "check",
     "client_options",
     "faust_credentials",
-    "secrets",
     "ssl_context",
     "uses_sasl",
     "uses_tls",
@@ -99,9 +98,3 @@ def faust_credentials(settings: KafkaSecurityOptions) -> CredentialsT | None:
         return None
     assert credentials.protocol.value == settings.kafka_security_protocol
     return credentials
-
-
-def secrets(settings: KafkaSecurityOptions) -> dict[str, str]:
-    """The secret settings in clear, for handing settings to a child process (``model_dump`` masks them)."""
-    clear = password(settings)
-    return {} if clear is None else {"kafka_sasl_password": clear}

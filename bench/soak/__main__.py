@@ -1,0 +1,5 @@
+"""``python -m bench.soak --help``."""
+
+from bench.soak.cli import app
+
+app()
