@@ -6,13 +6,14 @@ A small memory-mapped file of 8-byte slots, per partition:
   every batch it stores;
 - the epoch, bumped by the reducer process when it rewrites state without moving that offset (a
   replay's switch): readers then catch up whatever offsets say;
-- one *relayed* slot per HTTP process: the newest applied offset its change relay delivered (to
-  its WebSocket subscribers and ``?wait=true`` waiters). Each process writes only its own slot.
+- one *relayed* slot per HTTP process: the newest applied offset that process may have shown a
+  client, through its change relay (to its WebSocket subscribers and ``?wait=true`` waiters) or
+  through its reads (its secondary's offset after a catch-up). Each process writes only its own slot.
 
-A read in an HTTP process must reflect at least the newest offset any relay of the node delivered
-when the read arrived (the largest relayed slot): whatever a client was told, by a ``?wait=true``
-answer or a WebSocket message from any process, a read sent afterwards sees it
-(:mod:`agents.table.replica`). Aligned 8-byte stores and loads are atomic on the platforms Flux
+A read in an HTTP process must reflect at least the newest offset any process of the node may
+have shown when the read arrived (the largest relayed slot): whatever a client was told, by a
+``?wait=true`` answer, a WebSocket message or a read from any process, a read sent afterwards sees
+it, never an older state (:mod:`agents.table.replica`). Aligned 8-byte stores and loads are atomic on the platforms Flux
 runs on, and no slot has two writers, so no lock is needed.
 """
 
@@ -76,13 +77,13 @@ class AppliedBoard:
         return int(self._slots[self._partitions + partition])
 
     def relayed(self, partition: int, reader: int, applied: int) -> None:
-        """Record that HTTP process ``reader`` relayed ``partition`` up to ``applied``."""
+        """Record that HTTP process ``reader`` may show ``partition`` up to ``applied`` (relayed or read)."""
         slot = self._relayed + partition * MAX_READERS + reader
         if applied > self._slots[slot]:
             self._slots[slot] = applied
 
     def target(self, partition: int) -> int:
-        """The newest offset of ``partition`` any HTTP process relayed (-1: none)."""
+        """The newest offset of ``partition`` any HTTP process may have shown (-1: none)."""
         start = self._relayed + partition * MAX_READERS
         return max(self._slots[start : start + MAX_READERS])
 

@@ -14,9 +14,12 @@ changed or not, so it is not done per read. Instead:
   second of changes.
 
 A read must see whatever any process of the node has told a client: every change its relays
-delivered (to WebSocket subscribers, or as a ``?wait=true`` answer) before the read arrived.
-Each relay records how far it delivered on the :class:`AppliedBoard` before any subscriber hears
-of a record; a read compares the largest of those offsets with its own view.
+delivered (to WebSocket subscribers, or as a ``?wait=true`` answer) before the read arrived, and
+every state its own reads showed. Each process records on the :class:`AppliedBoard` how far it
+may have shown a partition, before it can show it: its relay's offset before any subscriber
+hears of a record, and its secondary's offset after each catch-up (a secondary catches up to
+whatever the primary holds, often past what the relays delivered). A read compares the largest
+of those offsets with its own view.
 :meth:`ReplicaTable.settle` waits (briefly) for this process's relay to get there; a synchronous
 read whose view is still behind catches the secondary up first. Scans (lists, counts, history)
 read a secondary caught up that far.
@@ -165,6 +168,7 @@ class ReplicaTable:
                 raise PartitionUnavailable(partition) from exc
             state = _Partition(db, self._stored_offset(db), epoch=self._board.epoch(partition))
             self._open[partition] = state
+            self._board.relayed(partition, self._index, state.base)  # as after a catch-up
         return state
 
     @staticmethod
@@ -177,6 +181,7 @@ class ReplicaTable:
         state.db.try_catch_up_with_primary()
         self.catch_ups += 1
         state.base = max(state.base, self._stored_offset(state.db))
+        self._board.relayed(partition, self._index, state.base)  # this process may show that much now
         if state.fed >= 0:
             state.fed_trusted = True
         base = state.base
