@@ -214,8 +214,8 @@ class Runner:
             if await self._attempt(client, batch, delivery, attempt):
                 return True
             now = time.time()
-            if self.state.streak.should_pause(now, self.settings.webhook_max_failure_s):
-                await self._pause()
+            if self.state.streak.should_pause(now, self.settings.webhook_max_failure_s) and await self._pause():
+                await asyncio.Event().wait()  # no attempt more: cancelled once the pause is read back
             wait = backoff(attempt, self.settings.webhook_retry_initial_s, self.settings.webhook_retry_max_s)
             if not await self._idle(consumer, wait, generation):
                 return False
@@ -272,8 +272,9 @@ class Runner:
         state.last_error = error[:MAX_ERROR_LENGTH]
         return False
 
-    async def _pause(self) -> None:
-        """Pause the webhook everywhere; this runner is stopped once the record is read back."""
+    async def _pause(self) -> bool:
+        """Pause the webhook everywhere (whether the record was written); this runner is stopped
+        once the record is read back, and makes no attempt meanwhile."""
         limit = self.settings.webhook_max_failure_s
         reason = f"deliveries failed for more than {limit:g} s (FLUX_WEBHOOK_MAX_FAILURE_S); last error: "
         reason += self.state.last_error or "unknown"
@@ -281,8 +282,9 @@ class Runner:
             await self.hooks.pause(self.hook.webhook_id, reason)
         except PublishFailed as exc:
             log.warning("webhook %s: could not pause it: %s", self.hook.webhook_id, exc)
-            return
+            return False
         log.warning("webhook %s paused: %s", self.hook.webhook_id, reason)
+        return True
 
     async def _idle(self, consumer: AIOKafkaConsumer, seconds: float, generation: int) -> bool:
         """Wait ``seconds`` while staying in the group (polling paused partitions); False if a rebalance
