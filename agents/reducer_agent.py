@@ -98,6 +98,28 @@ class ReducerStopped(RuntimeError):
     """A batch failed earlier in this process: no later batch is applied (the worker is going down)."""
 
 
+class WritesPaused:
+    """The reducer's writes held back on purpose (a replay's switch): an ``async with`` takes the
+    reducer's write lock. :meth:`locked` says whether someone holds it *this way*, not whether a
+    batch is being written: a watch that waits out a switch must still see a batch that hangs."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+        self._held = False
+
+    async def __aenter__(self) -> None:
+        await self._lock.acquire()
+        self._held = True
+
+    async def __aexit__(self, *_: object) -> None:
+        self._held = False
+        self._lock.release()
+
+    def locked(self) -> bool:
+        """Whether writes are paused on purpose now."""
+        return self._held
+
+
 class BatchReducer:
     """Applies batches of events-topic records to the entity table.
 
@@ -126,11 +148,12 @@ class BatchReducer:
         self._entity_limits = settings.entity_limits()
         self._metrics = metrics
         self._writing = asyncio.Lock()
+        self._pause = WritesPaused(self._writing)
         self._failure: Exception | None = None
 
-    def paused(self) -> asyncio.Lock:
+    def paused(self) -> WritesPaused:
         """Hold this (``async with``) to keep the reducer from applying batches meanwhile."""
-        return self._writing
+        return self._pause
 
     async def apply(self, records: Sequence[Any]) -> int:
         """Fold ``records`` (Faust events) into the table; returns how many events were applied."""

@@ -25,6 +25,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from agents.log_reader import log_consumer
+from agents.reducer_agent import WritesPaused
 from agents.table.store import EntityStore
 from flux.background import cancel
 from flux.config import Settings
@@ -44,7 +45,7 @@ class StallWatch:
     """Watches the served partitions' progress; see the module docstring."""
 
     def __init__(
-        self, app: Any, settings: Settings, store: EntityStore, metrics: Metrics, paused: asyncio.Lock
+        self, app: Any, settings: Settings, store: EntityStore, metrics: Metrics, paused: WritesPaused
     ) -> None:
         self._app = app
         self._paused = paused  # held while a replay switches: the reducer waits on purpose

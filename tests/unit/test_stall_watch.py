@@ -10,6 +10,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from agents import stall_watch
+from agents.reducer_agent import WritesPaused
 from agents.stall_watch import STALL_S, StallWatch
 from flux.config import Settings
 from flux.metrics import Metrics
@@ -93,7 +94,9 @@ class Watched:
 
         app = SimpleNamespace(consumer=self.consumer, flow_control=SimpleNamespace(resume=lambda: None), crash=crash)
         settings = Settings(events_topic=TOPIC)
-        self.watch = StallWatch(app, settings, self.store, self.metrics, asyncio.Lock())  # type: ignore[arg-type]
+        self.writes = asyncio.Lock()  # the reducer's write lock
+        self.paused = WritesPaused(self.writes)
+        self.watch = StallWatch(app, settings, self.store, self.metrics, self.paused)
 
     def check_at(self, t: float) -> None:
         """One round of the watch ``t`` seconds after the start."""
@@ -132,3 +135,28 @@ def test_a_partition_still_stalled_after_it_was_reported_crashes_the_worker(monk
     w.check_at(3 * STALL_S + 2)
     assert len(w.crashes) == 1 and isinstance(w.crashes[0], stall_watch.Stalled)
     assert "[0]" in str(w.crashes[0])
+
+
+def test_a_batch_that_hangs_while_writing_does_not_blind_the_watch_but_a_replay_switch_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = Watched(monkeypatch)
+
+    async def hold_writes() -> None:
+        await w.writes.acquire()  # a batch stuck inside the reducer's apply holds this lock
+
+    asyncio.run(hold_writes())
+    for t in (-1, 0, STALL_S + 1, 2 * STALL_S + 2, 3 * STALL_S + 2):
+        w.check_at(t)
+    assert len(w.crashes) == 1, "a reducer hanging in a batch is a stall like any other"
+
+    w = Watched(monkeypatch)
+
+    async def switch_while_checking() -> None:
+        async with w.paused:  # a replay's switch pauses writes on purpose
+            for t in (-1, 0, STALL_S + 1, 2 * STALL_S + 2, 3 * STALL_S + 2):
+                w.clock = 1000.0 + t
+                await w.watch.check(w.log)
+
+    asyncio.run(switch_while_checking())
+    assert w.crashes == [] and w.store.stalled_partitions == []
