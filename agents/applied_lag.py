@@ -101,16 +101,30 @@ class AppliedLagWatch:
 
     async def _run(self) -> None:
         consumer = log_consumer(self._settings, "applied-lag", fetch_bytes=PROBE_FETCH_BYTES)
+        marks = log_consumer(self._settings, "catch-up-targets", committed_only=False)
         await consumer.start()
+        await marks.start()
         try:
             while True:
                 try:
+                    await self.aim(marks)
                     await self.measure(consumer)
                 except Exception as exc:  # the broker may be away, a rebalance under way: try again next round
                     log.info("applied lag not measured: %r", exc)
                 await self._until_next_round()
         finally:
             await consumer.stop()
+            await marks.stop()
+
+    async def aim(self, marks: Any) -> None:
+        """Read the catch-up targets of the served partitions that have none yet: their high
+        watermarks, from ``marks`` (a consumer of every record, committed or not)."""
+        unread = self._store.catch_up.unread(self._store.active_partitions())
+        if unread:
+            topic = self._settings.events_topic
+            ends = await marks.end_offsets([TopicPartition(topic, p) for p in unread])
+            for tp, end in ends.items():
+                self._store.catch_up.aim(tp.partition, end)
 
     async def _until_next_round(self) -> None:
         """Wait :data:`MEASURE_EVERY_S`, less when a served partition's catch-up target is still to be

@@ -15,16 +15,21 @@ FETCH_BYTES = 8 * 1024 * 1024
 
 
 def log_consumer(
-    settings: Settings, purpose: str, group_id: str | None = None, fetch_bytes: int = FETCH_BYTES
+    settings: Settings,
+    purpose: str,
+    group_id: str | None = None,
+    fetch_bytes: int = FETCH_BYTES,
+    committed_only: bool = True,
 ) -> AIOKafkaConsumer:
-    """An unstarted consumer of committed records, in no group unless ``group_id`` is given, fetching
+    """An unstarted consumer of committed records (of every record, and end offsets at the high
+    watermark, with ``committed_only=False``), in no group unless ``group_id`` is given, fetching
     up to ``fetch_bytes`` per partition (at least one record batch, however large)."""
     return AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",  # an offset below the log start (retention) means the oldest record
-        isolation_level="read_committed",
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
         client_id=f"{settings.app_id}-{purpose}",
         max_partition_fetch_bytes=fetch_bytes,
         fetch_max_bytes=4 * FETCH_BYTES,

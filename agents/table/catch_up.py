@@ -4,10 +4,13 @@ when the partition was assigned to this node.
 A node that starts (after a crash, say) or takes a partition over recovers its table from the
 local store or the changelog, then folds the records its group had not committed yet. Until it
 has, the table may lack recent events: it is not ready (``/ready`` says how many records each
-partition is behind). The target of a partition is the log's last stable offset as first read
-after the assignment (by :mod:`agents.applied_lag`, once a second); the partition has caught up
+partition is behind). The target of a partition is the log's end offset (its high watermark) as
+first read after the assignment (by :mod:`agents.applied_lag`, once a second): past the records of
+transactions still open then, which a crashed process of this node may have left behind, and
+which hide the committed records after them until they are aborted. The partition has caught up
 once its position (:meth:`agents.table.store.EntityStore.positions`) reaches that target, or when
-only transaction markers or aborted records lie before the log end (a lag of 0 records). A caught
+the log's last stable offset has passed it with only transaction markers or aborted records
+left to fold (a lag of 0 records). A caught
 up partition stays so until it is assigned again: later arrivals are lag, not recovery.
 """
 
@@ -29,11 +32,17 @@ class CatchUp:
         self._targets = {p: t for p, t in self._targets.items() if p in kept}
         self._reached &= kept
 
+    def aim(self, partition: int, end: int) -> None:
+        """Set ``partition``'s target, unless it has one: the log's end offset (its high watermark,
+        past any transaction still open) as read after the assignment."""
+        self._targets.setdefault(partition, end)
+
     def observe(self, partition: int, position: int, end: int, lag_records: int) -> None:
         """A measurement of ``partition``: its position, the log's last stable offset and the lag
-        in records found for them (0 when nothing but markers lies between)."""
+        in records found for them (0 when nothing but markers lies between). Without a target
+        yet, that last stable offset becomes it."""
         target = self._targets.setdefault(partition, end)
-        if position >= target or lag_records == 0:
+        if position >= target or (lag_records == 0 and end >= target):
             self._reached.add(partition)
 
     def unread(self, partitions: Iterable[int]) -> list[int]:

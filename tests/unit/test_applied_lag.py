@@ -178,6 +178,19 @@ async def test_each_round_tells_the_catch_up_where_each_partition_stands() -> No
     assert store.catch_up.behind({0: 5, 2: 5}) == {}
 
 
+async def test_the_catch_up_targets_are_the_high_watermarks_read_once_per_assignment() -> None:
+    store = Store({0: 5})
+    watch = AppliedLagWatch(settings(), store, Metrics())
+    marks = Consumer({}, {0: 12})  # a transaction still open hides offsets 5..11 from the stable end
+    await watch.aim(marks)
+    await watch.measure(Consumer({0: {}}, {0: 5}))
+    assert store.catch_up.behind({0: 5}) == {0: 7}
+    marks.ends[0] = 50
+    await watch.aim(marks)  # read once: the target stays
+    await watch.measure(Consumer({0: {}}, {0: 12}))  # aborted meanwhile: the stable end passed the target
+    assert store.catch_up.behind({0: 5}) == {}
+
+
 async def test_a_probe_without_an_answer_keeps_the_records_behind_and_the_last_age(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

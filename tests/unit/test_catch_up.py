@@ -46,3 +46,22 @@ def test_a_partition_is_caught_up_exactly_when_it_reached_the_first_end_read(rou
         catch_up.observe(0, position, max(end, target), max(end, target) - position)
         reached = reached or position >= target
         assert (catch_up.behind({0: position}) == {}) == reached
+
+
+def test_a_transaction_left_open_by_a_crash_keeps_the_partition_behind_until_the_log_passes_the_target() -> None:
+    catch_up = CatchUp()
+    catch_up.aim(0, 42)  # the high watermark: committed records lie behind a transaction still open at 19
+    catch_up.observe(0, position=19, end=19, lag_records=0)  # the last stable offset is stuck at 19
+    assert catch_up.behind({0: 19}) == {0: 23}, "nothing to fold *yet* is not caught up"
+    catch_up.observe(0, position=19, end=42, lag_records=23)  # aborted: the records after it show
+    assert catch_up.behind({0: 19}) == {0: 23}
+    catch_up.observe(0, position=42, end=42, lag_records=0)
+    assert catch_up.behind({0: 42}) == {}
+
+
+def test_aborted_records_up_to_the_target_count_as_caught_up_once_the_log_passed_them() -> None:
+    catch_up = CatchUp()
+    catch_up.aim(0, 30)
+    catch_up.aim(0, 99)  # a target is read once per assignment
+    catch_up.observe(0, position=20, end=31, lag_records=0)  # 20..29 were aborted, 30 a marker
+    assert catch_up.behind({0: 20}) == {}
