@@ -11,6 +11,14 @@ normally when a send failed: the commit would pass records whose changelog write
 consumer therefore asks the app's ``commit_guard`` (the entity store's
 :meth:`agents.table.store.EntityStore.changelog_written`) before every commit, and commits nothing
 when a changelog write failed (the store has then already stopped the worker).
+
+Faust drops records it fetched while their partitions were not active yet (during recovery, say)
+and relies on seeking back to the committed offsets before the stream starts. aiokafka's
+``seek_to_committed`` does not move a partition without a committed offset (or with offset 0),
+so after a crash before the group's first commit, or once the group's offsets expired, those
+records were never delivered: the reducer sat behind the log until the stall watch noticed. The
+consumer thread therefore seeks such a stream partition to the start of its log, which is where
+the group's reset policy (``earliest``) says a group without offsets reads from.
 """
 
 from __future__ import annotations
@@ -25,12 +33,28 @@ log = logging.getLogger(__name__)
 
 
 class ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's aiokafka consumer thread, reading only committed records."""
+    """Faust's aiokafka consumer thread, reading only committed records, whose seek back to the
+    committed offsets also rewinds the partitions that have none (see the module docstring)."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         consumer._isolation_level = "read_committed"  # read by AIOKafkaConsumer.start()
         return consumer
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        """Seek the assigned partitions to their committed offsets; stream partitions without one
+        to the start of their log."""
+        committed: Mapping[Any, int] = await self.call_thread(self._seek_to_committed_or_start)
+        return committed
+
+    async def _seek_to_committed_or_start(self) -> Mapping[Any, int]:
+        consumer = self._ensure_consumer()
+        committed: Mapping[Any, int] = await consumer.seek_to_committed()
+        changelogs = self.app.tables.changelog_topics  # restored by Faust's recovery, which seeks them itself
+        rewind = [tp for tp, offset in committed.items() if not offset and tp.topic not in changelogs]
+        if rewind:
+            await consumer.seek_to_beginning(*rewind)
+        return committed
 
 
 class ReadCommittedConsumer(faust_aiokafka.Consumer):

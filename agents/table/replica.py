@@ -45,7 +45,6 @@ import rocksdict
 from agents.history.rebuild import HistoryRebuilding
 from agents.table.applied_board import AppliedBoard
 from agents.table.store import (
-    HISTORY_OFFSET_KEY,
     NAMESPACE_COUNT_PREFIX,
     STATS_KEY,
     decode_state,
@@ -53,6 +52,7 @@ from agents.table.store import (
     iter_entities,
     read_stats,
     stored_entity,
+    stored_offset,
 )
 from flux.model.changes import ChangeRecord
 from flux.model.partitioning import partition_for
@@ -166,21 +166,16 @@ class ReplicaTable:
             except Exception as exc:
                 log.warning("could not open partition %d's store %s as a secondary: %r", partition, path, exc)
                 raise PartitionUnavailable(partition) from exc
-            state = _Partition(db, self._stored_offset(db), epoch=self._board.epoch(partition))
+            state = _Partition(db, stored_offset(db), epoch=self._board.epoch(partition))
             self._open[partition] = state
             self._board.relayed(partition, self._index, state.base)  # as after a catch-up
         return state
-
-    @staticmethod
-    def _stored_offset(db: rocksdict.Rdict) -> int:
-        raw = db.get(HISTORY_OFFSET_KEY)
-        return -1 if raw is None else int(raw)
 
     def _catch_up(self, partition: int, state: _Partition) -> None:
         state.epoch = self._board.epoch(partition)  # read first: a rewrite after this is caught next time
         state.db.try_catch_up_with_primary()
         self.catch_ups += 1
-        state.base = max(state.base, self._stored_offset(state.db))
+        state.base = max(state.base, stored_offset(state.db))
         self._board.relayed(partition, self._index, state.base)  # this process may show that much now
         if state.fed >= 0:
             state.fed_trusted = True

@@ -101,6 +101,24 @@ def read_stats(raw: bytes | None) -> PartitionStats | None:
     return None if raw is None else PartitionStats(*orjson.loads(raw))
 
 
+def stored_offset(db: Any) -> int:
+    """The events-topic offset the states of a partition store reach (-1: none recorded).
+
+    That is the ``applied`` of its totals, which travel through the changelog with the states
+    (the totals are the last record of each batch's changelog write). Not the local
+    :data:`HISTORY_OFFSET_KEY`: after a crash, recovery can bring back from the changelog older
+    states than the local store's last batch wrote (that batch's changelog write was cut short),
+    while the local key, which no changelog restores, still says the newer offset; reading on from
+    there would skip the records those states lack. A store written before the totals carried
+    the offset falls back on the local key.
+    """
+    stats = read_stats(db.get(STATS_KEY))
+    if stats is not None and stats.applied >= 0:
+        return stats.applied
+    local = db.get(HISTORY_OFFSET_KEY)
+    return -1 if local is None else int(local)
+
+
 def stored_entity(entity_id: str, state: State) -> StoredEntity:
     """The :class:`StoredEntity` of an existing entity's stored state."""
     entity = to_entity(entity_id, state)
@@ -219,10 +237,7 @@ class EntityStore:
         take back what the table holds (:mod:`agents.replay.jobs`)."""
         held = self._held.get(partition)
         if held is None:
-            db = self.db(partition)
-            stats = read_stats(db.get(STATS_KEY))
-            local = db.get(HISTORY_OFFSET_KEY)  # stores written before the stats carried the offset
-            held = max(-1 if stats is None else stats.applied, -1 if local is None else int(local))
+            held = stored_offset(self.db(partition))
             if self.recovered():  # until then the changelog may still be restoring the stats
                 self._held[partition] = held
         return held

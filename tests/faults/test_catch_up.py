@@ -28,8 +28,9 @@ def _envelope(entity_id: str, i: int) -> dict:
     }
 
 
-async def _produce_singles(node: FluxProcess, entity_ids: list[str]) -> None:
-    """One event per record, straight to the events topic, as a plain Kafka producer would."""
+async def _produce_singles(node: FluxProcess, entity_ids: list[str], first: int = 0) -> None:
+    """One event per record (eventIds from ``first`` on), straight to the events topic, as a plain
+    Kafka producer would."""
     producer = AIOKafkaProducer(bootstrap_servers=node.bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
@@ -40,7 +41,7 @@ async def _produce_singles(node: FluxProcess, entity_ids: list[str]) -> None:
                 key=entity_id.encode(),
                 partition=partition_for(entity_id, node.partitions),
             )
-            for i, entity_id in enumerate(entity_ids)
+            for i, entity_id in enumerate(entity_ids, start=first)
         ]
         await asyncio.gather(*sends)
     finally:
@@ -57,6 +58,30 @@ async def _rewind_group(node: FluxProcess) -> None:
         consumer.assign(tps)
         await consumer.commit(dict.fromkeys(tps, 0))
     finally:
+        await consumer.stop()
+
+
+async def _repeat_changelog_tails(node: FluxProcess) -> None:
+    """Append each changelog partition's last record to it once more (a no-op for the table), as a
+    crash between a changelog write and its local bookkeeping leaves it: Faust's own recovery then
+    has records to read when the node starts, and runs its fetcher while it does."""
+    topic = f"{node.app_id}-entities-changelog"
+    consumer = AIOKafkaConsumer(bootstrap_servers=node.bootstrap, enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=node.bootstrap, acks="all", enable_idempotence=True)
+    await consumer.start()
+    await producer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(node.partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            if ends[tp] == 0:
+                continue
+            consumer.seek(tp, ends[tp] - 1)
+            record = await consumer.getone(tp)
+            await producer.send_and_wait(topic, record.value, key=record.key, partition=tp.partition)
+    finally:
+        await producer.stop()
         await consumer.stop()
 
 
@@ -155,3 +180,22 @@ def test_a_replay_started_while_a_node_catches_up_after_a_restart_takes_back_not
     short = [count for count in seen if count is not None and count != entities]
     assert not short, f"lists gave {short[:10]} of {entities} entities while the node caught up and replayed"
     assert _count(node, f"{tag}-") == entities
+
+
+def test_a_node_whose_group_has_no_offsets_folds_what_its_log_gained_while_it_was_down(new_flux: NodeFactory) -> None:
+    # Faust drops the records it fetches while its recovery runs, then seeks back to the committed
+    # offsets; aiokafka leaves a partition without one (or with 0) where it is: after a crash before
+    # the group's first commit, or once its offsets expired, those records were not folded until the
+    # stall watch read them again 10 s later (issue 18: the kill -9 flake).
+    node = new_flux(partitions=2)
+    asyncio.run(_produce_singles(node, [f"early-{i}" for i in range(2000)]))
+    node.wait_for(lambda: _count(node, "early-") == 2000, timeout=60, what="the first events folded")
+    node.stop()
+    asyncio.run(_repeat_changelog_tails(node))  # Faust's recovery runs its fetcher when the node starts
+    asyncio.run(_rewind_group(node))  # offset 0, which aiokafka takes for no offset at all
+    asyncio.run(_produce_singles(node, [f"late-{i}" for i in range(2000)], first=2000))
+    node.start()
+    node.wait_for(lambda: _count(node, "late-") == 2000, timeout=60, what="the events sent while the node was down")
+    assert _count(node, "early-") == 2000
+    log = (node.workdir / "flux.log").read_text(errors="replace")
+    assert "has not advanced" not in log, f"the stall watch had to read a partition again:\n{node.log_tail()}"
