@@ -1,9 +1,8 @@
-"""How far each partition's table is written and relayed, shared by a node's processes through memory.
+"""How far each partition's table is relayed, and how often rewritten, shared by a node's processes
+through memory.
 
 A small memory-mapped file of 8-byte slots, per partition:
 
-- the applied offset (the next events-topic offset to fold), written by the reducer process after
-  every batch it stores;
 - the epoch, bumped by the reducer process when it rewrites state without moving that offset (a
   replay's switch): readers then catch up whatever offsets say;
 - one *relayed* slot per HTTP process: the newest applied offset that process may have shown a
@@ -28,17 +27,16 @@ MAX_READERS = 64  # relayed slots per partition: FLUX_HTTP_PROCESSES is at most 
 
 
 class AppliedBoard:
-    """The shared slots (see the module docstring): applied offsets (-1: nothing written yet),
-    epochs (0 until the first rewrite) and relayed offsets (-1: nothing relayed yet)."""
+    """The shared slots (see the module docstring): epochs (0 until the first rewrite) and relayed
+    offsets (-1: nothing relayed yet)."""
 
     def __init__(self, path: Path, partitions: int, create: bool) -> None:
         self.path = path
         self._partitions = partitions
-        size = (2 + MAX_READERS) * partitions * SLOT_BYTES
+        size = (1 + MAX_READERS) * partitions * SLOT_BYTES
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("wb") as out:
-                out.write((-1).to_bytes(SLOT_BYTES, "little", signed=True) * partitions)
                 out.write((0).to_bytes(SLOT_BYTES, "little", signed=True) * partitions)
                 out.write((-1).to_bytes(SLOT_BYTES, "little", signed=True) * partitions * MAX_READERS)
         fd = os.open(path, os.O_RDWR)
@@ -47,7 +45,7 @@ class AppliedBoard:
         finally:
             os.close(fd)
         self._slots = memoryview(self._map).cast("q")
-        self._relayed = 2 * partitions  # the first relayed slot
+        self._relayed = partitions  # the first relayed slot
 
     @classmethod
     def create(cls, path: Path, partitions: int) -> AppliedBoard:
@@ -59,22 +57,13 @@ class AppliedBoard:
         """The reducer's board, for an HTTP process (which writes only its own relayed slots)."""
         return cls(path, partitions, create=False)
 
-    def set(self, partition: int, applied: int) -> None:
-        """Record that ``partition`` is written up to ``applied`` (never moves back within a process)."""
-        if applied > self._slots[partition]:
-            self._slots[partition] = applied
-
-    def get(self, partition: int) -> int:
-        """The offset ``partition`` is written up to (-1: unknown)."""
-        return int(self._slots[partition])
-
     def bump(self, partition: int) -> None:
         """Record that ``partition``'s state was rewritten without its offset moving."""
-        self._slots[self._partitions + partition] += 1
+        self._slots[partition] += 1
 
     def epoch(self, partition: int) -> int:
         """How many rewrites ``partition`` has had."""
-        return int(self._slots[self._partitions + partition])
+        return int(self._slots[partition])
 
     def relayed(self, partition: int, reader: int, applied: int) -> None:
         """Record that HTTP process ``reader`` may show ``partition`` up to ``applied`` (relayed or read)."""

@@ -349,10 +349,8 @@ class EntityStore:
             batch.put(key, str(offset).encode())
         batch.put(HISTORY_OFFSET_KEY, str(applied).encode())
         self.db(partition).write(batch)
-        if self.board is not None:
-            self.board.set(partition, applied)
-            if rewrite:  # a replay's switch: the state changed, the offset did not
-                self.board.bump(partition)
+        if self.board is not None and rewrite:  # a replay's switch: the state changed, the offset did not
+            self.board.bump(partition)
         self._stats[partition] = stats
         self._applied[partition] = max(applied, self._applied.get(partition, -1))
         for future in futures:

@@ -55,7 +55,6 @@ class Primary:
         batch.put(entity_id.encode(), orjson.dumps(state))
         batch.put(HISTORY_OFFSET_KEY, str(applied).encode())
         self.dbs[partition].write(batch)
-        self.board.set(partition, applied)
         return partition
 
     def close(self) -> None:
@@ -113,7 +112,6 @@ def test_a_deletion_from_the_feed_hides_the_entity(primary: Primary, tmp_path: P
     replica.on_change(change("e1", {"t": 1}, 1000, applied=3))
     replica._catch_up(partition, replica._open[partition])
     replica.on_change(change("e1", None, 1100, applied=4))
-    primary.board.set(partition, 4)
     assert replica.get("e1") is None
 
 
@@ -212,11 +210,7 @@ def test_history_reads_wait_for_a_rebuild(primary: Primary) -> None:
 def test_the_board_is_shared_and_never_moves_back(tmp_path: Path) -> None:
     board = AppliedBoard.create(tmp_path / "b", 3)
     reader = AppliedBoard.open(tmp_path / "b", 3)
-    assert [reader.get(p) for p in range(3)] == [-1, -1, -1]
-    board.set(1, 10)
-    board.set(1, 4)
-    assert reader.get(1) == 10
-    assert reader.target(2) == -1
+    assert [reader.target(p) for p in range(3)] == [-1, -1, -1]
     reader.relayed(2, 0, 7)
     board.relayed(2, 5, 9)
     reader.relayed(2, 0, 3)
@@ -238,10 +232,10 @@ def test_a_rewrite_without_a_new_offset_is_read_at_once(primary: Primary, tmp_pa
 def test_the_board_counts_rewrites(tmp_path: Path) -> None:
     board = AppliedBoard.create(tmp_path / "b", 2)
     reader = AppliedBoard.open(tmp_path / "b", 2)
-    board.set(0, 7)
     board.bump(1)
     board.bump(1)
-    assert (reader.get(0), reader.epoch(0), reader.get(1), reader.epoch(1)) == (7, 0, -1, 2)
+    reader.relayed(0, 0, 7)
+    assert (reader.epoch(0), reader.epoch(1), board.target(0)) == (0, 2, 7)
     board.close()
     reader.close()
 
