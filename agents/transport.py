@@ -41,6 +41,21 @@ class ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._isolation_level = "read_committed"  # read by AIOKafkaConsumer.start()
         return consumer
 
+    async def _fetch_records(
+        self, consumer: Any, active_partitions: Any, timeout: float | None = None, max_records: int | None = None
+    ) -> Any:
+        fetched = await super()._fetch_records(consumer, active_partitions, timeout=timeout, max_records=max_records)
+        if active_partitions is None or not fetched:
+            return fetched
+        records = dict(fetched)
+        kept = self.consumer._buffered_partitions
+        for tp in [tp for tp in records if tp not in active_partitions and tp not in kept]:
+            first = records.pop(tp)[0].offset
+            if tp in consumer.assignment():
+                consumer.seek(tp, first)  # fetched again once the partition is active
+                log.info("partition %s was not active when its records came: reading them again from %d", tp, first)
+        return records
+
     async def seek_to_committed(self) -> Mapping[Any, int]:
         """Seek the assigned partitions to their committed offsets; stream partitions without one
         to the start of their log."""
