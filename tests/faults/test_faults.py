@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import websockets
 from aiokafka import TopicPartition
 
 from agents.log_reader import decode_message, log_consumer
+from api.live.hub import CLOSE_TOO_SLOW
 from flux.localkafka import LocalKafkaCluster
 from flux.model.partitioning import partition_for
 from flux.model.reducer import fold, to_entity
@@ -166,7 +168,10 @@ class Load(threading.Thread):
 
 
 class Watcher(threading.Thread):
-    """A WebSocket subscriber of ``{tag}/*`` on one node, noting when it received which entity."""
+    """A WebSocket subscriber of ``{tag}/*`` on one node, noting when it received which entity.
+
+    A node closes a subscriber that falls too far behind (this thread, on a busy machine), telling it
+    to reconnect and subscribe again: it does, as a client should."""
 
     def __init__(self, node: FluxProcess, tag: str) -> None:
         super().__init__(daemon=True)
@@ -180,6 +185,14 @@ class Watcher(threading.Thread):
         asyncio.run(self._listen())
 
     async def _listen(self) -> None:
+        while not self.stop.is_set():
+            try:
+                await self._listen_once()
+            except websockets.ConnectionClosed as closed:
+                if closed.rcvd is None or closed.rcvd.code != CLOSE_TOO_SLOW or "too slow" not in closed.rcvd.reason:
+                    raise
+
+    async def _listen_once(self) -> None:
         async with Subscriber(self.node.url) as client:
             await client.subscribe(f"{self.tag}/*")
             self.subscribed.set()
