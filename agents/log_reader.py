@@ -1,7 +1,8 @@
-"""Reading the events topic directly, outside the Faust worker (history rebuilds, replays)."""
+"""Reading the events topic directly, outside the Faust worker (history rebuilds, replays, checks)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -63,3 +64,25 @@ def decode_message(message: Any, partitions: int, limits: EventLimits) -> Decode
         partitions=partitions,
         limits=limits,
     )
+
+
+async def logged_events(settings: Settings, purpose: str) -> AsyncIterator[dict[str, Any]]:
+    """Every committed event of the events topic, from its start to its end as of the call (each
+    partition in log order): what a check compares a node's state with."""
+    partitions = settings.partitions
+    limits = settings.event_limits()
+    consumer = log_consumer(settings, purpose)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.events_topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for messages in batches.values():
+                for message in messages:
+                    for event in decode_message(message, partitions, limits).events:
+                        yield event
+    finally:
+        await consumer.stop()

@@ -14,9 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import TopicPartition
-
-from agents.log_reader import decode_message, log_consumer
+from agents.log_reader import logged_events
 from flux.client import AsyncFluxClient, FluxError
 from flux.config import Settings
 
@@ -24,28 +22,9 @@ from flux.config import Settings
 async def events_in_topic(bootstrap: str, partitions: int, prefix: str) -> set[str]:
     """The eventIds starting with ``prefix`` in the events topic."""
     settings = Settings(kafka_bootstrap_servers=bootstrap, partitions=partitions)
-    consumer = log_consumer(settings, "soak-check")
-    await consumer.start()
-    found: set[str] = set()
-    try:
-        tps = [TopicPartition(settings.events_topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-
-        async def behind() -> bool:
-            return any([await consumer.position(tp) < ends[tp] for tp in tps])
-
-        while await behind():
-            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            for messages in batches.values():
-                for message in messages:
-                    for event in decode_message(message, partitions, settings.event_limits()).events:
-                        if event["eventId"].startswith(prefix):
-                            found.add(event["eventId"])
-        return found
-    finally:
-        await consumer.stop()
+    return {
+        event["eventId"] async for event in logged_events(settings, "soak-check") if event["eventId"].startswith(prefix)
+    }
 
 
 @dataclass

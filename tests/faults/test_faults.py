@@ -28,9 +28,8 @@ from typing import Any
 
 import httpx
 import websockets
-from aiokafka import TopicPartition
 
-from agents.log_reader import decode_message, log_consumer
+from agents.log_reader import logged_events
 from api.live.hub import CLOSE_TOO_SLOW
 from flux.localkafka import LocalKafkaCluster
 from flux.model.partitioning import partition_for
@@ -225,26 +224,7 @@ def expected_state(bootstrap: str, app_id: str, load: Load) -> dict[str, dict[st
     settings = app_settings(bootstrap, app_id, PARTITIONS)
 
     async def read() -> list[dict[str, Any]]:
-        consumer = log_consumer(settings, "faults-check")
-        await consumer.start()
-        try:
-            tps = [TopicPartition(settings.events_topic, p) for p in range(PARTITIONS)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            events: list[dict[str, Any]] = []
-
-            async def behind() -> bool:
-                return any([await consumer.position(tp) < ends[tp] for tp in tps])
-
-            while await behind():
-                batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-                for messages in batches.values():
-                    for message in messages:
-                        events += decode_message(message, PARTITIONS, settings.event_limits()).events
-            return events
-        finally:
-            await consumer.stop()
+        return [event async for event in logged_events(settings, "faults-check")]
 
     events = asyncio.run(read())
     ids = {e["eventId"] for e in events}
