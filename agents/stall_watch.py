@@ -2,12 +2,14 @@
 
 Every few seconds, for each partition this node serves, the watch compares the events-topic
 offset the table holds the events up to with the partition's last stable offset. A partition
-behind it whose position has not moved for :data:`STALL_S`, with committed records (not just a
-transaction marker) ahead of it, is stalled: the watch logs what
+behind it whose position has not moved for :data:`READ_AGAIN_S`, with committed records (not just
+a transaction marker) ahead of it, is stalled: the watch logs what
 Faust's consumer holds about it (active, paused and buffer-full partitions, flow control, the
-fetch position) and has it read again from that position. If it still does not move after
-another :data:`STALL_S`, the node reports itself not ready with the reason; if it still has not
-moved one more :data:`STALL_S` later, the watch crashes the worker: the process exits with code 1
+fetch position) and has it read again from that position (harmless if it was only slow: what is
+read twice is skipped). Takeovers still leave some partitions in that state (FAULTS.md, "Soak"),
+so the first read-again comes soon. If it still does not move after :data:`STALL_S`, the node
+reports itself not ready with the reason; if it still has not moved one more :data:`STALL_S`
+later, the watch crashes the worker: the process exits with code 1
 (see :class:`api.server._Worker`) and leaves its partitions to the group, for a supervisor to
 restart it, rather than hold partitions it does not fold. No acknowledged event is at risk
 meanwhile: its offset is not committed.
@@ -34,7 +36,8 @@ from flux.metrics import Metrics
 log = logging.getLogger(__name__)
 
 CHECK_EVERY_S = 2.0
-STALL_S = 10.0
+READ_AGAIN_S = 4.0  # a partition still that long, with records ahead, is read again
+STALL_S = 10.0  # still not moving that long after, it is reported; as long again, the worker stops
 
 
 class Stalled(RuntimeError):
@@ -99,14 +102,14 @@ class StallWatch:
                 self._since[p] = (position, now)
                 self._nudged.pop(p, None)
                 continue
-            if now - seen[1] < STALL_S:
+            if now - seen[1] < READ_AGAIN_S:
                 continue
             if not await self._has_records(consumer, p, position, ends[TopicPartition(topic, p)]):
                 self._since[p] = (position, now)  # only transaction markers lie ahead: caught up
                 continue
             nudged = self._nudged.get(p)
             if nudged is None:
-                await self._nudge(p, position, ends[TopicPartition(topic, p)])
+                await self._nudge(p, position, ends[TopicPartition(topic, p)], now - seen[1])
                 self._nudged[p] = now
             elif now - nudged >= STALL_S:
                 stalled.append(p)
@@ -115,7 +118,8 @@ class StallWatch:
         self._store.stalled_partitions = stalled
         given_up = [p for p in stalled if now - self._nudged[p] >= 2 * STALL_S]
         if given_up:
-            await self._app.crash(Stalled(f"partitions {given_up} did not advance for {3 * STALL_S:.0f} s"))
+            still = READ_AGAIN_S + 2 * STALL_S
+            await self._app.crash(Stalled(f"partitions {given_up} did not advance for {still:.0f} s"))
 
     async def _has_records(self, consumer: Any, partition: int, position: int, end: int) -> bool:
         """Whether committed records (not just transaction markers) lie between ``position`` and ``end``."""
@@ -125,7 +129,7 @@ class StallWatch:
         fetched = await consumer.getmany(tp, timeout_ms=1000, max_records=1)
         return any(record.offset < end for record in fetched.get(tp, []))
 
-    async def _nudge(self, partition: int, position: int, end: int) -> None:
+    async def _nudge(self, partition: int, position: int, end: int, still_s: float) -> None:
         """Log what Faust holds about a stalled partition, then read it again from ``position``."""
         consumer = self._app.consumer
         topic = self._settings.events_topic
@@ -137,7 +141,7 @@ class StallWatch:
             "reading it again from offset %d",
             partition,
             position,
-            STALL_S,
+            still_s,
             end,
             tp is not None,
             tp in (consumer._active_partitions or set()),

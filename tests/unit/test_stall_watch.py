@@ -11,7 +11,7 @@ from aiokafka import TopicPartition
 
 from agents import stall_watch
 from agents.reducer_agent import WritesPaused
-from agents.stall_watch import STALL_S, StallWatch
+from agents.stall_watch import READ_AGAIN_S, STALL_S, StallWatch
 from flux.config import Settings
 from flux.metrics import Metrics
 
@@ -112,17 +112,19 @@ def test_a_partition_behind_the_log_that_does_not_move_is_read_again_then_report
     check_at = w.check_at
     check_at(-1)  # the first round only notes the rebalance
     check_at(0)
-    check_at(STALL_S - 1)
+    check_at(READ_AGAIN_S - 1)
     assert metrics.partition_stalls == 0 and TopicPartition(TOPIC, 0) in consumer._paused_partitions
-    check_at(STALL_S + 1)  # partition 0 is behind (5 < 10) and still: let it flow again
+    check_at(READ_AGAIN_S + 1)  # partition 0 is behind (5 < 10) and still: let it flow again
     assert metrics.partition_stalls == 1
     assert TopicPartition(TOPIC, 0) in consumer._active_partitions
     assert consumer.seeks == [(0, 5)]  # read again from the first offset the table does not hold
     assert store.stalled_partitions == []
-    check_at(2 * STALL_S + 2)  # still not moving: reported; partition 1 has only a marker ahead, never stalled
+    check_at(READ_AGAIN_S + STALL_S)
+    assert store.stalled_partitions == []  # read again less than STALL_S ago
+    check_at(READ_AGAIN_S + STALL_S + 2)  # still not moving: reported; partition 1 has only a marker ahead
     assert store.stalled_partitions == [0]
     store.applied[0] = 8  # it moves again
-    check_at(2 * STALL_S + 3)
+    check_at(READ_AGAIN_S + STALL_S + 3)
     assert store.stalled_partitions == []
     assert crashes == []
 
