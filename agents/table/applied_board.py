@@ -32,7 +32,6 @@ class AppliedBoard:
 
     def __init__(self, path: Path, partitions: int, create: bool) -> None:
         self.path = path
-        self._partitions = partitions
         size = (1 + MAX_READERS) * partitions * SLOT_BYTES
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
