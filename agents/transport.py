@@ -47,9 +47,12 @@ class ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         fetched = await super()._fetch_records(consumer, active_partitions, timeout=timeout, max_records=max_records)
         if active_partitions is None or not fetched:
             return fetched
-        records = dict(fetched)
         kept = self.consumer._buffered_partitions
-        for tp in [tp for tp in records if tp not in active_partitions and tp not in kept]:
+        dropped = [tp for tp in fetched if tp not in active_partitions and tp not in kept]
+        if not dropped:
+            return fetched  # the usual case: no copy on the fetch path
+        records = dict(fetched)
+        for tp in dropped:
             first = records.pop(tp)[0].offset
             if tp in consumer.assignment():
                 consumer.seek(tp, first)  # fetched again once the partition is active
