@@ -130,13 +130,32 @@ class Runner:
         self.pattern = Pattern.parse(hook.entity_id)
         self.generation = 0
         self.task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
 
     def start(self) -> None:
         """Start delivering in a task of its own."""
         self.task = asyncio.create_task(self._run(), name=f"flux-webhook-{self.hook.webhook_id}")
 
+    def stop(self) -> None:
+        """Stop delivering: cancel the task, and make sure it ends even if the cancellation is lost.
+
+        Python 3.11's ``asyncio.wait_for`` drops a cancellation that arrives as the awaited thing
+        completes. A runner that pauses its webhook is cancelled by the pause record it reads back,
+        at the very moment the write it waits on (under a ``wait_for``) completes: the cancellation
+        was lost, and the runner waited for ever with its consumer still in the group, holding
+        partitions no new runner could read (a resumed webhook was never delivered).
+        """
+        self._stopped.set()
+        if self.task is not None:
+            self.task.cancel()
+
+    def _check_stopped(self) -> None:
+        if self._stopped.is_set():
+            raise asyncio.CancelledError
+
     async def _run(self) -> None:
         while True:
+            self._check_stopped()
             try:
                 await self._consume()
             except asyncio.CancelledError:
@@ -166,6 +185,7 @@ class Runner:
         try:
             await consumer.start()
             while True:
+                self._check_stopped()
                 fetched = await consumer.getmany(timeout_ms=1000)
                 if not fetched:
                     continue
@@ -210,12 +230,14 @@ class Runner:
         delivery = delivery_id(self.hook.webhook_id, batch.ranges)
         attempt = 0
         while True:
+            self._check_stopped()
             attempt += 1
             if await self._attempt(client, batch, delivery, attempt):
                 return True
             now = time.time()
             if self.state.streak.should_pause(now, self.settings.webhook_max_failure_s) and await self._pause():
-                await asyncio.Event().wait()  # no attempt more: cancelled once the pause is read back
+                await self._stopped.wait()  # no attempt more: stopped once the pause is read back
+                raise asyncio.CancelledError
             wait = backoff(attempt, self.settings.webhook_retry_initial_s, self.settings.webhook_retry_max_s)
             if not await self._idle(consumer, wait, generation):
                 return False
@@ -333,6 +355,8 @@ class WebhookDelivery:
         """Stop every runner (what they had not committed is delivered again after a restart)."""
         self._stopping = True
         runners, self._runners = list(self._runners.values()), {}
+        for runner in runners:
+            runner.stop()
         await asyncio.gather(*(cancel(runner.task) for runner in runners))
         await cancel(self._reporter)
         await self._report()
@@ -358,8 +382,7 @@ class WebhookDelivery:
         runner = self._runners.get(webhook_id)
         if runner is not None and (not wanted or runner.hook != hook):
             del self._runners[webhook_id]
-            if runner.task is not None:
-                runner.task.cancel()
+            runner.stop()
             runner = None
         if hook is None:
             self._states.pop(webhook_id, None)

@@ -12,7 +12,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from api.live.subscriptions import Pattern
-from api.webhooks.delivery import HookState, Runner
+from api.webhooks.delivery import Batch, HookState, Runner
 from api.webhooks.targets import TargetRefused, check_target, check_url, delivery_request, pinned
 from flux.config import Settings
 from flux.model.changes import ChangeRecord, EntityChange, encode_records
@@ -266,3 +266,42 @@ def test_a_webhook_of_a_deleted_namespace_is_orphaned() -> None:
     assert orphaned(mine, "ns_1") is None
     assert "was deleted" in str(orphaned(mine, None))
     assert "was deleted" in str(orphaned(mine, "ns_2"))  # the name registered again by somebody else
+
+
+class _PausingLog:
+    """A webhooks log whose pause record is read back, stopping the runner, in the same step as the
+    write it waits on completes (under ``asyncio.wait_for``, as in :class:`flux.kafka.compacted_log.CompactedLog`)."""
+
+    def __init__(self) -> None:
+        self.runner: Runner | None = None
+
+    async def pause(self, webhook_id: str, reason: str) -> None:
+        written = asyncio.get_running_loop().create_future()
+
+        def read_back() -> None:
+            assert self.runner is not None
+            self.runner.stop()  # what WebhookDelivery does when the pause record is folded
+            written.set_result(None)
+
+        asyncio.get_running_loop().call_soon(read_back)
+        await asyncio.wait_for(written, 5)
+
+
+def test_a_runner_that_paused_its_webhook_ends_even_when_the_cancellation_is_lost() -> None:
+    # Python 3.11's wait_for drops a cancellation arriving as its future completes; a runner that went on
+    # waiting kept its consumer in the group, and the webhook, once resumed, was never delivered (CI).
+    async def main() -> None:
+        log = _PausingLog()
+        runner = log.runner = Runner(Settings(), log, HOOK, HookState(deque()))  # type: ignore[arg-type]
+
+        async def failing(*_: object) -> bool:
+            return False
+
+        runner._attempt = failing  # type: ignore[method-assign]
+        runner.state.streak.should_pause = lambda *_: True  # type: ignore[method-assign]
+        runner.task = asyncio.create_task(runner._deliver(None, None, Batch()))  # type: ignore[arg-type]
+        done, _ = await asyncio.wait([runner.task], timeout=2)
+        assert done, "the runner went on waiting after it was stopped"
+        assert runner.task.cancelled()
+
+    asyncio.run(main())
