@@ -28,73 +28,17 @@ fetch to a broker while records it fetched from it wait unconsumed, for up to 10
 (``prefetch_backoff``). An event published meanwhile waited for that: the publish -> WebSocket
 tail (p99 40-90 ms idle against a p50 of 12 ms). The consumer therefore pauses changelog
 partitions in aiokafka too while Faust does not read them, and resumes them as soon as Faust does.
-
-Faust's drain loop hands each fetched record to its conductor with ``wait_first(callback(message),
-suspend_flow.wait())``: four tasks and an ``asyncio.wait`` per record, about 10 % of the reducer's
-CPU while it folds single-event records (py-spy, BENCHMARKS.md). The consumer first runs the
-callback on its own (:func:`start_first`): it almost always finishes without waiting (the stream's
-queue has room), and then nothing else is needed; when it must wait, the rest of it races the
-suspension in Faust's ``wait_first`` as before.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from mode.services import WaitResults
 
 log = logging.getLogger(__name__)
-
-
-class _Resumed:
-    """Awaiting this drives a coroutine already started (its first step gave ``yielded``) to its end,
-    as ``await`` would have: values sent or thrown in (a cancellation) go on to the coroutine."""
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
-        self._coro = coro
-        self._yielded = yielded
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, value = self._coro, self._yielded
-        while True:
-            try:
-                sent = yield value
-            except BaseException as exc:
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
-async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
-    return await _Resumed(coro, yielded)
-
-
-async def start_first(
-    first: Coroutine[Any, Any, Any],
-    other: Coroutine[Any, Any, Any],
-    race: Callable[[Awaitable[Any], Awaitable[Any]], Awaitable[Any]],
-) -> Any:
-    """Run ``first`` until it finishes or must wait. Finished: ``other`` is dropped unstarted and the
-    result returned as ``race`` would (a ``WaitResults``). Waiting: ``race(rest of first, other)``."""
-    try:
-        yielded = first.send(None)
-    except StopIteration as stop:
-        other.close()
-        return WaitResults([first], [stop.value], False)
-    except BaseException:
-        other.close()
-        raise
-    return await race(_finish(first, yielded), other)
 
 
 class ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -179,18 +123,6 @@ class ReadCommittedConsumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
-        """mode's ``wait_first``, without its tasks when the first of two coroutines finishes at once
-        (see the module docstring)."""
-        if (
-            len(coros) == 2
-            and timeout is None
-            and all(inspect.iscoroutine(coro) for coro in coros)
-            and not (self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set())
-        ):
-            return await start_first(coros[0], coros[1], super().wait_first)
-        return await super().wait_first(*coros, timeout=timeout)
 
     def resume_partitions(self, tps: Any) -> None:
         """Faust's resume, and aiokafka's for the changelog partitions among ``tps`` (see the module

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from agents.transport import ReadCommittedConsumerThread, start_first
+from agents.transport import ReadCommittedConsumerThread
 
 EVENTS_0 = TopicPartition("t.events", 0)
 EVENTS_1 = TopicPartition("t.events", 1)
@@ -125,75 +125,3 @@ def test_stream_partitions_faust_does_not_read_are_not_paused() -> None:
     aio = FakeAioConsumer({}, {EVENTS_0, EVENTS_1, CHANGELOG_0})
     asyncio.run(_thread()._fetch_records(aio, {EVENTS_0, CHANGELOG_0}, timeout=1.0))
     assert aio.paused() == set() and aio.seeks == []
-
-
-async def _race(first: Any, other: Any) -> Any:
-    """Stands for mode's wait_first: the first to finish wins, the other is cancelled."""
-    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(other)]
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    return [task.result() for task in done]
-
-
-def test_a_callback_that_finishes_at_once_needs_no_race_and_the_other_never_starts() -> None:
-    started: list[str] = []
-
-    async def callback() -> str:
-        return "delivered"
-
-    async def suspended() -> None:
-        started.append("suspension watch")
-
-    async def main() -> Any:
-        return await start_first(callback(), suspended(), _race)
-
-    result = asyncio.run(main())
-    assert list(result.results) == ["delivered"] and not result.stopped and started == []
-
-
-def test_a_callback_that_must_wait_finishes_in_the_race() -> None:
-    async def main() -> Any:
-        room = asyncio.Event()
-        asyncio.get_running_loop().call_later(0.01, room.set)
-
-        async def callback() -> str:
-            await room.wait()  # the stream's queue is full for a moment
-            return "delivered"
-
-        return await start_first(callback(), asyncio.sleep(5), _race)
-
-    assert asyncio.run(main()) == ["delivered"]
-
-
-def test_a_callback_waiting_when_the_flow_is_suspended_is_cancelled_inside() -> None:
-    cleaned: list[str] = []
-
-    async def main() -> Any:
-        async def callback() -> None:
-            try:
-                await asyncio.sleep(5)
-            finally:
-                cleaned.append("callback")
-
-        return await start_first(callback(), asyncio.sleep(0.01), _race)
-
-    assert asyncio.run(main()) == [None] and cleaned == ["callback"]
-
-
-def test_a_callback_error_comes_through() -> None:
-    async def callback() -> None:
-        raise ValueError("bad record")
-
-    async def other() -> None:
-        return None
-
-    async def main() -> Any:
-        return await start_first(callback(), other(), _race)
-
-    try:
-        asyncio.run(main())
-    except ValueError as exc:
-        assert str(exc) == "bad record"
-    else:
-        raise AssertionError("the callback's error was lost")
