@@ -43,12 +43,13 @@ class _Touched:
     """An entity's state while a batch is applied: current, as stored, whether it existed, what changed,
     and an upper bound of its encoded size (see :func:`flux.model.entity_limits.apply_within`)."""
 
-    __slots__ = ("changes", "existed", "size", "state", "stored")
+    __slots__ = ("changes", "existed", "size", "state", "stored", "updated")
 
     def __init__(self, stored: bytes | None) -> None:
         self.stored = stored
         self.state: State = new_state() if stored is None else decode_state(stored)
         self.existed = exists(self.state)
+        self.updated = self.last_updated()
         self.changes: list[Change] = []
         self.size = EMPTY_SIZE if stored is None else len(stored)
 
@@ -61,6 +62,15 @@ class _Touched:
         folded into a newer state than the one it met the first time: the caps' decision about it
         stays the one the log's order gives (see :mod:`flux.model.entity_limits`)."""
         return int(self.state.get("o", -1))
+
+    def last_updated(self) -> int | None:
+        """The entity's ``lastUpdated`` (ms) as the state says now; None while it does not exist."""
+        return self.state["l"][0] if exists(self.state) else None
+
+    def visibly_changed(self) -> bool:
+        """Whether the entity's API view differs from the stored one: a property changed, or only its
+        ``lastUpdated`` moved (an event repeating current values), which readers must see too."""
+        return bool(self.changes) or self.last_updated() != self.updated
 
     def encode(self, applied: int) -> bytes:
         """The new stored value, stamped with ``applied`` even when the batch changed no property:
@@ -274,7 +284,7 @@ class BatchReducer:
         for key, entity in batch.entities.items():
             value = entity.encode(batch.applied)
             changed[key] = (value, int(exists(entity.state)) - int(entity.existed))
-            if entity.changes:
+            if entity.visibly_changed():  # on the feed even without ops: HTTP processes' overlays need the view
                 entity_id = key.decode()
                 feed.append(
                     EntityChange(

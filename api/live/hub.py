@@ -278,7 +278,8 @@ class Hub:
             connection.check_backlog()
         if self._index:
             for change in record.changes:
-                self._route(change)
+                if change.ops:  # a change of lastUpdated alone is news to readers, not to subscribers
+                    self._route(change)
         for subscription in list(self._catching_up):
             subscription.caught_up(record.partition, record.applied)
             if not subscription.until:

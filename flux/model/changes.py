@@ -18,6 +18,9 @@ the batch, ``t`` the newest Kafka record timestamp (ms) among the batch's events
 (0 when unknown; for ``flux_relay_latency_ms``). ``ops`` are the visible changes in the order
 they were applied: ``u`` a property took a new value, ``d`` the entity was deleted, ``x`` a
 property was removed (only a replay does that); ``entity`` is the entity after the batch.
+An entity whose events moved only its ``lastUpdated`` (they repeated its values) is listed with
+empty ``ops``: subscribers get no message for it, but HTTP processes' read overlays
+(:mod:`agents.table.replica`) must hold its new view.
 """
 
 from __future__ import annotations

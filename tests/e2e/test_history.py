@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flux.model.reducer import fold, to_entity
+from flux.model.reducer import fold, rfc3339_ms, to_entity
 from tests.flux_process import FluxProcess
 
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20Z
@@ -169,6 +169,14 @@ def test_at_any_time_is_the_fold_of_the_events_up_to_it_whatever_the_publish_ord
         at = flux.client.get(f"/api/state/entities/{entity}", params={"at": str(T0 + max(0, cut))})
         assert at.status_code in (200, 404), at.text
         assert (at.json() if at.status_code == 200 else None) == expected(T0 + max(0, cut)), cut
+
+
+def test_a_read_after_waiting_sees_an_event_that_only_moved_last_updated(flux: FluxProcess, uid: str) -> None:
+    for n in range(20):  # before the fix about every other read showed the older lastUpdated
+        entity = f"h{uid}/same-{n}"
+        publish_all(flux, [event(entity, T0, a=0)])
+        publish_all(flux, [event(entity, T0 + 1, a=0)])  # the same value, a newer time
+        assert flux.entity(entity).json() == {"id": entity, "properties": {"a": 0}, "lastUpdated": rfc3339_ms(T0 + 1)}
 
 
 def test_a_list_at_a_past_time(flux: FluxProcess, uid: str) -> None:

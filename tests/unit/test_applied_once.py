@@ -22,16 +22,19 @@ def reducer_over(values: dict[bytes, bytes]) -> BatchReducer:
     return reducer
 
 
-def entity_stamped(applied: int) -> _Touched:
-    state = new_state()
-    event = {
-        "eventId": "e",
+def setting_v(timestamp: int, event_id: str = "e") -> dict[str, object]:
+    return {
+        "eventId": event_id,
         "stream": "s",
         "source": "a",
-        "timestamp": 5,
+        "timestamp": timestamp,
         "payload": {"entity_id": "x", "properties": {"v": 1}},
     }
-    apply_event(state, event)
+
+
+def entity_stamped(applied: int) -> _Touched:
+    state = new_state()
+    apply_event(state, setting_v(5))
     state["o"] = applied
     return _Touched(orjson.dumps(state))
 
@@ -55,3 +58,16 @@ def test_no_mark_no_duplicate() -> None:
 def test_every_batch_that_applies_an_event_stamps_the_state() -> None:
     entity = entity_stamped(3)
     assert orjson.loads(entity.encode(42))["o"] == 42  # even though no property changed
+
+
+def test_an_event_repeating_the_values_changes_the_view_through_last_updated_alone() -> None:
+    entity = entity_stamped(3)
+    entity.changes += apply_event(entity.state, setting_v(9, "e2"))
+    assert not entity.changes  # no property took a new value
+    assert entity.visibly_changed()  # but lastUpdated moved from 5 to 9: readers must see it
+
+
+def test_an_older_event_repeating_the_values_changes_nothing_visible() -> None:
+    entity = entity_stamped(3)
+    entity.changes += apply_event(entity.state, setting_v(2, "e0"))
+    assert not entity.visibly_changed()
