@@ -275,6 +275,10 @@ class ReplicaTable:
         state = self._open.get(partition)
         return -1 if state is None else state.base
 
+    def shown_offset(self, partition: int) -> int:
+        """The newest offset of ``partition`` any HTTP process of the node may have shown (the board's target)."""
+        return self._board.target(partition)
+
     def serving_db(self, partition: int) -> rocksdict.Rdict:
         """The caught-up secondary of ``partition``; raises :class:`PartitionUnavailable` unless served here."""
         return self._fresh(partition, scan=True).db

@@ -209,6 +209,10 @@ class EntityStore:
         """The events-topic offset up to which this node wrote ``partition``'s state (-1: none yet)."""
         return self._applied.get(partition, -1)
 
+    def shown_offset(self, partition: int) -> int:
+        """Reads of the reducer's own store show everything applied: the applied offset."""
+        return self.applied_offset(partition)
+
     async def settle(self, partition: int) -> None:
         """Nothing to wait for: the reducer's own store is always current."""
 

@@ -90,7 +90,7 @@ def change_messages(change: EntityChange, form: str) -> list[str]:
 class Subscription:
     """One pattern of one connection, in one format; during a snapshot its live messages wait."""
 
-    __slots__ = ("connection", "form", "pattern", "pending", "pending_bytes", "seen", "until")
+    __slots__ = ("connection", "floor", "form", "pattern", "pending", "pending_bytes", "seen", "until")
 
     def __init__(self, connection: Connection, pattern: Pattern, form: str) -> None:
         self.connection = connection
@@ -100,17 +100,25 @@ class Subscription:
         self.pending_bytes = 0  # what ``pending`` holds, counted against the connection's byte bound
         self.seen: dict[str, int] = {}  # entity id -> feed offset its snapshot included
         self.until: dict[int, int] = {}  # partition -> offset after which ``seen`` is not needed
+        self.floor: dict[int, int] = {}  # partition -> offset the node had shown when this subscribed
 
-    def already_sent(self, change: EntityChange) -> bool:
-        """Whether ``change`` is part of what this subscription's snapshot showed."""
+    def already_sent(self, change: EntityChange, partition: int) -> bool:
+        """Whether ``change`` is part of what this subscription's snapshot showed, or was shown by the
+        node (another process's relay or read) before it subscribed: old news either way."""
+        if self.floor and self.floor.get(partition, -1) >= change.o:
+            return True
         return bool(self.seen) and self.seen.get(change.id, -1) >= change.o
 
-    def caught_up(self, partition: int, applied: int) -> None:
-        """Forget the snapshot offsets once the feed passed the point the snapshot was taken at."""
+    def caught_up(self, partition: int, applied: int) -> bool:
+        """Forget the snapshot offsets and the floor once the feed passed them; True when nothing is
+        left to forget."""
         if self.until and self.until.get(partition, applied + 1) <= applied:
             del self.until[partition]
             if not self.until:
                 self.seen.clear()
+        if self.floor and self.floor.get(partition, applied + 1) <= applied:
+            del self.floor[partition]
+        return not self.until and not self.floor
 
 
 class Connection:
@@ -222,6 +230,7 @@ class Hub:
         self.connections: set[Connection] = set()
         self._index: SubscriptionIndex[Subscription] = SubscriptionIndex()
         self._catching_up: set[Subscription] = set()
+        self._relayed: dict[int, int] = {}  # partition -> the newest applied offset this relay delivered
 
     # -- membership ----------------------------------------------------------------------
     def join(self, connection: Connection) -> None:
@@ -243,10 +252,27 @@ class Hub:
         self.unsubscribe(connection, pattern.text)
         subscription = Subscription(connection, pattern, form)
         if snapshot:
-            subscription.pending = []
+            subscription.pending = []  # the snapshot's offsets then tell old news from new
+        else:
+            subscription.floor = self._floor(pattern)
+            if subscription.floor:
+                self._catching_up.add(subscription)
         connection.subscriptions[pattern.text] = subscription
         self._index.add(pattern, subscription)
         return subscription
+
+    def _floor(self, pattern: Pattern) -> dict[int, int]:
+        """Per partition ``pattern`` may match, how far the node had shown it (a ``?wait=true`` answer
+        or a read in another HTTP process) where this process's relay has not got there yet: the
+        changes up to there happened before the subscription, and it must not get them as news."""
+        count = self.settings.partitions
+        partitions = range(count) if pattern.prefix is not None else [partition_for(pattern.text, count)]
+        floor = {}
+        for partition in partitions:
+            shown = self.reader.shown_offset(partition)
+            if shown > self._relayed.get(partition, -1):
+                floor[partition] = shown
+        return floor
 
     def unsubscribe(self, connection: Connection, text: str) -> bool:
         """Remove ``connection``'s subscription to the pattern ``text``; False if there was none."""
@@ -276,20 +302,21 @@ class Hub:
         """
         for connection in self.connections:
             connection.check_backlog()
+        if record.applied > self._relayed.get(record.partition, -1):
+            self._relayed[record.partition] = record.applied
         if self._index:
             for change in record.changes:
                 if change.ops:  # a change of lastUpdated alone is news to readers, not to subscribers
-                    self._route(change)
+                    self._route(change, record.partition)
         for subscription in list(self._catching_up):
-            subscription.caught_up(record.partition, record.applied)
-            if not subscription.until:
+            if subscription.caught_up(record.partition, record.applied):
                 self._catching_up.discard(subscription)
 
-    def _route(self, change: EntityChange) -> None:
+    def _route(self, change: EntityChange, partition: int) -> None:
         rendered: dict[str, list[str]] = {}
         delivered: set[tuple[Connection, str]] = set()
         for subscription in self._index.match(change.id):
-            if subscription.already_sent(change):
+            if subscription.already_sent(change, partition):
                 continue
             form = subscription.form
             messages = rendered.get(form)
@@ -360,7 +387,8 @@ class Hub:
         subscription.pending_bytes = 0
         delivered: set[int] = set()
         for change, messages in pending:
-            if subscription.already_sent(change) or id(change) in delivered:
+            partition = partition_for(change.id, self.settings.partitions)
+            if subscription.already_sent(change, partition) or id(change) in delivered:
                 continue
             delivered.add(id(change))
             for text in messages:

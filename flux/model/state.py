@@ -132,6 +132,12 @@ class StateReader(Protocol):
         """The events-topic offset up to which this node wrote ``partition``'s state (-1: none yet)."""
         ...
 
+    def shown_offset(self, partition: int) -> int:
+        """The newest applied offset of ``partition`` any process of this node may have shown a
+        client (a read, a ``?wait=true`` answer, a WebSocket message); -1: none. A new WebSocket
+        subscription takes changes up to there as old news."""
+        ...
+
     async def settle(self, partition: int) -> None:
         """Return once reads of ``partition`` reflect what was folded when called, or soon (a
         reader in another process than the reducer catches up; reads are correct without it,

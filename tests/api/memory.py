@@ -124,6 +124,7 @@ class MemoryTable:
         """Apply the events of one record of ``partition`` that ends at offset ``applied``; returns
         the change-feed record the reducer would write for it."""
         touched: dict[str, list[Change]] = {}
+        before: dict[str, int | None] = {}  # lastUpdated before the record, per touched entity
         sources: set[str] = set()
         folded = 0
         for envelope in envelopes:
@@ -136,6 +137,8 @@ class MemoryTable:
             self._history[key] = _detached(envelope)
             bisect.insort(self._keys, key)
             state = self._states.setdefault(entity_id, new_state())
+            if entity_id not in touched:
+                before[entity_id] = state["l"][0] if exists(state) else None
             touched.setdefault(entity_id, []).extend(apply_event(state, envelope))
             sources.add(envelope["source"])
             folded += 1
@@ -143,7 +146,7 @@ class MemoryTable:
         for entity_id, changed in touched.items():
             state = self._states[entity_id]
             state["o"] = applied  # the stamp of the batch that last wrote the entity
-            if changed:
+            if changed or (state["l"][0] if exists(state) else None) != before[entity_id]:  # as the reducer
                 entity = _detached(to_entity(entity_id, state))
                 changes.append(EntityChange(entity_id, applied, encode_ops(changed), entity))
         self._applied[partition] = max(applied, self._applied.get(partition, -1))
@@ -229,6 +232,10 @@ class MemoryTable:
     def count(self) -> int:
         """Existing entities of the served partitions."""
         return sum(1 for entity_id in self._ids(self.active_partitions()) if exists(self._states[entity_id]))
+
+    def shown_offset(self, partition: int) -> int:
+        """Reads show everything folded: the applied offset."""
+        return self.applied_offset(partition)
 
     async def settle(self, partition: int) -> None:
         """Nothing to wait for: writes are visible at once."""

@@ -193,6 +193,24 @@ def test_a_connection_has_at_most_the_configured_number_of_subscriptions() -> No
         assert subscribe(ws, "a", format="entity")["type"] == "subscribed", "a subscription may be replaced"
 
 
+@pytest.mark.parametrize("pattern", ["seen/a", "seen/*"])
+def test_a_change_the_node_showed_before_a_subscribe_is_not_sent_to_it_as_news(
+    node: MemoryNode, monkeypatch: pytest.MonkeyPatch, pattern: str
+) -> None:
+    """Another HTTP process answered the write (or read it) before this process's relay delivered it."""
+    with TestClient(node.app) as http, http.websocket_connect("/api/ws") as ws:
+        late: list[Any] = []
+        with monkeypatch.context() as patch:
+            patch.setattr(node.hub, "on_record", late.append)
+            publish(http, "seen/a", v=1)  # folded, shown elsewhere; this relay has not got there
+        assert subscribe(ws, pattern)["type"] == "subscribed"
+        assert http.portal is not None
+        http.portal.call(node.hub.on_record, late[0])  # the relay gets there after the subscribe
+        publish(http, "seen/a", v=2)
+        assert ws.receive_json()["value"] == 2
+        assert nothing_queued(ws)
+
+
 def test_a_snapshot_over_the_configured_size_is_refused_and_one_within_it_is_sent() -> None:
     node = MemoryNode(node_settings(ws_snapshot_limit=2))
     with TestClient(node.app) as http, http.websocket_connect("/api/ws") as ws:
