@@ -34,6 +34,7 @@ from tests.flux_process import FluxProcess
 
 PARTITIONS = 8
 ENTITIES = 10_000
+HISTORY_SAMPLE = 40  # entities whose whole histories are compared between the live node and the new one
 
 
 def progress(message: str) -> None:
@@ -240,17 +241,52 @@ async def paced_phase(url: str, rate: int, seconds: float, run: str, batch: int)
     }
 
 
+STUCK_S = 60.0  # an applied count that does not move for this long means events were lost
+
+
+class EventsLost(Exception):
+    """The applied count stopped short of what was published."""
+
+
 def wait_applied(client: httpx.Client, target: int, label: str) -> float:
     last_report = 0.0
+    moved_at, last_done = time.perf_counter(), -1
     while True:
         done = applied_total(client)
         now = time.perf_counter()
         if done >= target:
             return now
+        if done != last_done:
+            moved_at, last_done = now, done
+        elif now - moved_at > STUCK_S:
+            raise EventsLost(f"{label}: the applied count stuck at {done:,} of {target:,} for {STUCK_S:.0f} s")
         if now - last_report > 2:
             progress(f"{label}: {done:,}/{target:,} applied")
             last_report = now
         time.sleep(0.02)
+
+
+def history_ids(client: httpx.Client, entity: str) -> list[str]:
+    """The eventIds of ``entity``'s whole history, following the Link pages."""
+    ids: list[str] = []
+    response = client.get("/api/events", params={"entity": entity, "since": "0", "limit": "1000"})
+    while True:
+        response.raise_for_status()
+        ids.extend(e["eventId"] for e in response.json())
+        following = response.links.get("next")
+        if following is None:
+            return ids
+        response = client.get(following["url"])
+
+
+def histories_identical(node: httpx.Client, replica: httpx.Client, run: str, sample: int) -> tuple[int, int]:
+    """(entities whose histories differ between the two nodes, events the node's sample holds)."""
+    differ = held = 0
+    for k in random.Random(17).sample(range(ENTITIES), sample):
+        mine = history_ids(node, f"{run}/dev-{k}")
+        held += len(mine)
+        differ += mine != history_ids(replica, f"{run}/dev-{k}")
+    return differ, held
 
 
 def main() -> None:
@@ -320,6 +356,8 @@ def main() -> None:
         node_state = client.get("/api/state/entities?prefix=run1/&limit=10000").json()
         replica_state = replica_client.get("/api/state/entities?prefix=run1/&limit=10000").json()
         identical = node_state == replica_state and len(node_state) == ENTITIES
+        progress(f"comparing the histories of {HISTORY_SAMPLE} sampled entities on both nodes")
+        differ, held = histories_identical(client, replica_client, "run1", HISTORY_SAMPLE)
     finally:
         for process in (replica, node):
             if process is not None:
@@ -364,6 +402,12 @@ def main() -> None:
             )
         )
     rows.append(("replica state identical to live state", str(identical)))
+    rows.append(
+        (
+            f"histories of {HISTORY_SAMPLE} sampled entities identical on both nodes ({held:,} events)",
+            "True" if differ == 0 else f"False: {differ} differ",
+        )
+    )
     print_table(f"events: {n:,}, {ENTITIES:,} entities, {PARTITIONS} partitions", rows)
 
 
