@@ -6,8 +6,11 @@ behind it whose position has not moved for :data:`READ_AGAIN_S`, with committed 
 a transaction marker) ahead of it, is stalled: the watch logs what
 Faust's consumer holds about it (active, paused and buffer-full partitions, flow control, the
 fetch position) and has it read again from that position (harmless if it was only slow: what is
-read twice is skipped). Takeovers still leave some partitions in that state (FAULTS.md, "Soak"),
-so the first read-again comes soon. If it still does not move after :data:`STALL_S`, the node
+read twice is skipped). Reading again never resumes Faust's flow control: that clears the
+stream's channel queue, which every partition shares, and so lost records of other partitions
+already marked read (a new node folding a log lost ~13 % of its events so, BENCHMARKS.md).
+Takeovers still leave some partitions in that state (FAULTS.md, "Soak"), so the first read-again
+comes soon. If it still does not move after :data:`STALL_S`, the node
 reports itself not ready with the reason; if it still has not moved one more :data:`STALL_S`
 later, the watch crashes the worker: the process exits with code 1
 (see :class:`api.server._Worker`) and leaves its partitions to the group, for a supervisor to
@@ -154,11 +157,18 @@ class StallWatch:
         self._metrics.stalled(1)
         if tp is None:
             return
+        if not self._app.flow_control.is_active():
+            # Resuming Faust's flow control would clear the stream's channel queue, shared by every
+            # partition: records of other partitions, already marked read, would never be folded while
+            # their later records are (lost). A suspended flow control is Faust's own rebalance state;
+            # if it stays so, the watch reports the partition and then stops the worker, and a restart
+            # reads from the committed offsets, losing nothing.
+            log.warning("partition %d: Faust's flow control is suspended; not reading it again", partition)
+            return
+        await consumer.seek(tp, position)  # the first offset the table does not hold yet, before resuming
         consumer._buffered_partitions.discard(tp)
         consumer.resume_partitions([tp])
-        consumer.resume_flow()
-        self._app.flow_control.resume()
-        await consumer.seek(tp, position)  # the first offset the table does not hold yet
+        consumer.resume_flow()  # only the consumer's own flag: clears no queue
 
 
 def _fetch_state(consumer: Any, tp: Any) -> str:
