@@ -3,7 +3,9 @@
 Every few seconds, for each partition this node serves, the watch compares the events-topic
 offset the table holds the events up to with the partition's last stable offset. A partition
 behind it whose position has not moved for :data:`READ_AGAIN_S`, with committed records (not just
-a transaction marker) ahead of it, is stalled: the watch logs what
+a transaction marker) ahead of it, is stalled, unless Faust already handed its records to the
+stream while the reducer keeps folding (they wait in the stream's queue behind other
+partitions'): the watch logs what
 Faust's consumer holds about it (active, paused and buffer-full partitions, flow control, the
 fetch position) and has it read again from that position (harmless if it was only slow: what is
 read twice is skipped). Reading again never resumes Faust's flow control: that clears the
@@ -60,6 +62,7 @@ class StallWatch:
         self._metrics = metrics
         self._since: dict[int, tuple[int, float]] = {}  # partition -> (position, when it was first seen)
         self._nudged: dict[int, float] = {}  # partition -> when it was read again
+        self._folded = -1  # events the served partitions had folded at the last round
         self._rebalances = -1
         self._task: asyncio.Task[None] | None = None
 
@@ -97,6 +100,8 @@ class StallWatch:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         positions = await self._store.positions(partitions)
         now = time.monotonic()
+        folded = sum(self._store.partition_events(p) for p in partitions)
+        folding, self._folded = folded != self._folded, folded
         stalled = []
         for p in partitions:
             position = positions[p]
@@ -106,6 +111,11 @@ class StallWatch:
                 self._nudged.pop(p, None)
                 continue
             if now - seen[1] < READ_AGAIN_S:
+                continue
+            if folding and self._queued(p, position):
+                # Its records wait in the stream's queue behind other partitions' while the reducer
+                # folds those (a new node folding a long log): slow, not stalled.
+                self._since[p] = (position, now)
                 continue
             if not await self._has_records(consumer, p, position, ends[TopicPartition(topic, p)]):
                 self._since[p] = (position, now)  # only transaction markers lie ahead: caught up
@@ -123,6 +133,16 @@ class StallWatch:
         if given_up:
             still = READ_AGAIN_S + 2 * STALL_S
             await self._app.crash(Stalled(f"partitions {given_up} did not advance for {still:.0f} s"))
+
+    def _queued(self, partition: int, position: int) -> bool:
+        """Whether Faust's consumer already handed the stream records of ``partition`` from ``position`` on."""
+        consumer = self._app.consumer
+        topic = self._settings.events_topic
+        read = next(
+            (offset for tp, offset in consumer._read_offset.items() if tp.topic == topic and tp.partition == partition),
+            None,
+        )
+        return read is not None and read >= position
 
     async def _has_records(self, consumer: Any, partition: int, position: int, end: int) -> bool:
         """Whether committed records (not just transaction markers) lie between ``position`` and ``end``."""

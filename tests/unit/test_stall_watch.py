@@ -22,6 +22,7 @@ TOPIC = "flux.events"
 class Store:
     def __init__(self) -> None:
         self.applied = {0: 5, 1: 7}
+        self.events = {0: 50, 1: 70}
         self.stalled_partitions: list[int] = []
         self.rebalances = 0
 
@@ -34,6 +35,9 @@ class Store:
     def applied_offset(self, partition: int) -> int:
         return self.applied[partition]
 
+    def partition_events(self, partition: int) -> int:
+        return self.events[partition]
+
     async def positions(self, partitions: list[int]) -> dict[int, int]:
         return {p: self.applied[p] for p in partitions}
 
@@ -44,6 +48,7 @@ class FaustConsumer:
         self._active_partitions = {TopicPartition(TOPIC, 1)}
         self._paused_partitions = {TopicPartition(TOPIC, 0)}
         self._buffered_partitions: set[Any] = set()
+        self._read_offset: dict[Any, int | None] = {}  # the last offset handed to the stream
         self.flow_active = True
         self.seeks: list[tuple[int, int]] = []
 
@@ -192,3 +197,17 @@ def test_with_faust_flow_control_suspended_a_partition_is_not_read_again_but_sti
         w.check_at(t)
     assert w.consumer.seeks == [] and not w.flow_control.is_active()
     assert w.store.stalled_partitions == [0]  # then the worker stops: a restart reads from the commits
+
+
+def test_a_partition_whose_records_wait_in_the_queue_while_others_fold_is_not_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = Watched(monkeypatch)
+    w.consumer._read_offset[TopicPartition(TOPIC, 0)] = 9  # handed to the stream, not folded yet
+    for t in (-1, 0, READ_AGAIN_S + 1, READ_AGAIN_S + 3):
+        w.store.events[1] += 100  # the reducer folds partition 1's records, queued before
+        w.check_at(t)
+    assert w.consumer.seeks == [] and w.metrics.partition_stalls == 0
+    for t in (READ_AGAIN_S + 5, 2 * READ_AGAIN_S + 6):  # the reducer folds nothing any more
+        w.check_at(t)
+    assert w.consumer.seeks == [(0, 5)]
