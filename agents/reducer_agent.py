@@ -1,8 +1,9 @@
 """The agent that folds the events topic into the entity table.
 
-It takes records in batches (``stream.take_events``: Faust acks them only after the loop body
-returns), decodes each record (one event or a packed array), merges every event into the
-in-memory state of its entity with :func:`flux.model.entity_limits.apply_within` (the merge of
+It takes records in batches (:func:`agents.batches.take_batches`: cut when no record came for a
+millisecond, or after ``FLUX_FLUSH_INTERVAL_MS``; Faust acks them only after the loop body
+returns), decodes each record (one event or a packed array), merges every event into the in-memory
+state of its entity with :func:`flux.model.entity_limits.apply_within` (the merge of
 :func:`flux.model.reducer.apply_event` under the entity caps), then writes each touched entity once
 per batch through :class:`agents.table.store.EntityStore`. Invalid elements, and events that would
 take their entity past a cap, go to the dead-letter topic with the reason; events on the wrong
@@ -20,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from agents.batches import take_batches
 from agents.change_feed import ChangeFeed
 from agents.membership_fence import Fenced, MembershipFence
 from agents.table.store import EntityStore, decode_state
@@ -312,7 +314,7 @@ def install_reducer(app: Any, events_topic: Any, reducer: BatchReducer, flush_in
     """Register the reducer agent on ``app``; returns the agent."""
 
     async def reduce_events(stream: Any) -> None:
-        async for records in stream.take_events(RECORDS_PER_BATCH, within=flush_interval_s):
+        async for records in take_batches(stream, RECORDS_PER_BATCH, within=flush_interval_s):
             try:
                 await reducer.apply(records)
             except ReducerStopped:
